@@ -1,0 +1,291 @@
+"""gradcam_lib.explain against independent references: captum, pytorch-grad-cam, and closed forms."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from gradcam_lib.explain import (
+    grad_cam,
+    grad_cam_pp,
+    grad_cam_top_k,
+    guided_backprop,
+    guided_grad_cam,
+    input_gradient,
+)
+from gradcam_lib.models import load_model
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    ours, reference = ours.detach(), reference.detach()
+    return float((ours - reference).abs().max() / reference.abs().max())
+
+
+class PooledLinear(nn.Module):
+    """logit_c = sum_k W_ck mean_ij(A_k) + b_c with A = the input: Grad-CAM's weights are W_ck / (hw)."""
+
+    def __init__(self, channels: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Identity()
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(-2, -1)))
+
+
+# ---------------------------------------------------------------- Grad-CAM
+
+
+def test_grad_cam_closed_form_on_global_pooling_head():
+    torch.manual_seed(1)
+    model = PooledLinear()
+    x = torch.rand(2, 4, 5, 6)
+    targets = torch.tensor([0, 2])
+    maps = grad_cam(model, model.features, x, targets, upsample=False)
+    w = model.fc.weight.detach().numpy()[targets.numpy()] / 30.0
+    expected = np.maximum(np.einsum("bk,bkhw->bhw", w, x.numpy()), 0)
+    np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_grad_cam_pp_closed_form_on_global_pooling_head():
+    torch.manual_seed(2)
+    model = PooledLinear()
+    x = torch.rand(1, 4, 3, 3)
+    target = torch.tensor([1])
+    maps = grad_cam_pp(model, model.features, x, target, upsample=False)
+    a = x.numpy()[0].astype(np.float64)
+    g = np.broadcast_to(model.fc.weight.detach().numpy()[1].astype(np.float64)[:, None, None] / 9.0, a.shape)
+    alpha = g**2 / (2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3 + 1e-6)
+    weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2))
+    expected = np.maximum(np.einsum("k,khw->hw", weights, a), 0)
+    np.testing.assert_allclose(maps.numpy()[0], expected, rtol=1e-5, atol=1e-8)
+
+
+def test_grad_cam_matches_captum_layergradcam_bilinear(lite0, images):
+    targets = torch.tensor([285, 967])
+    ours = grad_cam(lite0.model, lite0.layer, images, targets)
+    captum = LayerGradCam(lite0.model, lite0.layer).attribute(images, targets, relu_attributions=True)
+    captum = LayerAttribution.interpolate(captum, (224, 224), interpolate_mode="bilinear")[:, 0]
+    assert ours.shape == (2, 224, 224)
+    assert _relative_error(ours, captum) < 1e-5
+
+
+def test_counterfactual_negates_the_gradients(lite0, images):
+    targets = torch.tensor([285, 967])
+    ours = grad_cam(lite0.model, lite0.layer, images, targets, counterfactual=True, upsample=False)
+    raw = LayerGradCam(lite0.model, lite0.layer).attribute(images, targets, relu_attributions=False)[:, 0]
+    assert _relative_error(ours, (-raw).clamp(min=0)) < 1e-5
+
+
+def _pytorch_grad_cam_raw(cam_class, entry, images, targets) -> np.ndarray:
+    """pytorch-grad-cam's map before its min-max normalisation and resize."""
+    cam = cam_class(model=entry.model, target_layers=[entry.layer])
+    try:
+        outputs = cam.activations_and_grads(images)
+        chosen = [ClassifierOutputTarget(int(t)) for t in targets]
+        entry.model.zero_grad()
+        sum(target(output) for target, output in zip(chosen, outputs)).backward()
+        activations = cam.activations_and_grads.activations[0].numpy()
+        gradients = cam.activations_and_grads.gradients[0].numpy()
+        raw = cam.get_cam_image(images, entry.layer, chosen, activations, gradients, False)
+    finally:
+        cam.activations_and_grads.release()
+        entry.model.zero_grad(set_to_none=True)
+    return np.maximum(raw, 0)
+
+
+@pytest.mark.parametrize("ours, theirs", [(grad_cam, GradCAM), (grad_cam_pp, GradCAMPlusPlus)])
+def test_matches_pytorch_grad_cam_before_its_normalisation(lite0, images, ours, theirs):
+    targets = torch.tensor([285, 967])
+    reference = torch.from_numpy(_pytorch_grad_cam_raw(theirs, lite0, images, targets))
+    mine = ours(lite0.model, lite0.layer, images, targets, upsample=False)
+    assert _relative_error(mine, reference) < 1e-4
+
+
+def test_k_targets_equal_separate_calls_and_one_forward(lite0, images):
+    targets = torch.tensor([[285, 281, 1], [967, 968, 504]])
+    calls = []
+    handle = lite0.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        maps = grad_cam(lite0.model, lite0.layer, images, targets)
+    finally:
+        handle.remove()
+    assert maps.shape == (2, 3, 224, 224)
+    assert len(calls) == 1
+    assert all(p.grad is None for p in lite0.model.parameters())
+    for k in range(3):
+        torch.testing.assert_close(maps[:, k], grad_cam(lite0.model, lite0.layer, images, targets[:, k]))
+
+
+def test_batch_members_are_independent(lite0, images):
+    targets = torch.tensor([285, 967])
+    together = grad_cam(lite0.model, lite0.layer, images, targets)
+    alone = grad_cam(lite0.model, lite0.layer, images[1:], targets[1:])
+    torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_top_k_uses_the_predicted_classes(lite0, images):
+    logits, classes, maps = grad_cam_top_k(lite0.model, lite0.layer, images, k=5)
+    assert torch.equal(classes, lite0.model(images).topk(5).indices)
+    torch.testing.assert_close(maps, grad_cam(lite0.model, lite0.layer, images, classes))
+    assert logits.shape == (2, 1000)
+
+
+# ---------------------------------------------------------------- model state and clean-up
+
+
+def test_state_restored_and_hooks_removed_after_an_exception(lite0, images):
+    model = lite0.model
+    model.train()
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)
+    with pytest.raises(IndexError):
+        grad_cam(model, lite0.layer, images, torch.tensor([0, 5000]))
+    with pytest.raises(IndexError):
+        guided_backprop(model, images, torch.tensor([0, 5000]))
+    try:
+        assert all(m.training for m in model.modules())
+        assert frozen.requires_grad is False
+        assert all(p.requires_grad for p in list(model.parameters())[1:])
+        assert not lite0.layer._forward_hooks
+        assert not torch.overrides._get_current_function_mode_stack()
+        assert torch.is_grad_enabled()
+    finally:
+        model.eval()
+        frozen.requires_grad_(True)
+
+
+def test_bad_target_shape_is_reported(lite0, images):
+    with pytest.raises(ValueError, match="targets must be"):
+        grad_cam(lite0.model, lite0.layer, images, torch.tensor([1, 2, 3]))
+
+
+# ---------------------------------------------------------------- Guided Backprop
+
+
+def _hand_guided_gradient(w1: np.ndarray, w2: np.ndarray, x: np.ndarray, upper: float, target: int) -> np.ndarray:
+    z = w1 @ x
+    passes = (z > 0) & (z < upper)
+    g = np.maximum(w2[target], 0) * passes
+    return w1.T @ g
+
+
+@pytest.mark.parametrize("activation, upper", [(nn.ReLU6(), 6.0), (nn.ReLU(inplace=True), np.inf)])
+def test_guided_rule_hand_computed(activation, upper):
+    w1 = np.array([[1.0, -2.0], [3.0, 1.0], [2.0, 2.0], [-1.0, 0.5]], dtype=np.float32)
+    w2 = np.array([[1.0, -1.0, 2.0, 3.0], [-2.0, 1.0, 1.0, 0.5]], dtype=np.float32)
+    x = np.array([1.5, 1.0], dtype=np.float32)  # z = [-0.5, 5.5, 5.0, -1.0]: the 6-cap matters for z > 6
+    x_big = np.array([2.0, 1.0], dtype=np.float32)  # z = [0, 7, 6, -1.5]
+    model = nn.Sequential(nn.Linear(2, 4, bias=False), activation, nn.Linear(4, 2, bias=False))
+    model[0].weight.data = torch.from_numpy(w1)
+    model[2].weight.data = torch.from_numpy(w2)
+    for point in (x, x_big):
+        for target in (0, 1):
+            ours = guided_backprop(model, torch.from_numpy(point)[None], torch.tensor([target]))
+            np.testing.assert_allclose(ours[0].numpy(), _hand_guided_gradient(w1, w2, point, upper, target), rtol=1e-6)
+
+
+def test_guided_rule_on_a_reused_module_and_functional_relu():
+    torch.manual_seed(3)
+
+    class Reuse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(5, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(torch.relu(self.b(self.act(self.a(x)))) + F.relu(self.b(self.act(self.a(x)))))
+
+    class Separate(nn.Module):  # the same network with one nn.ReLU per use: captum handles it
+        def __init__(self, src: Reuse) -> None:
+            super().__init__()
+            self.src = src
+            self.r1, self.r2, self.r3, self.r4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.src
+            return s.c(self.r2(s.b(self.r1(s.a(x)))) + self.r4(s.b(self.r3(s.a(x)))))
+
+    model = Reuse()
+    x = torch.randn(4, 5)
+    targets = torch.tensor([0, 1, 2, 0])
+    reference = GuidedBackprop(Separate(model)).attribute(x.clone().requires_grad_(), targets)
+    ours = guided_backprop(model, x, targets)
+    torch.testing.assert_close(ours, reference)
+    assert not torch.allclose(ours, input_gradient(model, x, targets))
+
+
+def test_guided_backprop_matches_captum_where_captum_is_valid(images):
+    torch.manual_seed(4)
+    model = torchvision.models.vgg11(num_classes=10).eval()
+    targets = torch.tensor([3, 7])
+    reference = GuidedBackprop(model).attribute(images.clone().requires_grad_(), targets)
+    ours = guided_backprop(model, images, targets)
+    assert ours.shape == (2, 3, 224, 224)
+    assert _relative_error(ours, reference) < 1e-5
+
+
+def _googlenet_with_relu_modules(model: nn.Module) -> nn.Module:
+    """Give every BasicConv2d an nn.ReLU module so captum's module hooks can see it."""
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+    for module in model.modules():
+        if type(module).__name__ == "BasicConv2d":
+            module.relu = nn.ReLU()
+            module.forward = types.MethodType(forward, module)
+    return model
+
+
+def test_googlenet_plain_gradient_trap_is_avoided():
+    """captum's GuidedBackprop on torchvision GoogLeNet silently returns the plain gradient (it only
+    hooks nn.ReLU modules and GoogLeNet calls F.relu); ours applies the guided rule."""
+    torch.manual_seed(5)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10).eval()
+    x = torch.randn(1, 3, 224, 224)
+    target = torch.tensor([4])
+    plain = input_gradient(model, x, target)
+    captum_on_original = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target)
+    torch.testing.assert_close(captum_on_original, plain)  # the trap
+    ours = guided_backprop(model, x, target)
+    assert _relative_error(ours, plain) > 0.1
+    fixed = _googlenet_with_relu_modules(model)
+    reference = GuidedBackprop(fixed).attribute(x.clone().requires_grad_(), target)
+    assert _relative_error(ours, reference) < 1e-5
+
+
+def test_guided_backprop_through_relu6_differs_from_plain_gradient(lite0, images):
+    target = torch.tensor([285, 967])
+    plain = input_gradient(lite0.model, images, target)
+    assert _relative_error(guided_backprop(lite0.model, images, target), plain) > 0.1
+
+
+def test_guided_grad_cam_is_the_product(lite0, images):
+    targets = torch.tensor([[285, 281], [967, 968]])
+    combined = guided_grad_cam(lite0.model, lite0.layer, images, targets)
+    assert combined.shape == (2, 2, 3, 224, 224)
+    expected = guided_backprop(lite0.model, images, targets) * grad_cam(lite0.model, lite0.layer, images, targets)[
+        :, :, None
+    ]
+    torch.testing.assert_close(combined, expected)
