@@ -36,6 +36,8 @@ __all__ = [
     "input_gradient",
     "guided_backprop",
     "guided_grad_cam",
+    "HEATMAP_METHODS",
+    "heatmaps",
 ]
 
 Targets = torch.Tensor
@@ -275,18 +277,26 @@ def grad_cam_pp(
 
 
 def grad_cam_top_k(
-    model: nn.Module, layer: nn.Module, images: torch.Tensor, k: int = 5
+    model: nn.Module, layer: nn.Module, images: torch.Tensor, k: int = 5, also: Targets | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grad-CAM for the ``k`` highest-scoring classes of each image from a single forward pass
     (the localisation protocol needs the prediction and its maps; captum and pytorch-grad-cam need
     a second pass to learn the predicted classes).
 
+    Args:
+        also: optional ``(B, E)`` further classes to map in the same pass (e.g. the ground truth).
+
     Returns:
-        ``(logits (B, N), classes (B, k) in descending score, maps (B, k, H, W))``.
+        ``(logits (B, N), classes (B, k [+ E]) -- the top-k in descending score, then ``also`` --,
+        maps (B, k [+ E], H, W))``.
     """
-    logits, classes, activations, gradients = _layer_gradients(
-        model, layer, images, lambda scores: scores.topk(k, dim=1).indices
-    )
+    extra = None if also is None else torch.as_tensor(also, dtype=torch.long, device=images.device).view(len(images), -1)
+
+    def choose(scores: torch.Tensor) -> torch.Tensor:
+        top = scores.topk(k, dim=1).indices
+        return top if extra is None else torch.cat([top, extra], dim=1)
+
+    logits, classes, activations, gradients = _layer_gradients(model, layer, images, choose)
     maps = _class_maps(activations, _grad_cam_weights(activations, gradients), images.shape[-2:])
     return logits, classes, maps
 
@@ -342,3 +352,38 @@ def guided_grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor, ta
     guided = guided_backprop(model, images, targets)
     cam = grad_cam(model, layer, images, targets)
     return guided * cam.unsqueeze(-3)
+
+
+# --------------------------------------------------------------------------------------------
+# One 2-D heatmap per (image, class), whatever the method: what the evaluation chapters compare
+# --------------------------------------------------------------------------------------------
+
+
+def _channel_saliency(maps: torch.Tensor) -> torch.Tensor:
+    """Input-space maps -> 2-D: max over colour channels of the magnitude (Simonyan et al. 2014)."""
+    return maps.abs().amax(dim=-3)
+
+
+HEATMAP_METHODS: dict[str, str] = {
+    "gradcam": "Grad-CAM",
+    "gradcam_pp": "Grad-CAM++",
+    "backprop": "Backprop (gradient)",
+    "guided_backprop": "Guided Backprop",
+    "guided_gradcam": "Guided Grad-CAM",
+}
+
+
+def heatmaps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """``(B, [K,] H, W)`` non-negative maps for any method of ``HEATMAP_METHODS``; input-space
+    methods are reduced to 2-D by :func:`_channel_saliency`."""
+    if method == "gradcam":
+        return grad_cam(model, layer, images, targets)
+    if method == "gradcam_pp":
+        return grad_cam_pp(model, layer, images, targets)
+    if method == "backprop":
+        return _channel_saliency(input_gradient(model, images, targets))
+    if method == "guided_backprop":
+        return _channel_saliency(guided_backprop(model, images, targets))
+    if method == "guided_gradcam":
+        return _channel_saliency(guided_grad_cam(model, layer, images, targets))
+    raise KeyError(f"unknown method {method!r}; choose one of {', '.join(HEATMAP_METHODS)}")

@@ -10,12 +10,19 @@ relaxes the threshold only for boxes under about 90 px a side). Top-5: any of fi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
+from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.explain import grad_cam_top_k, heatmaps
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
 
 Box = tuple[int, int, int, int]
 
@@ -26,7 +33,9 @@ __all__ = [
     "iou_threshold",
     "guess_is_localized",
     "image_outcome",
-    "error_rates",
+    "localize_batch",
+    "evaluate_localization",
+    "error_table",
 ]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -109,9 +118,92 @@ def image_outcome(
     }
 
 
-def error_rates(outcomes: Sequence[dict[str, bool]]) -> dict[str, float]:
-    """Errors in % (100 - accuracy) over images, for each criterion of :func:`image_outcome`."""
-    if not outcomes:
-        raise ValueError("no images were evaluated")
-    keys = ("cls_top1", "cls_top5", "loc_top1", "loc_top5")
-    return {key: 100.0 * (1.0 - float(np.mean([o[key] for o in outcomes]))) for key in keys}
+# --------------------------------------------------------------------------------------------
+# The whole protocol over a data set
+# --------------------------------------------------------------------------------------------
+
+CRITERIA = ("cls_top1", "cls_top5", "loc_top1", "loc_top5", "loc_gt_known")
+
+
+def localize_batch(
+    entry: ModelEntry,
+    images: torch.Tensor,
+    samples: Sequence[Sample],
+    method: str = "gradcam",
+    thresholds: Sequence[float] = (0.15,),
+    top_k: int = 5,
+    tiny_box_rule: bool = True,
+) -> list[dict[str, Any]]:
+    """Predict, map each of the ``top_k`` classes, box each map at every threshold, and score.
+
+    Also scores "ground-truth-known" localisation (``loc_gt_known``, Zhou et al. 2016): the map of
+    the image's first ground-truth class, whatever the prediction -- localisation quality apart
+    from classification.
+
+    Returns one row per (image, threshold): the ILSVRC outcomes, ``loc_gt_known``, the top-1 class
+    and its box.
+    """
+    truth = torch.tensor([[sample.labels[0]] for sample in samples], device=images.device)
+    if method == "gradcam":
+        _, classes, maps = grad_cam_top_k(entry.model, entry.layer, images, top_k, also=truth)
+    else:
+        with torch.no_grad():
+            classes = torch.cat([entry.model(images).topk(top_k, dim=1).indices, truth], dim=1)
+        maps = heatmaps(method, entry.model, entry.layer, images, classes)
+    maps, classes = maps.cpu(), classes.cpu()
+    rows = []
+    for index, sample in enumerate(samples):
+        labels = classes[index].tolist()
+        for threshold in thresholds:
+            boxes = [heatmap_to_box(maps[index, k], threshold) for k in range(top_k + 1)]
+            top1_box = boxes[0] if boxes[0] is not None else (np.nan,) * 4
+            rows.append(
+                {
+                    "image_id": sample.image_id,
+                    "threshold": threshold,
+                    **image_outcome(labels[:top_k], boxes[:top_k], sample, tiny_box_rule),
+                    "loc_gt_known": guess_is_localized(labels[top_k], boxes[top_k], sample, tiny_box_rule),
+                    "top1_class": labels[0],
+                    **dict(zip(("xmin", "ymin", "xmax", "ymax"), top1_box)),
+                }
+            )
+    return rows
+
+
+def evaluate_localization(
+    entry: ModelEntry,
+    dataset: Dataset,
+    dataset_name: str,
+    results_dir: str | Path,
+    method: str = "gradcam",
+    thresholds: Sequence[float] = (0.15,),
+    batch_size: int = 8,
+    device: str = "cpu",
+    num_workers: int = 0,
+    tiny_box_rule: bool = True,
+) -> pd.DataFrame:
+    """Run :func:`localize_batch` over ``dataset``, resumably, into
+    ``results_dir/<model>_<method>_<dataset>_<settings hash>.csv``; returns all rows."""
+    settings = {"model": entry.name, "method": method, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+                "thresholds": list(thresholds), "tiny_box_rule": tiny_box_rule}
+    path = Path(results_dir) / f"{entry.name}_{method}_{dataset_name}_{run_key(settings)}.csv"
+    rows = run_resumable(
+        dataset,
+        lambda images, samples: localize_batch(entry, images, samples, method, thresholds, 5, tiny_box_rule),
+        path,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        description=f"{entry.name} {method} {dataset_name}",
+    )
+    return rows.assign(model=entry.name, method=method, dataset=dataset_name)
+
+
+def error_table(rows: pd.DataFrame, threshold: float = 0.15) -> pd.DataFrame:
+    """Errors in % (100 - accuracy over images) per (dataset, model, method) at one threshold,
+    with the number of images behind each row."""
+    at = rows[np.isclose(rows["threshold"], threshold)]
+    grouped = at.groupby(["dataset", "model", "method"], sort=False)
+    table = 100.0 * (1.0 - grouped[list(CRITERIA)].mean())
+    table["images"] = grouped["image_id"].nunique()
+    return table.reset_index()

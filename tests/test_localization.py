@@ -8,7 +8,13 @@ import torch
 from skimage.measure import label, regionprops
 
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.localization import error_rates, heatmap_to_box, image_outcome, iou, iou_threshold
+import pandas as pd
+
+from torch import nn
+
+from gradcam_lib.datasets.transforms import ImageTransform
+from gradcam_lib.localization import error_table, heatmap_to_box, image_outcome, iou, iou_threshold, localize_batch
+from gradcam_lib.models import ModelEntry
 
 
 def test_box_of_the_largest_segment_by_pixels_not_by_extent():
@@ -89,7 +95,42 @@ def test_ilsvrc_rule_per_image_and_error_rates():
     assert out2 == {"cls_top1": True, "cls_top5": True, "loc_top1": False, "loc_top5": False}
     out3 = image_outcome([0, 1, 2, 4, 5], [right_box] * 5, sample)
     assert out3 == {"cls_top1": False, "cls_top5": False, "loc_top1": False, "loc_top5": False}
-    errors = error_rates([out, out2, out3, out])
-    assert errors == pytest.approx({"cls_top1": 25.0, "cls_top5": 25.0, "loc_top1": 100.0, "loc_top5": 50.0})
-    with pytest.raises(ValueError):
-        error_rates([])
+    rows = pd.DataFrame(
+        [
+            {"image_id": f"i{n}", "threshold": t, "loc_gt_known": n == 0, **o}
+            for n, o in enumerate([out, out2, out3, out])
+            for t in (0.15, 0.3)
+        ]
+    ).assign(dataset="d", model="m", method="gradcam")
+    table = error_table(rows, threshold=0.15).iloc[0]
+    expected = {"cls_top1": 25.0, "cls_top5": 25.0, "loc_top1": 100.0, "loc_top5": 50.0, "loc_gt_known": 75.0, "images": 4}
+    assert table[list(expected)].to_dict() == pytest.approx(expected)
+
+
+class ChannelMeans(nn.Module):
+    """logit_c = mean of input channel c: Grad-CAM for class c is exactly ReLU(channel c)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(-2, -1))
+
+
+def test_localize_batch_end_to_end_on_a_model_with_known_maps():
+    model = ChannelMeans()
+    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    image = torch.zeros(6, 40, 50)
+    image[2, 5:20, 10:31] = 1.0  # class 2: the predicted class, a box at x 10..30, y 5..19
+    image[4, 30:35, 0:5] = 0.5  # class 4: second, elsewhere
+    image[0] = -1.0  # class 0: all negative, its Grad-CAM is all zero -> no box
+    truth = Sample(image, (2,), torch.tensor([[10, 5, 30, 19]]), torch.tensor([2]), "a")
+    wrong = Sample(image, (4,), torch.tensor([[10, 5, 30, 19]]), torch.tensor([4]), "b")
+    rows = localize_batch(entry, torch.stack([image, image]), [truth, wrong], "gradcam", (0.15, 0.5))
+    assert [(r["image_id"], r["threshold"]) for r in rows] == [("a", 0.15), ("a", 0.5), ("b", 0.15), ("b", 0.5)]
+    first = rows[0]
+    assert (first["top1_class"], first["xmin"], first["ymin"], first["xmax"], first["ymax"]) == (2, 10, 5, 30, 19)
+    assert first["cls_top1"] and first["loc_top1"] and first["loc_gt_known"]
+    # class 4 is in the top 5 but its map lies elsewhere than the (deliberately wrong) box
+    assert not rows[2]["cls_top1"] and rows[2]["cls_top5"] and not rows[2]["loc_top5"] and not rows[2]["loc_gt_known"]

@@ -1,0 +1,73 @@
+"""Data sets of the book: every item is a :class:`Sample` with boxes in the model input's pixels."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from gradcam_lib.datasets.base import Sample, build_sample, collate_samples
+from gradcam_lib.datasets.composite import CompositeDataset, ObjectCrop, photo_crops
+from gradcam_lib.datasets.ilsvrc import (
+    Annotation,
+    ILSVRCValDataset,
+    find_layout,
+    imagenet_wnids,
+    parse_annotation,
+    read_image,
+    wnid_to_index,
+    write_index,
+)
+from gradcam_lib.datasets.samples import PhotoBox, RawPhoto, load_photos, load_raw_photos, read_photo_boxes
+from gradcam_lib.datasets.transforms import ImageTransform, to_rgb
+
+__all__ = [
+    "DATASET_NAMES",
+    "build_dataset",
+    "Annotation",
+    "CompositeDataset",
+    "ILSVRCValDataset",
+    "ImageTransform",
+    "ObjectCrop",
+    "PhotoBox",
+    "RawPhoto",
+    "Sample",
+    "build_sample",
+    "collate_samples",
+    "find_layout",
+    "imagenet_wnids",
+    "load_photos",
+    "load_raw_photos",
+    "parse_annotation",
+    "photo_crops",
+    "read_image",
+    "read_photo_boxes",
+    "to_rgb",
+    "wnid_to_index",
+    "write_index",
+]
+
+DATASET_NAMES = ("composite", "photos", "ilsvrc")
+
+
+def build_dataset(
+    name: str, transform: ImageTransform, n_images: int | None = None, data_root: str | None = None, seed: int = 0
+) -> Dataset[Sample]:
+    """A chapter's data set by name, in one model's geometry.
+
+    Args:
+        name: ``composite`` (generated from ``seed``, ``n_images`` images), ``photos`` (the embedded
+            photographs; ``n_images`` ignored) or ``ilsvrc`` (ILSVRC2012 val under ``data_root``, the
+            first ``n_images``).
+        transform: the model's :class:`ImageTransform`.
+
+    Raises:
+        ValueError: unknown name, or ``ilsvrc`` without ``data_root``.
+    """
+    if name == "composite":
+        return CompositeDataset(n_images or 100, transform, seed=seed)
+    if name == "photos":
+        return load_photos(transform)
+    if name == "ilsvrc":
+        if data_root is None:
+            raise ValueError("dataset 'ilsvrc' needs data_root: the ILSVRC2012 val folder or its CSV index")
+        return ILSVRCValDataset(data_root, transform, limit=n_images)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

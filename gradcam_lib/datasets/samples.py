@@ -17,10 +17,10 @@ from importlib import resources
 import torch
 from PIL import Image
 
-from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.transforms import ImageTransform, to_rgb
 
-__all__ = ["RawPhoto", "PhotoBox", "read_photo_boxes", "load_source_image", "load_raw_photos", "load_photos", "build_sample"]
+__all__ = ["RawPhoto", "PhotoBox", "read_photo_boxes", "load_source_image", "load_raw_photos", "load_photos"]
 
 BOXES_FILE = "photo_boxes.csv"
 
@@ -102,25 +102,6 @@ def load_raw_photos() -> tuple[RawPhoto, ...]:
             )
         )
     return tuple(photos)
-
-
-def build_sample(
-    image: Image.Image,
-    boxes: torch.Tensor,
-    box_labels: torch.Tensor,
-    image_id: str,
-    transform: ImageTransform,
-) -> Sample:
-    """Send an image and its inclusive boxes through ``transform`` and make a :class:`Sample`.
-
-    ``labels`` are the image-level ground truth: every class annotated in the image, also one whose
-    boxes all fall outside the crop (the ILSVRC classification protocol labels the image, not the
-    crop). ``boxes``/``box_labels`` keep only the boxes that still cover a pixel of the crop.
-    """
-    box_labels = torch.as_tensor(box_labels, dtype=torch.long).reshape(-1)
-    tensor, mapped, keep = transform(image, boxes)
-    labels = tuple(sorted({int(label) for label in box_labels}))
-    return Sample(image=tensor, labels=labels, boxes=mapped, box_labels=box_labels[keep], image_id=image_id)
 
 
 def load_photos(transform: ImageTransform) -> list[Sample]:

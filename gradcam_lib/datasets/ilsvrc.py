@@ -1,0 +1,295 @@
+"""ILSVRC2012 validation set with its bounding boxes (the paper's localisation benchmark, Sec. 4.1).
+
+Layout. ``root`` is either a CSV index written by :func:`write_index` (``data_prep/index_ilsvrc.py``)
+or a folder holding
+
+* the 50k val JPEGs ``ILSVRC2012_val_00000001.JPEG`` ... in the first of ``root/val/``,
+  ``root/Data/CLS-LOC/val/`` (Kaggle) or ``root/`` that has any, and
+* one PASCAL VOC-style XML per image (``ILSVRC2012_bbox_val_v3.tgz`` unpacks to ``val/*.xml``) in the
+  first of ``root/bbox_val/val/``, ``root/bbox_val/``, ``root/Annotations/CLS-LOC/val/``,
+  ``root/Annotations/``, ``root/val/`` (beside the images) or ``root/`` that has any.
+
+``images_dir``/``annotations_dir`` override the search. The items are the images that have an XML,
+in file-name order. Boxes: the XML's ``xmin..xmax`` are read as 0-based *inclusive* pixel
+coordinates (the devkit computes widths as ``xmax - xmin + 1``) and clipped to the image size the
+XML states; the labels are the indices of the objects' wnids in the sorted list of the 1000
+ILSVRC2012 wnids, which is torchvision's class order (``imagenet_wnids.txt``, made by
+``data_prep/make_imagenet_wnids.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gradcam_lib.datasets.base import Sample, build_sample
+from gradcam_lib.datasets.transforms import ImageTransform
+
+__all__ = [
+    "Annotation",
+    "ILSVRCValDataset",
+    "imagenet_wnids",
+    "wnid_to_index",
+    "parse_annotation",
+    "find_layout",
+    "read_image",
+    "write_index",
+    "INDEX_COLUMNS",
+]
+
+WNIDS_FILE = "imagenet_wnids.txt"
+IMAGE_SUFFIXES = (".jpeg", ".jpg")
+IMAGE_DIRS = ("val", "Data/CLS-LOC/val", ".")
+ANNOTATION_DIRS = ("bbox_val/val", "bbox_val", "Annotations/CLS-LOC/val", "Annotations", "val", ".")
+INDEX_COLUMNS = ("image", "width", "height", "wnid", "label", "xmin", "ymin", "xmax", "ymax")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ILSVRC2012 wnids, sorted: position = torchvision class index."""
+    text = resources.files("gradcam_lib.datasets").joinpath(WNIDS_FILE).read_text(encoding="ascii")
+    return tuple(text.split())
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    """wnid -> torchvision ImageNet class index (``n01440764`` -> 0)."""
+    return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The objects of one val image: ``boxes[i]`` (inclusive, clipped) holds an object of
+    ``wnids[i]``."""
+
+    image_id: str
+    width: int
+    height: int
+    wnids: tuple[str, ...]
+    boxes: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """Class index of each box."""
+        index = wnid_to_index()
+        unknown = sorted(set(self.wnids) - index.keys())
+        if unknown:
+            raise KeyError(f"{self.image_id}: wnids {unknown} are not ILSVRC2012 classes")
+        return tuple(index[w] for w in self.wnids)
+
+
+def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """Clamp an inclusive box into a ``width`` x ``height`` image (a size <= 0 means unknown)."""
+    x0, y0, x1, y1 = box
+    if width > 0:
+        x0, x1 = (min(max(v, 0), width - 1) for v in (x0, x1))
+    if height > 0:
+        y0, y1 = (min(max(v, 0), height - 1) for v in (y0, y1))
+    return x0, y0, x1, y1
+
+
+def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
+    """Read one ILSVRC/PASCAL VOC XML; boxes are clipped to its ``<size>``.
+
+    Raises:
+        ValueError: a box with ``xmin > xmax`` or ``ymin > ymax``, or a missing field.
+    """
+    path = Path(path)
+    root = ET.parse(path).getroot()
+
+    def number(node: ET.Element, tag: str) -> int:
+        text = node.findtext(tag)
+        if text is None:
+            raise ValueError(f"{path}: <{tag}> missing")
+        return int(round(float(text)))
+
+    size = root.find("size")
+    width, height = (number(size, "width"), number(size, "height")) if size is not None else (0, 0)
+    wnids, boxes = [], []
+    for obj in root.iter("object"):
+        bndbox = obj.find("bndbox")
+        name = obj.findtext("name")
+        if bndbox is None or name is None:
+            raise ValueError(f"{path}: an <object> lacks <name> or <bndbox>")
+        box = tuple(number(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        if box[0] > box[2] or box[1] > box[3]:
+            raise ValueError(f"{path}: inverted box {box} for {name}")
+        wnids.append(name.strip())
+        boxes.append(clip_box(box, width, height))
+    return Annotation(path.stem, width, height, tuple(wnids), tuple(boxes))
+
+
+def _first_with(root: Path, candidates: Iterable[str], suffixes: tuple[str, ...]) -> Path | None:
+    for name in candidates:
+        folder = root / name
+        if folder.is_dir() and any(e.is_file() and Path(e.name).suffix.lower() in suffixes for e in os.scandir(folder)):
+            return folder
+    return None
+
+
+def find_layout(
+    root: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None = None,
+    annotations_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Path]:
+    """Locate ``(images folder, XML folder)`` under ``root`` (see the module docstring).
+
+    Raises:
+        FileNotFoundError: ``root`` missing, or no folder with JPEGs / XMLs; says where it looked.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ILSVRC2012 val folder {root} does not exist")
+    images = Path(images_dir) if images_dir is not None else _first_with(root, IMAGE_DIRS, IMAGE_SUFFIXES)
+    if images is None or not images.is_dir():
+        looked = images_dir if images_dir is not None else ", ".join(str(root / d) for d in IMAGE_DIRS)
+        raise FileNotFoundError(f"no ILSVRC2012 val JPEGs (ILSVRC2012_val_*.JPEG) found in {looked}")
+    annotations = (
+        Path(annotations_dir)
+        if annotations_dir is not None
+        else _first_with(root, ANNOTATION_DIRS, (".xml",)) or _first_with(images, (".",), (".xml",))
+    )
+    if annotations is None or not annotations.is_dir():
+        looked = annotations_dir if annotations_dir is not None else ", ".join(str(root / d) for d in ANNOTATION_DIRS)
+        raise FileNotFoundError(
+            f"no ILSVRC2012 val bounding-box XMLs found in {looked}; unpack ILSVRC2012_bbox_val_v3.tgz "
+            f"into {root / 'bbox_val'}"
+        )
+    return images, annotations
+
+
+def read_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file fully (any mode; the transform converts to RGB).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: the file is not a decodable image; the message names it.
+    """
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:
+        raise OSError(f"cannot decode image {path}: {error}") from error
+    return image
+
+
+class ILSVRCValDataset(Dataset[Sample]):
+    """ILSVRC2012 val images with all their boxes, as :class:`Sample` in the model input's pixels.
+
+    Args:
+        root: the data set folder, or a CSV index written by :func:`write_index`.
+        transform: the model's transform (boxes follow it).
+        limit: keep only the first ``limit`` images (in file-name order).
+        images_dir, annotations_dir: override the folder search (folder mode only).
+
+    Raises:
+        FileNotFoundError: folders missing, or an XML whose image is not there (the message names
+            both).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        transform: ImageTransform,
+        limit: int | None = None,
+        images_dir: str | os.PathLike[str] | None = None,
+        annotations_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.transform = transform
+        root = Path(root)
+        if root.suffix.lower() == ".csv":
+            if not root.is_file():
+                raise FileNotFoundError(f"ILSVRC2012 index {root} does not exist")
+            pairs = _read_index(root)
+        else:
+            pairs = _scan_folder(*find_layout(root, images_dir, annotations_dir))
+        pairs = pairs[:limit] if limit is not None else pairs
+        self.image_paths: list[Path] = [p for p, _ in pairs]
+        self._annotations: list[Path | Annotation] = [a for _, a in pairs]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def annotation(self, index: int) -> Annotation:
+        """The parsed XML (or index rows) of item ``index``."""
+        item = self._annotations[index]
+        return item if isinstance(item, Annotation) else parse_annotation(item)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        annotation = self.annotation(index)
+        boxes = torch.tensor(annotation.boxes, dtype=torch.long).reshape(-1, 4)
+        labels = torch.tensor(annotation.labels, dtype=torch.long)
+        image = read_image(self.image_paths[index])
+        return build_sample(image, boxes, labels, annotation.image_id, self.transform)
+
+
+def _scan_folder(images: Path, annotations: Path) -> list[tuple[Path, Path | Annotation]]:
+    """``(image, xml)`` pairs, one per XML, sorted by name."""
+    by_stem = {Path(e.name).stem: e.name for e in os.scandir(images) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES}
+    xmls = sorted(e.name for e in os.scandir(annotations) if e.name.lower().endswith(".xml"))
+    missing = [x for x in xmls if Path(x).stem not in by_stem]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} annotated images are missing from {images}, e.g. {Path(missing[0]).stem}.JPEG "
+            f"(annotation {annotations / missing[0]})"
+        )
+    return [(images / by_stem[Path(x).stem], annotations / x) for x in xmls]
+
+
+def _read_index(path: Path) -> list[tuple[Path, Path | Annotation]]:
+    """Pairs from a CSV index (one row per box; image paths relative to the CSV's folder)."""
+    rows: dict[str, list[dict[str, str]]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        absent = set(INDEX_COLUMNS) - set(reader.fieldnames or ())
+        if absent:
+            raise ValueError(f"{path}: columns {sorted(absent)} missing")
+        for row in reader:
+            rows.setdefault(row["image"], []).append(row)
+    pairs: list[tuple[Path, Path | Annotation]] = []
+    for image, group in rows.items():
+        first = group[0]
+        annotation = Annotation(
+            image_id=Path(image).stem,
+            width=int(first["width"]),
+            height=int(first["height"]),
+            wnids=tuple(r["wnid"] for r in group),
+            boxes=tuple(tuple(int(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")) for r in group),
+        )
+        pairs.append((path.parent / image, annotation))
+    return pairs
+
+
+def write_index(dataset: ILSVRCValDataset, out: str | os.PathLike[str], progress: bool = False) -> Path:
+    """Write ``dataset``'s images and boxes as a CSV index (columns ``INDEX_COLUMNS``, one row per
+    box, image paths relative to the CSV's folder) that :class:`ILSVRCValDataset` reads back."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    indices: Iterable[int] = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="ILSVRC XMLs", unit="img")
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(INDEX_COLUMNS)
+        for i in indices:
+            a = dataset.annotation(i)
+            image = Path(os.path.relpath(dataset.image_paths[i].resolve(), out.parent.resolve())).as_posix()
+            for wnid, label, box in zip(a.wnids, a.labels, a.boxes):
+                writer.writerow([image, a.width, a.height, wnid, label, *box])
+    return out

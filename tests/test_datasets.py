@@ -1,0 +1,343 @@
+"""Data sets: box geometry through the transform, the ILSVRC reader on a fixture in the real format,
+the generated composites, the embedded photographs."""
+
+from __future__ import annotations
+
+import runpy
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gradcam_lib.datasets import (
+    CompositeDataset,
+    ILSVRCValDataset,
+    ImageTransform,
+    ObjectCrop,
+    find_layout,
+    imagenet_wnids,
+    load_photos,
+    load_raw_photos,
+    parse_annotation,
+    photo_crops,
+    read_photo_boxes,
+    to_rgb,
+    wnid_to_index,
+    write_index,
+)
+from gradcam_lib.models import imagenet_class_names
+
+REPO = Path(__file__).resolve().parents[1]
+# mean 0, std 1: the tensor is the pixels / 255, so colours can be checked after the transform
+PLAIN = ImageTransform(256, 224, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def _pixels(tensor: torch.Tensor) -> np.ndarray:
+    return (tensor.permute(1, 2, 0).numpy() * 255).round().astype(int)
+
+
+# --------------------------------------------------------------------------- transforms.py geometry
+
+
+def test_identity_transform_keeps_boxes() -> None:
+    boxes = torch.tensor([[0, 0, 63, 63], [5, 7, 20, 40], [63, 63, 63, 63]])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    tensor, mapped, keep = ImageTransform(64, 64, (0.0,) * 3, (1.0,) * 3)(image, boxes)
+    assert torch.equal(mapped, boxes) and keep.all()
+    assert np.array_equal(_pixels(tensor), np.asarray(image))
+
+
+def test_non_square_box_mapping_by_hand() -> None:
+    """400x300 image, resize 256, crop 224. Resized: 341x256 (y scale 256/300, x scale 341/400);
+    crop offsets left = round((341 - 224) / 2) = 58, top = (256 - 224) / 2 = 16.
+    Box (100, 50, 299, 249) -> continuous [100, 300) x [50, 250)
+      x: [85.25, 255.75) - 58 = [27.25, 197.75) -> pixel centres 27.5..197.5 -> columns 27..197
+      y: [42.67, 213.33) - 16 = [26.67, 197.33) -> rows 27..196
+    Box (0, 0, 49, 299): x [0, 42.6) - 58 < 0 -> outside the crop, dropped.
+    Box (300, 100, 399, 280): x [255.75, 341) - 58 -> 198..282, clipped to 223;
+      y [85.33, 239.79) - 16 -> 69..223."""
+    boxes = torch.tensor([[100, 50, 299, 249], [0, 0, 49, 299], [300, 100, 399, 280]])
+    tensor, mapped, keep = PLAIN(Image.new("RGB", (400, 300)), boxes)
+    assert tensor.shape == (3, 224, 224)
+    assert keep.tolist() == [True, False, True]
+    assert mapped.tolist() == [[27, 27, 197, 196], [198, 69, 223, 223]]
+    assert mapped.dtype == torch.long
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "I;16"])
+def test_to_rgb_any_mode(mode: str) -> None:
+    image = Image.new("RGB", (8, 6), (10, 120, 200)).convert(mode) if mode != "I;16" else Image.new("I;16", (8, 6), 1000)
+    rgb = to_rgb(image)
+    assert rgb.mode == "RGB" and rgb.size == (8, 6)
+
+
+# --------------------------------------------------------------------------- ImageNet wnids
+
+
+def test_wnid_file_is_the_sorted_ilsvrc_list() -> None:
+    wnids = imagenet_wnids()
+    assert len(wnids) == 1000 == len(set(wnids)) == len(imagenet_class_names())
+    assert list(wnids) == sorted(wnids)
+    assert all(len(w) == 9 and w[0] == "n" and w[1:].isdigit() for w in wnids)
+    index = wnid_to_index()
+    assert index["n01440764"] == 0 and imagenet_class_names()[0] == "tench"
+    assert index["n02123045"] == 281 and imagenet_class_names()[281] == "tabby"
+    assert index["n15075141"] == 999 and imagenet_class_names()[999] == "toilet tissue"
+
+
+def test_make_imagenet_wnids_reads_and_checks_the_wheel(tmp_path: Path) -> None:
+    script = runpy.run_path(str(REPO / "data_prep" / "make_imagenet_wnids.py"), run_name="wnids")
+    wheel = tmp_path / "timm-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(script["MEMBER"], "\n".join(imagenet_wnids()) + "\n")
+    assert script["read_wnids"](wheel) == list(imagenet_wnids())
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(script["MEMBER"], "\n".join(reversed(imagenet_wnids())))
+    with pytest.raises(ValueError, match="not sorted"):
+        script["read_wnids"](wheel)
+
+
+# --------------------------------------------------------------------------- ILSVRC fixture
+
+CMYK_COLOUR = (200, 30, 40)
+
+
+def _xml(name: str, width: int, height: int, objects: list[tuple[str, tuple[int, int, int, int]]]) -> str:
+    parts = [
+        f"<annotation><folder>val</folder><filename>{name}</filename><source><database>ILSVRC_2012</database>"
+        f"</source><size><width>{width}</width><height>{height}</height><depth>3</depth></size><segmented>0</segmented>"
+    ]
+    for wnid, (x0, y0, x1, y1) in objects:
+        parts.append(
+            f"<object><name>{wnid}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+            f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        )
+    return "".join(parts) + "</annotation>\n"
+
+
+def _make_ilsvrc(root: Path, images: str = "val", annotations: str = "bbox_val/val") -> Path:
+    """Three val images in the real formats: an RGB 400x300 with two classes (one box partly
+    outside the image), a grayscale ('L') one, a CMYK one; XMLs as in ILSVRC2012_bbox_val_v3.tgz."""
+    image_dir, xml_dir = root / images, root / annotations
+    image_dir.mkdir(parents=True, exist_ok=True)
+    xml_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    items = [
+        (
+            Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)),
+            [("n01440764", (100, 50, 299, 249)), ("n02123045", (300, 100, 450, 280)), ("n02123045", (10, 10, 40, 40))],
+        ),
+        (Image.fromarray(rng.integers(0, 256, (90, 120), dtype=np.uint8), "L"), [("n01751748", (0, 0, 119, 89))]),
+        (Image.new("RGB", (100, 100), CMYK_COLOUR).convert("CMYK"), [("n02123045", (20, 20, 79, 79))]),
+    ]
+    for i, (image, objects) in enumerate(items, start=1):
+        stem = f"ILSVRC2012_val_{i:08d}"
+        image.save(image_dir / f"{stem}.JPEG", quality=95)
+        (xml_dir / f"{stem}.xml").write_text(_xml(stem, image.width, image.height, objects))
+    return root
+
+
+@pytest.fixture()
+def ilsvrc_root(tmp_path: Path) -> Path:
+    return _make_ilsvrc(tmp_path / "ilsvrc")
+
+
+def test_ilsvrc_labels_and_boxes(ilsvrc_root: Path) -> None:
+    dataset = ILSVRCValDataset(ilsvrc_root, PLAIN)
+    assert len(dataset) == 3
+    first = dataset[0]
+    assert first.image_id == "ILSVRC2012_val_00000001"
+    assert first.labels == (0, 281)
+    # box 1: the hand-computed case above; box 2: xmax 450 clipped to 399 first (same mapping as
+    # (300, 100, 399, 280)); box 3: left of the crop, dropped -- its class stays an image label
+    assert first.boxes.tolist() == [[27, 27, 197, 196], [198, 69, 223, 223]]
+    assert first.box_labels.tolist() == [0, 281]
+    assert dataset.annotation(0).boxes[1] == (300, 100, 399, 280)
+    assert dataset[1].labels == (wnid_to_index()["n01751748"],) == (65,)
+
+
+def test_ilsvrc_grayscale_and_cmyk_come_out_rgb(ilsvrc_root: Path) -> None:
+    dataset = ILSVRCValDataset(ilsvrc_root, PLAIN)
+    assert Image.open(dataset.image_paths[1]).mode == "L"
+    assert Image.open(dataset.image_paths[2]).mode == "CMYK"
+    gray = _pixels(dataset[1].image)
+    assert gray.shape == (224, 224, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    cmyk = _pixels(dataset[2].image)
+    assert np.abs(cmyk.reshape(-1, 3).mean(0) - CMYK_COLOUR).max() < 6
+
+
+@pytest.mark.parametrize(
+    ("images", "annotations"),
+    [("val", "bbox_val/val"), ("val", "val"), (".", "Annotations"), ("Data/CLS-LOC/val", "Annotations/CLS-LOC/val")],
+)
+def test_ilsvrc_layouts(tmp_path: Path, images: str, annotations: str) -> None:
+    root = _make_ilsvrc(tmp_path, images, annotations)
+    image_dir, xml_dir = find_layout(root)
+    assert image_dir.resolve() == (root / images).resolve() and xml_dir.resolve() == (root / annotations).resolve()
+    assert ILSVRCValDataset(root, PLAIN, limit=2)[1].image_id == "ILSVRC2012_val_00000002"
+
+
+def test_ilsvrc_explicit_folders_and_limit(tmp_path: Path) -> None:
+    root = _make_ilsvrc(tmp_path, "jpegs", "boxes")
+    dataset = ILSVRCValDataset(tmp_path, PLAIN, limit=1, images_dir=root / "jpegs", annotations_dir=root / "boxes")
+    assert len(dataset) == 1 and dataset[0].labels == (0, 281)
+
+
+def test_ilsvrc_missing_folders_are_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ILSVRCValDataset(tmp_path / "nowhere", PLAIN)
+    (tmp_path / "val").mkdir()
+    with pytest.raises(FileNotFoundError, match="JPEGs"):
+        ILSVRCValDataset(tmp_path, PLAIN)
+    Image.new("RGB", (4, 4)).save(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(FileNotFoundError, match="bbox_val"):
+        ILSVRCValDataset(tmp_path, PLAIN)
+    (tmp_path / "val" / "ILSVRC2012_val_00000002.xml").write_text(_xml("x", 4, 4, [("n01440764", (0, 0, 3, 3))]))
+    with pytest.raises(FileNotFoundError, match="ILSVRC2012_val_00000002.JPEG"):
+        ILSVRCValDataset(tmp_path, PLAIN)
+
+
+def test_ilsvrc_undecodable_image_is_named(ilsvrc_root: Path) -> None:
+    dataset = ILSVRCValDataset(ilsvrc_root, PLAIN)
+    dataset.image_paths[1].write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(OSError, match="ILSVRC2012_val_00000002.JPEG"):
+        dataset[1]
+
+
+def test_ilsvrc_bad_annotations(tmp_path: Path) -> None:
+    path = tmp_path / "a.xml"
+    path.write_text(_xml("a", 10, 10, [("n01440764", (5, 0, 2, 9))]))
+    with pytest.raises(ValueError, match="inverted"):
+        parse_annotation(path)
+    path.write_text(_xml("a", 10, 10, [("n99999999", (0, 0, 2, 9))]))
+    with pytest.raises(KeyError, match="n99999999"):
+        parse_annotation(path).labels
+
+
+def test_ilsvrc_index_round_trip(ilsvrc_root: Path, tmp_path: Path) -> None:
+    folder = ILSVRCValDataset(ilsvrc_root, PLAIN)
+    script = runpy.run_path(str(REPO / "data_prep" / "index_ilsvrc.py"), run_name="index")
+    out = script["main"]([str(ilsvrc_root), "--out", str(tmp_path / "index" / "val.csv")])
+    indexed = ILSVRCValDataset(out, PLAIN)
+    assert len(indexed) == len(folder) == 3
+    for a, b in zip(indexed, folder):
+        assert a.image_id == b.image_id and a.labels == b.labels
+        assert torch.equal(a.boxes, b.boxes) and torch.equal(a.box_labels, b.box_labels)
+        assert torch.equal(a.image, b.image)
+    assert len(ILSVRCValDataset(write_index(folder, tmp_path / "again.csv"), PLAIN, limit=2)) == 2
+    assert (tmp_path / "index" / "val.csv").read_text().splitlines()[0] == "image,width,height,wnid,label,xmin,ymin,xmax,ymax"
+
+
+# --------------------------------------------------------------------------- embedded photographs
+
+
+def test_photo_boxes_are_valid() -> None:
+    rows = read_photo_boxes()
+    names, index = imagenet_class_names(), wnid_to_index()
+    photos = {p.image_id: p for p in load_raw_photos()}
+    assert len(photos) >= 7 and {"chelsea", "coffee", "rocket", "camera", "grace_hopper"} <= photos.keys()
+    for row in rows:
+        assert index[row.wnid] == row.label and names[row.label] == row.class_name
+        width, height = photos[row.image_id].image.size
+        x0, y0, x1, y1 = row.box
+        assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height, row
+    for photo in photos.values():
+        assert photo.image.mode == "RGB"
+
+
+def test_load_photos_gives_samples_in_the_crop() -> None:
+    samples = load_photos(ImageTransform())
+    assert len(samples) == len(load_raw_photos())
+    for sample in samples:
+        assert sample.image.shape == (3, 224, 224) and sample.image.dtype == torch.float32
+        assert len(sample.boxes) == len(sample.box_labels) >= 1 and sample.labels
+        assert (sample.boxes[:, :2] >= 0).all() and (sample.boxes[:, 2:] <= 223).all()
+        assert (sample.boxes[:, 2:] >= sample.boxes[:, :2]).all()
+        assert set(sample.box_labels.tolist()) <= set(sample.labels)
+
+
+def test_photo_crops_carry_nested_boxes() -> None:
+    crops = photo_crops()
+    assert len(crops) == len(read_photo_boxes())
+    for crop in crops:
+        assert crop.boxes[0].tolist() == [0, 0, crop.image.width - 1, crop.image.height - 1]
+    # Grace Hopper's uniform crop also holds her tie; the tie crop does not hold the uniform
+    uniform = next(c for c in crops if c.labels[0] == 652)
+    assert uniform.labels.tolist() == [652, 906]
+    tie = next(c for c in crops if c.labels[0] == 906)
+    assert tie.labels.tolist() == [906]
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def _constant_crops() -> list[ObjectCrop]:
+    colours = [((255, 0, 0), (30, 20)), ((0, 0, 255), (25, 40)), ((255, 0, 255), (50, 50))]
+    return [
+        ObjectCrop(Image.new("RGB", size, colour), torch.tensor([[0, 0, size[0] - 1, size[1] - 1]]), torch.tensor([label]))
+        for label, (colour, size) in enumerate(colours)
+    ]
+
+
+def test_composite_is_deterministic_per_seed_and_index() -> None:
+    a = CompositeDataset(6, PLAIN, seed=3)
+    late = a[5]
+    b = CompositeDataset(6, PLAIN, seed=3)
+    for i in range(6):
+        x, y = a[i], b[i]
+        assert torch.equal(x.image, y.image) and torch.equal(x.boxes, y.boxes) and x.labels == y.labels
+    assert torch.equal(late.image, b[5].image)
+    other = CompositeDataset(6, PLAIN, seed=4)
+    assert not all(torch.equal(a[i].image, other[i].image) for i in range(6))
+    with pytest.raises(IndexError):
+        a[6]
+
+
+def test_composite_boxes_cover_exactly_the_pasted_objects() -> None:
+    crops = _constant_crops()
+    dataset = CompositeDataset(30, PLAIN, seed=0, image_size=160, max_objects=3, crops=crops)
+    for i in range(len(dataset)):
+        canvas, boxes, labels = dataset.render(i)
+        pixels = np.asarray(canvas)
+        for (x0, y0, x1, y1), label in zip(boxes.tolist(), labels.tolist()):
+            colour = np.asarray(crops[label].image)[0, 0]
+            mask = (pixels == colour).all(axis=2)
+            expected = np.zeros_like(mask)
+            expected[y0 : y1 + 1, x0 : x1 + 1] = True
+            assert np.array_equal(mask, expected), (i, label)
+            assert 10 <= x0 and 10 <= y0 and x1 < 150 and y1 < 150  # margin 1/16 of 160
+        rects = boxes.tolist()
+        for j in range(len(rects)):
+            for k in range(j + 1, len(rects)):
+                a, b = rects[j], rects[k]
+                assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], "objects overlap"
+
+
+def test_composite_boxes_follow_the_transform() -> None:
+    same = ImageTransform(160, 160, (0.0,) * 3, (1.0,) * 3)
+    dataset = CompositeDataset(5, same, seed=1, image_size=160, crops=_constant_crops())
+    for i in range(5):
+        canvas, boxes, labels = dataset.render(i)
+        sample = dataset[i]
+        assert torch.equal(sample.boxes, boxes) and torch.equal(sample.box_labels, labels)
+        assert np.array_equal(_pixels(sample.image), np.asarray(canvas))
+    # the default 1/16 margin keeps every object inside the 256 -> 224 centre crop
+    default = CompositeDataset(20, PLAIN, seed=2, image_size=320, max_objects=3)
+    for i in range(len(default)):
+        assert len(default[i].boxes) == len(default.render(i)[1])
+
+
+def test_composite_has_multi_class_images_and_is_fast() -> None:
+    dataset = CompositeDataset(40, ImageTransform(), seed=0)
+    dataset[0]  # load the textures and crops once
+    start = time.perf_counter()
+    samples = [dataset[i] for i in range(len(dataset))]
+    assert (time.perf_counter() - start) / len(samples) < 0.05
+    counts = [len(set(s.box_labels.tolist())) for s in samples]
+    assert max(counts) >= 2 and min(counts) >= 1
+    assert all(s.image.shape == (3, 224, 224) for s in samples)
+    assert all(set(s.box_labels.tolist()) == set(s.labels) for s in samples)
