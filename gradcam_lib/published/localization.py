@@ -1,4 +1,4 @@
-"""Published numbers that the chapters print beside their own, each with its source.
+"""Chapter 1: weakly supervised localisation on ILSVRC val.
 
 "paper" = Selvaraju et al., Grad-CAM (ICCV 2017 / IJCV 2019); "KTH" = the DD2412 reproduction,
 recomputed from its stored result files.
