@@ -4,7 +4,6 @@ the generated composites, the embedded photographs."""
 from __future__ import annotations
 
 import runpy
-import time
 import zipfile
 from pathlib import Path
 
@@ -331,12 +330,9 @@ def test_composite_boxes_follow_the_transform() -> None:
         assert len(default[i].boxes) == len(default.render(i)[1])
 
 
-def test_composite_has_multi_class_images_and_is_fast() -> None:
+def test_composite_has_multi_class_images() -> None:
     dataset = CompositeDataset(40, ImageTransform(), seed=0)
-    dataset[0]  # load the textures and crops once
-    start = time.perf_counter()
     samples = [dataset[i] for i in range(len(dataset))]
-    assert (time.perf_counter() - start) / len(samples) < 0.05
     counts = [len(set(s.box_labels.tolist())) for s in samples]
     assert max(counts) >= 2 and min(counts) >= 1
     assert all(s.image.shape == (3, 224, 224) for s in samples)
