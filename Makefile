@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: install book test lab clean
+.PHONY: install book test lab bench clean
 
 install: $(STAMP)
 
@@ -27,3 +27,6 @@ lab: install
 
 clean:
 	rm -rf _build results
+
+bench: install
+	$(PY) bench/benchmark.py

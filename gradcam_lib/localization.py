@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from gradcam_lib.acceleration import precision
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import grad_cam_top_k, heatmaps
 from gradcam_lib.models import ModelEntry
@@ -150,7 +151,7 @@ def localize_batch(
         with torch.no_grad():
             classes = torch.cat([entry.model(images).topk(top_k, dim=1).indices, truth], dim=1)
         maps = heatmaps(method, entry.model, entry.layer, images, classes)
-    maps, classes = maps.cpu(), classes.cpu()
+    maps, classes = maps.float().cpu(), classes.cpu()
     rows = []
     for index, sample in enumerate(samples):
         labels = classes[index].tolist()
@@ -181,15 +182,31 @@ def evaluate_localization(
     device: str = "cpu",
     num_workers: int = 0,
     tiny_box_rule: bool = True,
+    channels_last: bool = False,
+    bf16: bool = False,
 ) -> pd.DataFrame:
     """Run :func:`localize_batch` over ``dataset``, resumably, into
-    ``results_dir/<model>_<method>_<dataset>_<settings hash>.csv``; returns all rows."""
+    ``results_dir/<model>_<method>_<dataset>_<settings hash>.csv``; returns all rows.
+
+    GPU fast path: ``channels_last`` converts the model (in place: the memory format does not
+    change results) and the batches to channels-last; ``bf16`` runs under bfloat16 autocast
+    (:mod:`gradcam_lib.acceleration`).
+    """
     settings = {"model": entry.name, "method": method, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
-                "thresholds": list(thresholds), "tiny_box_rule": tiny_box_rule}
+                "thresholds": list(thresholds), "tiny_box_rule": tiny_box_rule, "bf16": bf16}
     path = Path(results_dir) / f"{entry.name}_{method}_{dataset_name}_{run_key(settings)}.csv"
+    if channels_last:
+        entry.model.to(memory_format=torch.channels_last)
+
+    def evaluate_batch(images: torch.Tensor, samples: list[Sample]) -> list[dict[str, Any]]:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with precision(device, bf16):
+            return localize_batch(entry, images, samples, method, thresholds, 5, tiny_box_rule)
+
     rows = run_resumable(
         dataset,
-        lambda images, samples: localize_batch(entry, images, samples, method, thresholds, 5, tiny_box_rule),
+        evaluate_batch,
         path,
         batch_size=batch_size,
         device=device,

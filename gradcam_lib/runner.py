@@ -24,8 +24,8 @@ BOOK = ROOT / "book"
 
 
 def chapters() -> list[Path]:
-    """The chapter notebooks in book order (their names start with two digits)."""
-    return sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+    """The notebooks in book order: chapters (names start with two digits), then appendices."""
+    return sorted(BOOK.glob("[0-9][0-9]_*.ipynb")) + sorted(BOOK.glob("appendix_*.ipynb"))
 
 
 def parameters(profile: str, chapter: Path) -> dict:
