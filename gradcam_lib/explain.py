@@ -343,13 +343,24 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Targets) ->
     return _input_gradients(model, images, targets, guided=True)
 
 
-def guided_grad_cam(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+def guided_grad_cam(
+    model: nn.Module,
+    layer: nn.Module,
+    images: torch.Tensor,
+    targets: Targets,
+    guided: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Guided Grad-CAM (paper Sec. 3.1): Guided Backprop times the upsampled Grad-CAM map.
+
+    Args:
+        guided: the :func:`guided_backprop` of the same inputs and targets, when the caller has it
+            already (it is the expensive half).
 
     Returns:
         ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``.
     """
-    guided = guided_backprop(model, images, targets)
+    if guided is None:
+        guided = guided_backprop(model, images, targets)
     cam = grad_cam(model, layer, images, targets)
     return guided * cam.unsqueeze(-3)
 

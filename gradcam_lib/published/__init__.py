@@ -3,5 +3,6 @@ with its source. "paper" = Selvaraju et al., Grad-CAM (ICCV 2017 / IJCV 2019); "
 reproduction, recomputed from its stored result files (../shared/reference in the project notes)."""
 
 from gradcam_lib.published.localization import localization_errors
+from gradcam_lib.published.user_study import class_discrimination, trust_counts, trust_means
 
-__all__ = ["localization_errors"]
+__all__ = ["localization_errors", "class_discrimination", "trust_counts", "trust_means"]

@@ -1,0 +1,717 @@
+"""Chapter 4: the trust user study of the paper (Sec. 5.2), as a kit anyone can run again.
+
+The paper showed 54 AMT workers the explanations of two models, VGG-16 (more accurate) and AlexNet,
+for images that both classify correctly, and asked which model seemed more reasonable on a
+five-point scale -2..+2 (+ = the more accurate model): Guided Backprop scored 1.00, Guided Grad-CAM
+1.27. This module holds the three parts of such a study:
+
+1. **Stimuli** (:func:`build_study`): images that both models classify correctly (same top-1 class,
+   a ground-truth class), Guided Backprop and Guided Grad-CAM of each model for that class, the
+   side (A/B) of the more accurate model drawn at random per image and per method, the question
+   order shuffled; the key (which model is A) is written apart from the form.
+2. **Rating form** (:func:`render_form`): one self-contained HTML page (images as ``data:`` URIs, a
+   Content-Security-Policy that forbids any fetch), five answers per question, saved by the rater
+   as a CSV with columns ``study_id, rater_id, question_id, answer`` where ``answer`` is +2 for
+   "A clearly more reasonable" .. -2 for "B clearly more reasonable".
+3. **Analysis** (:func:`analyse_study`, :func:`counts_summary`): answers mapped so that + means the
+   more accurate model was judged more reasonable; per-method mean, sd and bootstrap CI; a paired
+   Wilcoxon signed-rank test between methods across raters; a per-image breakdown; Krippendorff's
+   alpha (ordinal); and a power analysis (:func:`paired_t_power`, :func:`raters_needed`,
+   :func:`simulate_wilcoxon_power`) for telling the paper's 1.27 from 1.00 at KTH's spread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy import optimize, stats
+from torch.utils.data import Dataset
+
+from gradcam_lib import viz
+from gradcam_lib.datasets import build_dataset
+from gradcam_lib.datasets.base import Sample
+from gradcam_lib.explain import guided_backprop, guided_grad_cam
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+
+__all__ = [
+    "ANSWERS",
+    "ANSWER_LABELS",
+    "SCALE",
+    "STUDY_METHODS",
+    "RATINGS_COLUMNS",
+    "KEY_COLUMNS",
+    "StudyItem",
+    "Study",
+    "predict_top1",
+    "agreed_items",
+    "explain_items",
+    "assign_sides",
+    "study_id_of",
+    "image_data_uri",
+    "render_form",
+    "notebook_form",
+    "write_study",
+    "build_study",
+    "read_ratings",
+    "score_ratings",
+    "expand_counts",
+    "bootstrap_means",
+    "percentile_interval",
+    "method_summary",
+    "counts_summary",
+    "per_image_summary",
+    "paired_test",
+    "agreement",
+    "StudyAnalysis",
+    "analyse_study",
+    "paired_difference_sd",
+    "paired_t_power",
+    "raters_needed",
+    "power_curve",
+    "tilt_answer_distribution",
+    "simulate_wilcoxon_power",
+]
+
+# The five answers, in the order the form shows them; + = the explanation on side A is preferred.
+ANSWERS: tuple[int, ...] = (2, 1, 0, -1, -2)
+ANSWER_LABELS: dict[int, str] = {
+    2: "Robot A clearly more reasonable",
+    1: "Robot A slightly more reasonable",
+    0: "Both equally reasonable",
+    -1: "Robot B slightly more reasonable",
+    -2: "Robot B clearly more reasonable",
+}
+SCALE: tuple[int, ...] = (-2, -1, 0, 1, 2)
+STUDY_METHODS: dict[str, str] = {"guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM"}
+RATINGS_COLUMNS: tuple[str, ...] = ("study_id", "rater_id", "question_id", "answer")
+KEY_COLUMNS: tuple[str, ...] = (
+    "study_id", "question_id", "position", "image_id", "class_index", "class_name", "method",
+    "stronger_side", "model_a", "model_b",
+)
+
+DEFAULT_TITLE = "Which robot seems more reasonable?"
+DEFAULT_INSTRUCTIONS = (
+    "Two robots were trained to recognise objects in images. For each question, both robots "
+    "recognised the object named under the image correctly, and each one shows which details of "
+    "the image it relied on (brighter, coloured details mattered more). Judging only from these "
+    "two pictures, which robot seems more reasonable, i.e. which one would you trust more? "
+    "There are no right answers. When you have answered every question, press the button at the "
+    "bottom to save your answers as a file and send that file back."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Stimuli
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyItem:
+    """One image of the study and what raters see of it.
+
+    Attributes:
+        image_id, class_index, class_name: the image and the class both models predict (top-1).
+        picture: ``(S, S, 3)`` uint8, the image as shown.
+        maps: ``{(model name, method): (S, S, 3) uint8}``, each explanation as shown.
+    """
+
+    image_id: str
+    class_index: int
+    class_name: str
+    picture: np.ndarray
+    maps: Mapping[tuple[str, str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A generated study: the items, the key, the form's HTML and where both were written."""
+
+    items: tuple[StudyItem, ...]
+    key: pd.DataFrame
+    html: str
+    form_path: Path
+    key_path: Path
+
+
+def predict_top1(
+    entry: ModelEntry,
+    dataset: Dataset[Sample],
+    csv_path: str | Path,
+    batch_size: int = 16,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> pd.DataFrame:
+    """Top-1 class of every image, resumably (:func:`gradcam_lib.results.run_resumable`).
+
+    Returns:
+        ``position`` (index in ``dataset``; rows come in dataset order), ``image_id``, ``top1``,
+        ``correct`` (top-1 is one of the image's ground-truth classes, the ILSVRC rule).
+    """
+
+    def evaluate(images: torch.Tensor, samples: list[Sample]) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            top1 = entry.model(images).argmax(1).tolist()
+        return [{"image_id": s.image_id, "top1": t, "correct": t in s.labels} for s, t in zip(samples, top1)]
+
+    rows = run_resumable(dataset, evaluate, csv_path, batch_size, device, num_workers, f"{entry.name} top-1")
+    rows = rows.astype({"image_id": str, "top1": int, "correct": bool})
+    return rows.assign(position=np.arange(len(rows)))[["position", "image_id", "top1", "correct"]]
+
+
+def agreed_items(stronger: pd.DataFrame, weaker: pd.DataFrame, n_items: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Images that both models classify correctly with the same top-1 class (paper Sec. 5.2: "images
+    where both models made the correct prediction"; one class, so both explain the same thing).
+
+    Args:
+        stronger, weaker: :func:`predict_top1` tables of the same data set, in the same order.
+        n_items: keep at most this many, drawn at random with ``seed`` (dataset order kept).
+
+    Returns:
+        ``position, image_id, class_index``.
+    """
+    if len(stronger) != len(weaker) or not (stronger["image_id"].to_numpy() == weaker["image_id"].to_numpy()).all():
+        raise ValueError("the two prediction tables must list the same images in the same order")
+    both = stronger["correct"].to_numpy() & weaker["correct"].to_numpy() & (stronger["top1"].to_numpy() == weaker["top1"].to_numpy())
+    chosen = stronger[both]
+    if n_items is not None and len(chosen) > n_items:
+        keep = np.sort(np.random.default_rng(seed).choice(len(chosen), size=n_items, replace=False))
+        chosen = chosen.iloc[keep]
+    return chosen.rename(columns={"top1": "class_index"})[["position", "image_id", "class_index"]].reset_index(drop=True)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` float in [0, 1] -> ``(size, size, 3)`` uint8 (bilinear, antialiased)."""
+    pixels = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+    return np.asarray(pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
+
+
+def _explain(entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor, methods: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The study's input-space explanations; Guided Grad-CAM reuses the Guided Backprop pass."""
+    unknown = set(methods) - set(STUDY_METHODS)
+    if unknown:
+        raise KeyError(f"unknown study method {sorted(unknown)}; choose from {', '.join(STUDY_METHODS)}")
+    guided = guided_backprop(entry.model, images, targets)
+    maps = {"guided_backprop": guided}
+    if "guided_gradcam" in methods:
+        maps["guided_gradcam"] = guided_grad_cam(entry.model, entry.layer, images, targets, guided=guided)
+    return {method: maps[method].detach().cpu() for method in methods}
+
+
+def explain_items(
+    entry: ModelEntry,
+    dataset: Dataset[Sample],
+    items: pd.DataFrame,
+    methods: Sequence[str] = tuple(STUDY_METHODS),
+    size: int = 160,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> tuple[list[np.ndarray], dict[tuple[str, str], np.ndarray]]:
+    """Each method's explanation of ``items`` (rows of :func:`agreed_items`) by one model, rendered
+    as images raters see (:func:`gradcam_lib.viz.guided_to_display`, resized to ``size``).
+
+    Returns:
+        ``(pictures, maps)``: the images as shown, one per item, and ``{(image_id, method): map}``.
+    """
+    pictures: list[np.ndarray] = []
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    for start in range(0, len(items), batch_size):
+        chunk = items.iloc[start:start + batch_size]
+        samples = [dataset[int(p)] for p in chunk["position"]]
+        if [s.image_id for s in samples] != chunk["image_id"].astype(str).tolist():
+            raise ValueError("items do not match the data set (positions point to other images)")
+        images = torch.stack([s.image for s in samples]).to(device)
+        targets = torch.tensor(chunk["class_index"].to_numpy(copy=True), dtype=torch.long, device=device)
+        pictures += [_resize(entry.transform.to_display(s.image), size) for s in samples]
+        for method, explained in _explain(entry, images, targets, methods).items():
+            for image_id, gradient in zip(chunk["image_id"].astype(str), explained):
+                maps[image_id, method] = _resize(viz.guided_to_display(gradient), size)
+    return pictures, maps
+
+
+def assign_sides(
+    items: pd.DataFrame,
+    stronger: str,
+    weaker: str,
+    methods: Sequence[str] = tuple(STUDY_METHODS),
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The study's key: one question per (image, method), the stronger model's side (A or B) drawn
+    independently for each question, and the question order shuffled (KTH drew the sides once for
+    the whole form).
+
+    Returns:
+        :data:`KEY_COLUMNS`, one row per question in the order raters see them; ``question_id`` is
+        ``q01, q02, ...`` in that order, so it tells raters nothing about the side.
+    """
+    pairs = [(row, method) for row in items.itertuples(index=False) for method in methods]
+    rng = np.random.default_rng(seed)
+    stronger_is_a = rng.random(len(pairs)) < 0.5
+    order = rng.permutation(len(pairs))
+    rows = []
+    for position, index in enumerate(order):
+        row, method = pairs[index]
+        a_is_stronger = bool(stronger_is_a[index])
+        rows.append({
+            "question_id": f"q{position + 1:02d}",
+            "position": position + 1,
+            "image_id": str(row.image_id),
+            "class_index": int(row.class_index),
+            "class_name": class_names[int(row.class_index)] if class_names is not None else str(row.class_index),
+            "method": method,
+            "stronger_side": "A" if a_is_stronger else "B",
+            "model_a": stronger if a_is_stronger else weaker,
+            "model_b": weaker if a_is_stronger else stronger,
+        })
+    key = pd.DataFrame(rows, columns=[c for c in KEY_COLUMNS if c != "study_id"])
+    return key.assign(study_id=study_id_of(key))[list(KEY_COLUMNS)]
+
+
+def study_id_of(key: pd.DataFrame) -> str:
+    """A short name for a study, derived from its questions and sides: ratings carry it, so that
+    ratings of one study are never scored with another study's key."""
+    text = key[["question_id", "image_id", "class_index", "method", "model_a", "model_b"]].to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def image_data_uri(image: np.ndarray, quality: int = 80) -> str:
+    """``(H, W, 3)`` uint8 -> ``data:image/jpeg;base64,...`` (embedded: the page fetches nothing)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _question_html(question: pd.Series, item: StudyItem, total: int, quality: int) -> str:
+    qid = html.escape(question["question_id"])
+    size = item.picture.shape[1]
+
+    def figure(image: np.ndarray, caption: str) -> str:
+        return (f'<figure><img src="{image_data_uri(image, quality)}" width="{size}" height="{size}" '
+                f'alt="{html.escape(caption)}"><figcaption>{caption}</figcaption></figure>')
+
+    pictures = [
+        figure(item.picture, f"The image: <b>{html.escape(item.class_name)}</b>"),
+        figure(item.maps[question["model_a"], question["method"]], "Robot A"),
+        figure(item.maps[question["model_b"], question["method"]], "Robot B"),
+    ]
+    choices = "".join(
+        f'<label><input type="radio" name="{qid}" value="{answer}"><span>{html.escape(ANSWER_LABELS[answer])}</span></label>'
+        for answer in ANSWERS
+    )
+    return (f'<fieldset class="question" id="{qid}" data-question="{qid}">'
+            f'<legend>Question {question["position"]} of {total}: {html.escape(item.class_name)}</legend>'
+            f'<div class="pictures">{"".join(pictures)}</div><div class="choices">{choices}</div></fieldset>')
+
+
+def render_form(
+    items: Sequence[StudyItem],
+    key: pd.DataFrame,
+    title: str = DEFAULT_TITLE,
+    instructions: str = DEFAULT_INSTRUCTIONS,
+    quality: int = 80,
+) -> str:
+    """The rating form: one self-contained HTML page (template ``templates/rating_form.html``).
+
+    Nothing in it names a model or a method; the sides come from ``key`` (:func:`assign_sides`).
+    """
+    by_id = {item.image_id: item for item in items}
+    missing = set(key["image_id"]) - set(by_id)
+    if missing:
+        raise KeyError(f"the key names images without stimuli: {sorted(missing)}")
+    study_ids = key["study_id"].unique()
+    if len(study_ids) != 1:
+        raise ValueError(f"a key holds exactly one study, got {list(study_ids)}")
+    questions = "\n".join(_question_html(q, by_id[q["image_id"]], len(key), quality) for _, q in key.iterrows())
+    template = resources.files("gradcam_lib").joinpath("templates/rating_form.html").read_text(encoding="utf-8")
+    replacements = {
+        "{{TITLE}}": html.escape(title),
+        "{{INSTRUCTIONS}}": html.escape(instructions),
+        "{{STUDY_ID}}": html.escape(str(study_ids[0])),
+        "{{N_QUESTIONS}}": str(len(key)),
+        "{{QUESTIONS}}": questions,
+    }
+    for placeholder, value in replacements.items():
+        template = template.replace(placeholder, value)
+    return template
+
+
+def notebook_form(page: str, height: int = 720) -> Any:
+    """The JupyterLab variant: the same page in an ``<iframe srcdoc>`` inside a notebook output
+    (raters answer in the notebook; the save button downloads the CSV, or copies it from the box
+    that appears under the button)."""
+    import warnings
+
+    from IPython.display import HTML
+
+    with warnings.catch_warnings():  # IPython suggests IFrame, which cannot carry a srcdoc
+        warnings.simplefilter("ignore", UserWarning)
+        return HTML(f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;border:0"></iframe>')
+
+
+def write_study(out_dir: str | Path, page: str, key: pd.DataFrame) -> tuple[Path, Path]:
+    """Write the form to ``out_dir/for_raters/rating_form.html`` and the key, which raters must not
+    see, to ``out_dir/key/key.csv``. Returns both paths."""
+    out_dir = Path(out_dir)
+    form_path = out_dir / "for_raters" / "rating_form.html"
+    key_path = out_dir / "key" / "key.csv"
+    for path in (form_path, key_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    form_path.write_text(page, encoding="utf-8")
+    key.to_csv(key_path, index=False)
+    return form_path, key_path
+
+
+def build_study(
+    stronger: ModelEntry,
+    weaker: ModelEntry,
+    dataset: str,
+    out_dir: str | Path,
+    n_images: int | None = None,
+    n_items: int | None = 13,
+    data_root: str | None = None,
+    seed: int = 0,
+    methods: Sequence[str] = tuple(STUDY_METHODS),
+    size: int = 160,
+    quality: int = 80,
+    batch_size: int = 16,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> Study:
+    """Everything a study needs, written under ``out_dir``: top-1 of both models over ``dataset``
+    (``gradcam_lib.datasets.build_dataset`` in each model's geometry; resumable CSVs), the images
+    both classify correctly (at most ``n_items``), their explanations, the key and the form."""
+    data = {e.name: build_dataset(dataset, e.transform, n_images, data_root, seed) for e in (stronger, weaker)}
+    predictions = {}
+    for entry in (stronger, weaker):
+        settings = {"model": entry.name, "dataset": dataset, "data": dataset_fingerprint(data[entry.name])}
+        csv_path = Path(out_dir) / f"top1_{entry.name}_{dataset}_{run_key(settings)}.csv"
+        predictions[entry.name] = predict_top1(entry, data[entry.name], csv_path, batch_size, device, num_workers)
+    items = agreed_items(predictions[stronger.name], predictions[weaker.name], n_items, seed)
+    if items.empty:
+        raise ValueError(f"no image of {dataset!r} is classified correctly by both {stronger.name} and {weaker.name}")
+    pictures, strong_maps = explain_items(stronger, data[stronger.name], items, methods, size, batch_size, device)
+    _, weak_maps = explain_items(weaker, data[weaker.name], items, methods, size, batch_size, device)
+    study_items = tuple(
+        StudyItem(
+            image_id=row.image_id,
+            class_index=int(row.class_index),
+            class_name=stronger.class_names[int(row.class_index)],
+            picture=picture,
+            maps={(entry.name, m): maps[row.image_id, m] for entry, maps in ((stronger, strong_maps), (weaker, weak_maps))
+                  for m in methods},
+        )
+        for row, picture in zip(items.itertuples(index=False), pictures)
+    )
+    key = assign_sides(items, stronger.name, weaker.name, methods, seed, stronger.class_names)
+    page = render_form(study_items, key, quality=quality)
+    form_path, key_path = write_study(out_dir, page, key)
+    return Study(study_items, key, page, form_path, key_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis of ratings
+# --------------------------------------------------------------------------------------------
+
+
+def read_ratings(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate the CSV files that raters sent back (columns :data:`RATINGS_COLUMNS`)."""
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ratings file at {path}")
+        frames.append(pd.read_csv(path, dtype={"study_id": str, "rater_id": str, "question_id": str}))
+    if not frames:
+        raise ValueError("no ratings files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def score_ratings(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
+    """Join ratings to the key and map every answer to the paper's score: + = the more accurate
+    ("stronger") model judged more reasonable, i.e. ``score = answer`` where the stronger model was
+    on side A and ``-answer`` where it was on side B.
+
+    Raises:
+        ValueError: missing columns, answers outside -2..2 or missing, ratings of another study,
+            unknown questions, or one rater answering one question twice.
+
+    Returns:
+        ``rater_id, question_id, image_id, class_name, method, answer, score``.
+    """
+    missing = set(RATINGS_COLUMNS) - set(ratings.columns)
+    if missing:
+        raise ValueError(f"ratings lack columns {sorted(missing)}; expected {list(RATINGS_COLUMNS)}")
+    answers = pd.to_numeric(ratings["answer"], errors="coerce")
+    if answers.isna().any() or not answers.isin(SCALE).all():
+        bad = ratings.loc[answers.isna() | ~answers.isin(SCALE), "answer"].tolist()
+        raise ValueError(f"answers must be integers in -2..2, got {bad[:5]}")
+    foreign = set(ratings["study_id"].astype(str)) - set(key["study_id"].astype(str))
+    if foreign:
+        raise ValueError(f"ratings of study {sorted(foreign)} cannot be scored with the key of study "
+                         f"{sorted(set(key['study_id']))}")
+    unknown = set(ratings["question_id"].astype(str)) - set(key["question_id"])
+    if unknown:
+        raise ValueError(f"questions not in the key: {sorted(unknown)}")
+    if ratings.duplicated(["rater_id", "question_id"]).any():
+        raise ValueError("a rater answered a question twice; keep one answer per rater and question")
+    merged = ratings.assign(answer=answers.astype(int), question_id=ratings["question_id"].astype(str)).merge(
+        key[["question_id", "image_id", "class_name", "method", "stronger_side"]], on="question_id", validate="many_to_one")
+    merged["score"] = np.where(merged["stronger_side"] == "A", merged["answer"], -merged["answer"])
+    return merged[["rater_id", "question_id", "image_id", "class_name", "method", "answer", "score"]]
+
+
+def expand_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Answer counts (``method, answer, count``, e.g. :func:`published.user_study.trust_counts`) ->
+    one row per answer (``method, score``), for the same summaries as individual ratings."""
+    if (counts["count"] < 0).any():
+        raise ValueError("counts must be non-negative")
+    return pd.DataFrame({
+        "method": np.repeat(counts["method"].to_numpy(), counts["count"].to_numpy()),
+        "score": np.repeat(counts["answer"].to_numpy(), counts["count"].to_numpy()),
+    })
+
+
+def bootstrap_means(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """Bootstrap distribution of the mean of ``values`` (Efron 1979), ``n_boot`` draws.
+
+    With ``groups`` (e.g. rater ids) whole groups are resampled (cluster bootstrap): answers of one
+    rater are not independent, and resampling answers alone would give too narrow an interval.
+    Without, every value is its own group.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0 or np.isnan(values).any():
+        raise ValueError("bootstrap needs at least one value and no NaN")
+    codes = np.arange(values.size) if groups is None else pd.factorize(np.asarray(groups))[0]
+    sums = np.bincount(codes, weights=values)
+    sizes = np.bincount(codes).astype(float)
+    draws = np.random.default_rng(seed).integers(0, sums.size, size=(n_boot, sums.size))
+    return sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws."""
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def method_summary(
+    scores: pd.DataFrame, cluster: str | None = "rater_id", n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Per method: raters, answers, mean, sd (ddof=1) and the bootstrap CI of the mean score
+    (resampling ``cluster`` groups, or answers when ``cluster`` is None)."""
+    rows = []
+    for method, group in scores.groupby("method", sort=True):
+        groups = group[cluster].to_numpy() if cluster else None
+        low, high = percentile_interval(bootstrap_means(group["score"].to_numpy(), groups, n_boot, seed), level)
+        rows.append({
+            "method": method,
+            "raters": group[cluster].nunique() if cluster else np.nan,
+            "answers": len(group),
+            "mean": group["score"].mean(),
+            "sd": group["score"].std(ddof=1),
+            "ci_low": low,
+            "ci_high": high,
+        })
+    return pd.DataFrame(rows)
+
+
+def counts_summary(counts: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """:func:`method_summary` of published answer counts; without rater ids the bootstrap resamples
+    answers as if independent, so its interval is a lower bound on the real uncertainty."""
+    return method_summary(expand_counts(counts), cluster=None, n_boot=n_boot, level=level, seed=seed)
+
+
+def per_image_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per image and method: answers, mean and sd of the score."""
+    table = scores.groupby(["image_id", "class_name", "method"])["score"].agg(answers="size", mean="mean", sd="std")
+    return table.reset_index()
+
+
+def paired_test(scores: pd.DataFrame, first: str = "guided_gradcam", second: str = "guided_backprop") -> dict[str, float]:
+    """Paired comparison of two methods across raters (each rater rated both, as in the paper):
+    each rater's mean score per method, differences ``first - second``, Wilcoxon signed-rank test
+    (two-sided; zero differences dropped, scipy's ``zero_method="wilcox"``).
+
+    Returns:
+        ``raters`` (with both methods), ``mean_difference``, ``statistic``, ``p_value`` (NaN when
+        every difference is zero: the test is undefined).
+    """
+    per_rater = scores.groupby(["rater_id", "method"])["score"].mean().unstack("method")
+    for method in (first, second):
+        if method not in per_rater:
+            raise KeyError(f"no ratings of method {method!r}")
+    differences = (per_rater[first] - per_rater[second]).dropna().to_numpy()
+    result = {"raters": float(differences.size), "mean_difference": float(differences.mean()) if differences.size else np.nan,
+              "statistic": np.nan, "p_value": np.nan}
+    if np.count_nonzero(differences):
+        test = stats.wilcoxon(differences, zero_method="wilcox", alternative="two-sided")
+        result.update(statistic=float(test.statistic), p_value=float(test.pvalue))
+    return result
+
+
+def agreement(scores: pd.DataFrame) -> pd.DataFrame:
+    """Inter-rater agreement: Krippendorff's alpha, ordinal, on the scores (units = questions),
+    per method and over all questions (``krippendorff`` package, checked against a hand-computed
+    case in the tests). NaN when the answers hold a single value (alpha is undefined)."""
+    rows = []
+    for method, group in [*scores.groupby("method", sort=True), ("all", scores)]:
+        matrix = group.pivot_table(index="rater_id", columns="question_id", values="score", aggfunc="first")
+        data = matrix.to_numpy(dtype=float)
+        value = np.nan
+        if np.unique(data[~np.isnan(data)]).size > 1:
+            value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=list(SCALE)))
+        rows.append({"method": method, "raters": matrix.shape[0], "questions": matrix.shape[1], "alpha_ordinal": value})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """Everything :func:`analyse_study` computes from one study's ratings."""
+
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    per_image: pd.DataFrame
+    paired: dict[str, float]
+    agreement: pd.DataFrame
+
+
+def analyse_study(ratings: pd.DataFrame, key: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> StudyAnalysis:
+    """The chapter's analysis of a ratings table (:func:`read_ratings`) against its key."""
+    scores = score_ratings(ratings, key)
+    methods = sorted(scores["method"].unique())
+    paired = paired_test(scores) if set(STUDY_METHODS) <= set(methods) else {}
+    return StudyAnalysis(scores, method_summary(scores, "rater_id", n_boot, level, seed), per_image_summary(scores),
+                         paired, agreement(scores))
+
+
+# --------------------------------------------------------------------------------------------
+# Power: how many raters tell two mean scores apart
+# --------------------------------------------------------------------------------------------
+
+
+def paired_difference_sd(sd_first: float, sd_second: float, rho: float, icc: float = 1.0, images: int = 1) -> float:
+    """sd of one rater's difference between the two methods' mean scores.
+
+    Model: answer = method mean + rater effect (share ``icc`` of the answer variance; correlation
+    ``rho`` between a rater's effects for the two methods) + independent noise; each rater answers
+    ``images`` images per method. With ``icc = 1`` (or one image), a rater's two scores have sd
+    ``sd_first``, ``sd_second`` and correlation ``rho * icc``.
+    """
+    if not (-1 <= rho <= 1 and 0 <= icc <= 1 and images >= 1):
+        raise ValueError("need -1 <= rho <= 1, 0 <= icc <= 1, images >= 1")
+    shrink = icc + (1 - icc) / images
+    variance = (sd_first**2 + sd_second**2) * shrink - 2 * rho * icc * sd_first * sd_second
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def paired_t_power(raters: int | np.ndarray, delta: float, sd_diff: float, alpha: float = 0.05) -> np.ndarray:
+    """Power of the two-sided paired t-test with ``raters`` pairs to detect a mean difference
+    ``delta`` when the differences have sd ``sd_diff`` (noncentral t)."""
+    n = np.asarray(raters, dtype=float)
+    if np.any(n < 2) or sd_diff <= 0:
+        raise ValueError("need at least 2 raters and a positive sd")
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    noncentrality = delta * np.sqrt(n) / sd_diff
+    power = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+    # scipy's noncentral t returns NaN far in the tail (large n and effect): the normal limit there
+    normal = stats.norm.sf(critical - noncentrality) + stats.norm.cdf(-critical - noncentrality)
+    return np.where(np.isnan(power), normal, power)
+
+
+def raters_needed(delta: float, sd_diff: float, power: float = 0.8, alpha: float = 0.05) -> int:
+    """Smallest number of raters whose paired t-test reaches ``power`` (start from the normal
+    approximation n = ((z_{1-alpha/2} + z_{power}) sd / delta)^2, then step up)."""
+    if delta == 0:
+        raise ValueError("no number of raters detects a zero difference")
+    guess = ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd_diff / abs(delta)) ** 2
+    n = max(2, int(np.floor(guess)) - 2)
+    while paired_t_power(n, delta, sd_diff, alpha) < power:
+        n += 1
+    return n
+
+
+def power_curve(
+    raters: Sequence[int], delta: float, sd_first: float, sd_second: float, rhos: Sequence[float],
+    iccs: Sequence[float] = (1.0,), images: int = 1, alpha: float = 0.05,
+) -> pd.DataFrame:
+    """:func:`paired_t_power` over a grid of rater counts, correlations and ICCs (long table)."""
+    rows = []
+    for icc in iccs:
+        for rho in rhos:
+            sd = paired_difference_sd(sd_first, sd_second, rho, icc, images)
+            power = paired_t_power(np.asarray(raters), delta, sd, alpha)
+            rows += [{"icc": icc, "rho": rho, "sd_diff": sd, "raters": n, "power": float(p)} for n, p in zip(raters, power)]
+    return pd.DataFrame(rows)
+
+
+def tilt_answer_distribution(base: Sequence[float], mean: float, sd: float) -> np.ndarray:
+    """The distribution over -2..2 closest to ``base`` (least Kullback-Leibler divergence) with the
+    given mean and sd: ``p_k ∝ base_k exp(a k + b k^2)``. Used to give KTH's answer shape the
+    paper's means for the simulated raters of the power analysis."""
+    base = np.asarray(base, dtype=float)
+    base = base / base.sum()
+    k = np.asarray(SCALE, dtype=float)
+
+    def tilted(params: np.ndarray) -> np.ndarray:
+        logits = np.log(base) + params[0] * k + params[1] * k**2
+        weights = np.exp(logits - logits.max())
+        return weights / weights.sum()
+
+    def moments(params: np.ndarray) -> np.ndarray:
+        p = tilted(params)
+        return np.array([p @ k - mean, p @ k**2 - (sd**2 + mean**2)])
+
+    solution = optimize.root(moments, x0=np.zeros(2), method="hybr")
+    if np.abs(moments(solution.x)).max() > 1e-8:
+        raise ValueError(f"no distribution on -2..2 near the base has mean {mean} and sd {sd}")
+    return tilted(solution.x)
+
+
+def simulate_wilcoxon_power(
+    probs_first: Sequence[float], probs_second: Sequence[float], raters: int, rho: float,
+    n_sims: int = 2000, alpha: float = 0.05, seed: int = 0,
+) -> dict[str, float]:
+    """SIMULATED raters: the share of simulated studies in which the paired Wilcoxon test
+    (:func:`paired_test`'s) finds the two methods different at ``alpha``.
+
+    Each simulated rater gives one 5-point answer per method, drawn from ``probs_first`` /
+    ``probs_second`` (over -2..2) and linked by a Gaussian copula with latent correlation ``rho``.
+    A study whose differences are all zero counts as not significant.
+
+    Returns:
+        ``power`` and ``answer_correlation``: the Pearson correlation of the simulated answers of
+        the two methods (pooled over all studies), smaller than ``rho`` because the answers are
+        coarse, to compare with :func:`paired_t_power` on the same scale.
+    """
+    rng = np.random.default_rng(seed)
+    latent_first = rng.standard_normal((n_sims, raters))
+    latent_second = rho * latent_first + np.sqrt(1 - rho**2) * rng.standard_normal((n_sims, raters))
+    scale = np.asarray(SCALE)
+
+    def answers(latent: np.ndarray, probs: Sequence[float]) -> np.ndarray:
+        cdf = np.cumsum(probs) / np.sum(probs)
+        return scale[np.minimum(np.searchsorted(cdf, stats.norm.cdf(latent)), scale.size - 1)]
+
+    first, second = answers(latent_first, probs_first), answers(latent_second, probs_second)
+    differences = first - second
+    testable = np.count_nonzero(differences, axis=1) > 0
+    p_values = np.ones(n_sims)
+    if testable.any():
+        p_values[testable] = stats.wilcoxon(differences[testable], zero_method="wilcox", axis=1).pvalue
+    return {"power": float(np.mean(np.nan_to_num(p_values, nan=1.0) < alpha)),
+            "answer_correlation": float(np.corrcoef(first.ravel(), second.ravel())[0, 1])}

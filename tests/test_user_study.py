@@ -1,0 +1,411 @@
+"""gradcam_lib.user_study against hand-computed cases, scipy, an independent Krippendorff's alpha and
+Monte-Carlo references; the published module against its own counts."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+from torch import nn
+
+from gradcam_lib import user_study as us
+from gradcam_lib import viz
+from gradcam_lib.explain import guided_backprop, guided_grad_cam
+from gradcam_lib.datasets.base import build_sample
+from gradcam_lib.datasets.transforms import ImageTransform
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.published.user_study import trust_counts, trust_means
+
+STRONG, WEAK = "strong_net", "weak_net"
+
+
+def synthetic_study(n_images: int = 3, size: int = 24, seed: int = 0) -> tuple[list[us.StudyItem], pd.DataFrame]:
+    """Items with pictures and maps of random flat colours (JPEG keeps them; no model needed) and
+    their key."""
+    rng = np.random.default_rng(seed)
+    flat = lambda: np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3)).copy()
+    items = pd.DataFrame({"position": range(n_images), "image_id": [f"img{i}" for i in range(n_images)],
+                          "class_index": list(range(n_images))})
+    study_items = [
+        us.StudyItem(
+            image_id=row.image_id, class_index=row.class_index, class_name=f"class {row.class_index}",
+            picture=flat(),
+            maps={(model, method): flat()
+                  for model in (STRONG, WEAK) for method in us.STUDY_METHODS},
+        )
+        for row in items.itertuples(index=False)
+    ]
+    key = us.assign_sides(items, STRONG, WEAK, seed=seed, class_names=[f"class {i}" for i in range(n_images)])
+    return study_items, key
+
+
+def decode_data_uri(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/jpeg;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"), dtype=float)
+
+
+class FormParser(HTMLParser):
+    """Collects, per question fieldset, its image sources and radio values; and every URL-bearing
+    attribute of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.questions: dict[str, dict[str, list[str]]] = {}
+        self.current: str | None = None
+        self.urls: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.add(tag)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "action", "data") and v]
+        if tag == "fieldset" and "data-question" in attributes:
+            self.current = attributes["data-question"]
+            self.questions[self.current] = {"images": [], "values": []}
+        elif tag == "img" and self.current:
+            self.questions[self.current]["images"].append(attributes["src"])
+        elif tag == "input" and attributes.get("type") == "radio" and self.current:
+            self.questions[self.current]["values"].append(attributes["value"])
+
+
+# ------------------------------------------------------------------------------------ stimuli
+
+
+def predictions(image_ids, top1, correct) -> pd.DataFrame:
+    return pd.DataFrame({"position": range(len(image_ids)), "image_id": image_ids, "top1": top1, "correct": correct})
+
+
+def test_agreed_items_need_both_correct_and_the_same_class():
+    ids = ["a", "b", "c", "d", "e"]
+    strong = predictions(ids, [1, 2, 3, 4, 5], [True, True, False, True, True])
+    weak = predictions(ids, [1, 2, 3, 9, 5], [True, False, True, True, True])  # d: both correct, other class
+    items = us.agreed_items(strong, weak)
+    assert items["image_id"].tolist() == ["a", "e"]
+    assert items["class_index"].tolist() == [1, 5]
+    assert items["position"].tolist() == [0, 4]
+    with pytest.raises(ValueError, match="same order"):
+        us.agreed_items(strong, weak.iloc[::-1])
+
+
+def test_agreed_items_subsample_is_seeded_and_keeps_dataset_order():
+    ids = [f"i{k}" for k in range(30)]
+    table = predictions(ids, list(range(30)), [True] * 30)
+    first = us.agreed_items(table, table, n_items=7, seed=3)
+    assert len(first) == 7 and first["position"].is_monotonic_increasing
+    assert first.equals(us.agreed_items(table, table, n_items=7, seed=3))
+    assert not first.equals(us.agreed_items(table, table, n_items=7, seed=4))
+
+
+def test_sides_are_drawn_per_question_and_the_key_is_consistent():
+    items = pd.DataFrame({"position": range(100), "image_id": [f"i{k}" for k in range(100)], "class_index": range(100)})
+    key = us.assign_sides(items, STRONG, WEAK, seed=1)
+    assert list(key.columns) == list(us.KEY_COLUMNS)
+    assert len(key) == 200 and not key.duplicated(["image_id", "method"]).any()
+    assert key["question_id"].tolist() == [f"q{k:02d}" for k in range(1, 201)]
+    a_is_strong = key["stronger_side"] == "A"
+    assert ((key["model_a"] == STRONG) == a_is_strong).all() and ((key["model_b"] == STRONG) == ~a_is_strong).all()
+    assert 0.4 < a_is_strong.mean() < 0.6  # a fair coin, 200 draws: 5 sd away from failing
+    # per method, not per image: both methods of one image are drawn independently
+    per_image = key.pivot(index="image_id", columns="method", values="stronger_side")
+    assert (per_image["guided_backprop"] != per_image["guided_gradcam"]).any()
+    assert key.equals(us.assign_sides(items, STRONG, WEAK, seed=1))
+    other = us.assign_sides(items, STRONG, WEAK, seed=2)
+    assert other["study_id"].iloc[0] != key["study_id"].iloc[0]
+
+
+def test_form_is_self_contained_and_shows_each_side_as_the_key_says(tmp_path):
+    items, key = synthetic_study()
+    page = us.render_form(items, key, quality=95)
+    parser = FormParser()
+    parser.feed(page)
+    assert parser.urls and all(url.startswith("data:") for url in parser.urls)
+    assert "link" not in parser.tags and "http://" not in page and "https://" not in page
+    assert "default-src 'none'" in page  # the browser itself refuses any fetch
+    for name in (STRONG, WEAK, *us.STUDY_METHODS, *us.STUDY_METHODS.values()):
+        assert name not in page  # nothing tells the rater which model or method is which
+    assert list(parser.questions) == key["question_id"].tolist()
+    by_id = {item.image_id: item for item in items}
+    for question in key.itertuples(index=False):
+        shown = parser.questions[question.question_id]
+        assert shown["values"] == [str(a) for a in us.ANSWERS]
+        picture, side_a, side_b = (decode_data_uri(src) for src in shown["images"])
+        item = by_id[question.image_id]
+        strong_map, weak_map = item.maps[STRONG, question.method], item.maps[WEAK, question.method]
+        error = lambda shown_image, array: np.abs(shown_image - array).mean()
+        expected_a, expected_b = (strong_map, weak_map) if question.stronger_side == "A" else (weak_map, strong_map)
+        assert error(side_a, expected_a) < 8 and error(side_b, expected_b) < 8  # JPEG at quality 95
+        assert error(picture, item.picture) < 8
+    form_path, key_path = us.write_study(tmp_path, page, key)
+    assert form_path.parent != key_path.parent and not (form_path.parent / key_path.name).exists()
+    assert pd.read_csv(key_path, dtype={"study_id": str}).equals(key)
+
+
+def test_form_refuses_a_key_without_stimuli_and_the_notebook_variant_round_trips():
+    items, key = synthetic_study()
+    with pytest.raises(KeyError, match="without stimuli"):
+        us.render_form(items[:1], key)
+    page = us.render_form(items, key)
+    frame = us.notebook_form(page).data
+    assert html.unescape(frame.split('srcdoc="', 1)[1].split('" style=', 1)[0]) == page
+
+
+def tiny_entry() -> ModelEntry:
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    return ModelEntry("tiny", model, features, "0", ImageTransform(20, 16), ("zero", "one", "two"))
+
+
+def test_predictions_and_explanations_of_a_small_model(tmp_path):
+    entry = tiny_entry()
+    rng = np.random.default_rng(0)
+    samples = [build_sample(Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)),
+                            torch.tensor([[0, 0, 5, 5]]), torch.tensor([label]), f"s{k}", entry.transform)
+               for k, label in enumerate([0, 1, 2, 0, 1])]
+    table = us.predict_top1(entry, samples, tmp_path / "top1.csv", batch_size=2)
+    with torch.no_grad():
+        expected = entry.model(torch.stack([s.image for s in samples])).argmax(1).tolist()
+    assert table["top1"].tolist() == expected
+    assert table["correct"].tolist() == [t in s.labels for t, s in zip(expected, samples)]
+    assert table["position"].tolist() == list(range(5))
+    items = table.rename(columns={"top1": "class_index"}).iloc[[1, 3]][["position", "image_id", "class_index"]]
+    pictures, maps = us.explain_items(entry, samples, items, size=12, batch_size=1)
+    assert len(pictures) == 2 and pictures[0].shape == (12, 12, 3) and pictures[0].dtype == np.uint8
+    assert set(maps) == {(i, m) for i in items["image_id"] for m in us.STUDY_METHODS}
+    assert all(m.shape == (12, 12, 3) and m.dtype == np.uint8 for m in maps.values())
+    images = torch.stack([samples[int(p)].image for p in items["position"]])
+    targets = torch.as_tensor(items["class_index"].to_numpy(copy=True))
+    expected_maps = {"guided_backprop": guided_backprop(entry.model, images, targets),
+                     "guided_gradcam": guided_grad_cam(entry.model, entry.layer, images, targets)}
+    for method, reference in expected_maps.items():
+        for image_id, gradient in zip(items["image_id"], reference):
+            assert np.abs(maps[image_id, method].astype(int) - us._resize(viz.guided_to_display(gradient), 12)).max() <= 1
+    with pytest.raises(KeyError, match="unknown study method"):
+        us.explain_items(entry, samples, items, methods=["gradcam"], size=12)
+    shifted = items.assign(position=items["position"] + 1)
+    with pytest.raises(ValueError, match="do not match"):
+        us.explain_items(entry, samples, shifted, size=12)
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def ratings_for(key: pd.DataFrame, answers_by_rater: dict[str, list[int]]) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"study_id": key["study_id"].iloc[0], "rater_id": rater, "question_id": q, "answer": a}
+        for rater, answers in answers_by_rater.items() for q, a in zip(key["question_id"], answers)
+    ])
+
+
+def test_scores_are_positive_when_the_stronger_model_is_preferred():
+    _, key = synthetic_study()
+    prefers_a = ratings_for(key, {"r1": [2] * len(key)})
+    scores = us.score_ratings(prefers_a, key)
+    expected = np.where(key["stronger_side"] == "A", 2, -2)
+    assert scores["score"].tolist() == expected.tolist()
+    prefers_strong = ratings_for(key, {"r1": np.where(key["stronger_side"] == "A", 1, -1).tolist()})
+    assert (us.score_ratings(prefers_strong, key)["score"] == 1).all()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.assign(answer=r["answer"].where(r.index != 0, 3)), "integers in -2..2"),
+        (lambda r: r.assign(answer=r["answer"].astype(float).where(r.index != 0, np.nan)), "integers in -2..2"),
+        (lambda r: r.assign(study_id="other"), "cannot be scored"),
+        (lambda r: r.assign(question_id=r["question_id"].where(r.index != 0, "q99")), "not in the key"),
+        (lambda r: pd.concat([r, r.iloc[:1]]), "twice"),
+        (lambda r: r.drop(columns="rater_id"), "lack columns"),
+    ],
+)
+def test_bad_ratings_are_refused(change, message):
+    _, key = synthetic_study()
+    ratings = ratings_for(key, {"r1": [0] * len(key)})
+    with pytest.raises(ValueError, match=message):
+        us.score_ratings(change(ratings), key)
+
+
+def test_read_ratings_concatenates_files_and_names_a_missing_one(tmp_path):
+    _, key = synthetic_study()
+    for rater in ("r1", "r2"):
+        ratings_for(key, {rater: [1] * len(key)}).to_csv(tmp_path / f"{rater}.csv", index=False)
+    both = us.read_ratings([tmp_path / "r1.csv", tmp_path / "r2.csv"])
+    assert len(both) == 2 * len(key) and set(both["rater_id"]) == {"r1", "r2"}
+    with pytest.raises(FileNotFoundError, match="r3.csv"):
+        us.read_ratings([tmp_path / "r3.csv"])
+
+
+# ------------------------------------------------------------------------------------ summaries
+
+
+def test_kth_counts_give_kths_published_means_and_sds():
+    summary = us.counts_summary(trust_counts(), n_boot=200).set_index("method")
+    published = trust_means().query("source == 'KTH'").set_index("method")
+    assert np.allclose(summary["mean"], published.loc[summary.index, "mean"], atol=5e-5)
+    assert np.allclose(summary["sd"], published.loc[summary.index, "sd"], atol=5e-5)
+    assert (summary["answers"] == 468).all()
+
+
+def test_bootstrap_matches_scipy_and_the_cluster_bootstrap_resamples_groups():
+    rng = np.random.default_rng(0)
+    values = rng.normal(1.0, 2.0, 300)
+    ours = us.percentile_interval(us.bootstrap_means(values, n_boot=8000, seed=1))
+    scipys = stats.bootstrap((values,), np.mean, n_resamples=8000, method="percentile", rng=2).confidence_interval
+    assert ours == pytest.approx((scipys.low, scipys.high), abs=0.03)
+    # 20 groups of 5 identical values: resampling groups = resampling the 20 group values
+    group_values = rng.normal(0, 1, 20)
+    clustered = us.percentile_interval(us.bootstrap_means(np.repeat(group_values, 5), np.repeat(np.arange(20), 5), 8000, 1))
+    reference = stats.bootstrap((group_values,), np.mean, n_resamples=8000, method="percentile", rng=3).confidence_interval
+    assert clustered == pytest.approx((reference.low, reference.high), abs=0.04)
+    with pytest.raises(ValueError, match="NaN"):
+        us.bootstrap_means(np.array([1.0, np.nan]))
+
+
+def test_wilcoxon_on_rater_means_matches_a_hand_computed_case():
+    # rater means: GGC - GB = 1, -2, 3, 4, 5 -> ranks 1..5, W- = 2; exact two-sided p = 2 * 3/32
+    rows = []
+    for rater, difference in enumerate([1, -2, 3, 4, 5]):
+        rows += [{"rater_id": f"r{rater}", "method": "guided_backprop", "score": 0.0},
+                 {"rater_id": f"r{rater}", "method": "guided_gradcam", "score": difference / 2},
+                 {"rater_id": f"r{rater}", "method": "guided_gradcam", "score": difference * 1.5}]  # mean = difference
+    result = us.paired_test(pd.DataFrame(rows))
+    assert result["raters"] == 5 and result["mean_difference"] == pytest.approx(2.2)
+    assert result["statistic"] == 2 and result["p_value"] == pytest.approx(6 / 32)
+    tied = pd.DataFrame([{"rater_id": r, "method": m, "score": 1.0} for r in "ab" for m in us.STUDY_METHODS])
+    assert np.isnan(us.paired_test(tied)["p_value"])
+
+
+def coincidence_alpha_ordinal(data: np.ndarray) -> float:
+    """Krippendorff (2011), 'Computing Krippendorff's alpha-reliability', written out independently:
+    coincidence matrix, ordinal distances from the marginal frequencies."""
+    values = np.unique(data[~np.isnan(data)])
+    index = {v: i for i, v in enumerate(values)}
+    coincidences = np.zeros((values.size, values.size))
+    for unit in data.T:
+        present = unit[~np.isnan(unit)]
+        if present.size < 2:
+            continue
+        for i, a in enumerate(present):
+            for j, b in enumerate(present):
+                if i != j:
+                    coincidences[index[a], index[b]] += 1 / (present.size - 1)
+    n_c = coincidences.sum(axis=1)
+    n = n_c.sum()
+    delta = np.array([[(n_c[min(c, k):max(c, k) + 1].sum() - (n_c[c] + n_c[k]) / 2) ** 2 for k in range(values.size)]
+                      for c in range(values.size)])
+    observed = (coincidences * delta).sum() / n
+    expected = (np.outer(n_c, n_c) * delta).sum() / (n * (n - 1))
+    return 1 - observed / expected
+
+
+def test_krippendorff_alpha_ordinal_hand_computed_and_independent():
+    # two raters, three units: (1,1), (1,2), (2,3): D_o = 17/6, D_e = 6, alpha = 19/36 (worked by hand)
+    scores = pd.DataFrame({
+        "rater_id": ["x", "y"] * 3,
+        "question_id": ["q1", "q1", "q2", "q2", "q3", "q3"],
+        "method": "guided_gradcam",
+        "score": [1, 1, 1, 2, 2, 3],
+    }).assign(score=lambda t: t["score"] - 2)  # shift into -2..2; alpha is unchanged by a shift
+    table = us.agreement(scores).set_index("method")
+    assert table.loc["guided_gradcam", "alpha_ordinal"] == pytest.approx(19 / 36)
+    assert table.loc["all", "alpha_ordinal"] == pytest.approx(19 / 36)
+    rng = np.random.default_rng(0)
+    data = rng.integers(-2, 3, size=(6, 15)).astype(float)
+    data[rng.random(data.shape) < 0.2] = np.nan
+    long = pd.DataFrame([{"rater_id": r, "question_id": f"q{u:02d}", "method": "m", "score": data[r, u]}
+                         for r in range(6) for u in range(15) if not np.isnan(data[r, u])])
+    assert us.agreement(long).iloc[0]["alpha_ordinal"] == pytest.approx(coincidence_alpha_ordinal(data), abs=1e-12)
+    constant = long.assign(score=1)
+    assert np.isnan(us.agreement(constant).iloc[0]["alpha_ordinal"])
+
+
+def test_analyse_study_end_to_end_on_hand_made_ratings():
+    _, key = synthetic_study(n_images=2)
+    strong_on_a = np.where(key["stronger_side"] == "A", 1, -1)
+    ratings = ratings_for(key, {"r1": (2 * strong_on_a).tolist(), "r2": strong_on_a.tolist(), "r3": [0] * len(key)})
+    analysis = us.analyse_study(ratings, key, n_boot=300)
+    summary = analysis.summary.set_index("method")
+    assert summary.loc["guided_gradcam", "mean"] == pytest.approx(1.0)  # (2 + 1 + 0) / 3 per question
+    assert summary.loc["guided_gradcam", "raters"] == 3 and summary.loc["guided_gradcam", "answers"] == 6
+    assert (analysis.per_image["mean"] == 1.0).all() and (analysis.per_image["answers"] == 3).all()
+    assert analysis.paired["mean_difference"] == 0 and np.isnan(analysis.paired["p_value"])
+    assert len(analysis.agreement) == 3
+
+
+# ------------------------------------------------------------------------------------ power
+
+
+def test_paired_difference_sd_closed_forms():
+    assert us.paired_difference_sd(1.0, 1.0, 0.0) == pytest.approx(np.sqrt(2))
+    assert us.paired_difference_sd(1.0, 1.0, 1.0) == pytest.approx(0.0)
+    assert us.paired_difference_sd(3.0, 4.0, 0.5) == pytest.approx(np.sqrt(9 + 16 - 12))
+    # rater effects only (icc = 0): averaging 4 images halves the sd, whatever rho
+    assert us.paired_difference_sd(1.0, 1.0, 0.9, icc=0.0, images=4) == pytest.approx(np.sqrt(2) / 2)
+    with pytest.raises(ValueError):
+        us.paired_difference_sd(1.0, 1.0, 1.5)
+
+
+def test_paired_t_power_matches_a_monte_carlo_t_test():
+    rng = np.random.default_rng(0)
+    differences = rng.normal(0.5, 1.0, size=(6000, 20))
+    simulated = np.mean(stats.ttest_1samp(differences, 0.0, axis=1).pvalue < 0.05)
+    assert us.paired_t_power(20, 0.5, 1.0) == pytest.approx(simulated, abs=0.02)
+    assert us.paired_t_power(2000, 0.0, 1.0) == pytest.approx(0.05, abs=1e-9)  # size under the null
+
+
+def test_raters_needed_is_the_smallest_sufficient_number():
+    n = us.raters_needed(0.27, 1.88)
+    assert us.paired_t_power(n, 0.27, 1.88) >= 0.8 > us.paired_t_power(n - 1, 0.27, 1.88)
+    normal = ((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * 1.88 / 0.27) ** 2
+    assert normal <= n <= normal + 3
+    curve = us.power_curve([10, 50, 200], 0.27, 1.37, 1.29, rhos=[0.0, 0.5])
+    assert curve.groupby("rho")["power"].apply(lambda p: p.is_monotonic_increasing).all()
+    assert (curve[curve.rho == 0.5]["power"].to_numpy() > curve[curve.rho == 0.0]["power"].to_numpy()).all()
+
+
+def test_tilted_distribution_has_the_requested_moments():
+    base = trust_counts().query("method == 'Guided Backprop'")["count"].to_numpy()
+    k = np.arange(-2, 3)
+    p = us.tilt_answer_distribution(base, 1.0, 1.285)
+    assert p @ k == pytest.approx(1.0) and np.sqrt(p @ k**2 - (p @ k) ** 2) == pytest.approx(1.285)
+    own = base / base.sum()
+    own_mean, own_sd = own @ k, np.sqrt(own @ k**2 - (own @ k) ** 2)
+    assert us.tilt_answer_distribution(base, own_mean, own_sd) == pytest.approx(own, abs=1e-9)
+    with pytest.raises(ValueError, match="no distribution"):
+        us.tilt_answer_distribution(base, 1.9, 1.3)  # mean near the top of the scale leaves no room for that sd
+
+
+def test_simulated_wilcoxon_power_holds_its_size_and_grows_with_correlation():
+    p = us.tilt_answer_distribution([1, 1, 1, 1, 1], 0.5, 1.3)
+    null = us.simulate_wilcoxon_power(p, p, raters=40, rho=0.3, n_sims=3000, seed=0)
+    assert null["power"] == pytest.approx(0.05, abs=0.02)
+    assert 0 < null["answer_correlation"] < 0.3  # coarse answers correlate less than their latent scores
+    q = us.tilt_answer_distribution([1, 1, 1, 1, 1], 1.0, 1.3)
+    low, high = (us.simulate_wilcoxon_power(q, p, raters=40, rho=rho, n_sims=1500, seed=1)["power"] for rho in (0.0, 0.8))
+    assert 0.1 < low < high
+
+
+def test_power_stays_defined_far_in_the_tail():
+    assert us.paired_t_power(400, 0.27, 0.6) == pytest.approx(1.0)
+    assert not np.isnan(us.power_curve([10, 400, 2000], 0.27, 1.37, 1.29, rhos=[0.9])["power"]).any()
+
+
+def test_build_study_says_when_no_image_qualifies(tmp_path):
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    never_right = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1000))
+    with torch.no_grad():  # always predicts class 0 (tench), which no embedded photograph shows
+        never_right[-1].weight.zero_()
+        never_right[-1].bias.copy_(-torch.arange(1000.0))
+    entry = ModelEntry("never_right", never_right.eval(), features, "0", ImageTransform(40, 32), tuple(map(str, range(1000))))
+    with pytest.raises(ValueError, match="no image of 'photos' is classified correctly by both"):
+        us.build_study(entry, entry, "photos", tmp_path)
+    assert len(pd.read_csv(next(tmp_path.glob("top1_never_right_photos_*.csv")))) == 7
