@@ -7,6 +7,7 @@ ResNet ``layer4``, DenseNet ``features`` (the final feature map), EfficientNet-L
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from torch import nn
 from torchvision import models as tv_models
 
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, resize_for_crop
+from gradcam_lib.datasets.voc import VOC_CLASSES
 
-__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "imagenet_class_names"]
+__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "load_voc_model", "imagenet_class_names"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +143,40 @@ def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool =
         transform=transform,
         class_names=imagenet_class_names(),
     )
+
+
+def load_voc_model(arch: str, checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> ModelEntry:
+    """A registered architecture with a 20-class VOC head, weights from ``checkpoint``.
+
+    torchvision has no VOC classifiers; TorchRay's benchmark used VGG-16 / ResNet-50 fine-tuned on
+    VOC. The checkpoint is a ``state_dict`` (optionally under ``"state_dict"`` or ``"model"``,
+    optionally with DataParallel's ``module.`` prefix) of the torchvision architecture whose last
+    ``nn.Linear`` has 20 outputs; it is read with ``torch.load(..., weights_only=True)``.
+
+    Returns:
+        A :class:`ModelEntry` whose ``class_names`` are the 20 VOC classes.
+
+    Raises:
+        FileNotFoundError: no checkpoint at that path.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"VOC checkpoint {path} does not exist (a state_dict of {arch} with a 20-class head)")
+    base = load_model(arch, "cpu", pretrained=False)
+    model = base.model
+    parent, name, last = None, "", None
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            parent_name, _, name = module_name.rpartition(".")
+            parent, last = model.get_submodule(parent_name) if parent_name else model, module
+    if last is None:
+        raise ValueError(f"{arch} has no nn.Linear head to replace")
+    setattr(parent, name, nn.Linear(last.in_features, len(VOC_CLASSES)))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model.load_state_dict(state)
+    model = model.eval().to(device)
+    return ModelEntry(arch + "_voc", model, model.get_submodule(base.layer_name), base.layer_name, base.transform, VOC_CLASSES)

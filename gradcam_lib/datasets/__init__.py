@@ -18,6 +18,7 @@ from gradcam_lib.datasets.ilsvrc import (
 )
 from gradcam_lib.datasets.samples import PhotoBox, RawPhoto, load_photos, load_raw_photos, read_photo_boxes
 from gradcam_lib.datasets.transforms import ImageTransform, to_rgb
+from gradcam_lib.datasets.voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
     "DATASET_NAMES",
@@ -30,6 +31,8 @@ __all__ = [
     "PhotoBox",
     "RawPhoto",
     "Sample",
+    "VOC_CLASSES",
+    "VOCDataset",
     "build_sample",
     "collate_samples",
     "find_layout",
@@ -45,29 +48,38 @@ __all__ = [
     "write_index",
 ]
 
-DATASET_NAMES = ("composite", "photos", "ilsvrc")
+DATASET_NAMES = ("composite", "photos", "ilsvrc", "voc")
 
 
 def build_dataset(
-    name: str, transform: ImageTransform, n_images: int | None = None, data_root: str | None = None, seed: int = 0
+    name: str,
+    transform: ImageTransform,
+    n_images: int | None = None,
+    data_root: str | None = None,
+    seed: int = 0,
+    max_objects: int = 2,
+    split: str = "test",
 ) -> Dataset[Sample]:
     """A chapter's data set by name, in one model's geometry.
 
     Args:
-        name: ``composite`` (generated from ``seed``, ``n_images`` images), ``photos`` (the embedded
-            photographs; ``n_images`` ignored) or ``ilsvrc`` (ILSVRC2012 val under ``data_root``, the
-            first ``n_images``).
+        name: ``composite`` (generated from ``seed``: ``n_images`` images of up to ``max_objects``
+            objects), ``photos`` (the embedded photographs; ``n_images`` ignored), ``ilsvrc``
+            (ILSVRC2012 val under ``data_root``, the first ``n_images``) or ``voc`` (PASCAL VOC 2007
+            ``split`` under ``data_root``, the first ``n_images`` ids).
         transform: the model's :class:`ImageTransform`.
 
     Raises:
-        ValueError: unknown name, or ``ilsvrc`` without ``data_root``.
+        ValueError: unknown name, or a real data set without ``data_root``.
     """
+    if name in ("ilsvrc", "voc") and data_root is None:
+        raise ValueError(f"dataset {name!r} needs data_root: the data set's folder (see the README)")
     if name == "composite":
-        return CompositeDataset(n_images or 100, transform, seed=seed)
+        return CompositeDataset(n_images or 100, transform, seed=seed, max_objects=max_objects)
     if name == "photos":
         return load_photos(transform)
     if name == "ilsvrc":
-        if data_root is None:
-            raise ValueError("dataset 'ilsvrc' needs data_root: the ILSVRC2012 val folder or its CSV index")
         return ILSVRCValDataset(data_root, transform, limit=n_images)
+    if name == "voc":
+        return VOCDataset(data_root, transform, split=split, limit=n_images)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

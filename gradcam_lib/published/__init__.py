@@ -4,13 +4,20 @@ reproduction, recomputed from its stored result files."""
 
 from gradcam_lib.published.chestxray import chestxray8_localization, kth_box_shares
 from gradcam_lib.published.localization import localization_errors
+from gradcam_lib.published.occlusion import confidence_metrics, deletion_insertion, rank_correlations
+from gradcam_lib.published.pointing import paper_pointing, torchray_pointing
 from gradcam_lib.published.user_study import class_discrimination, trust_counts, trust_means
 
 __all__ = [
     "chestxray8_localization",
     "class_discrimination",
+    "confidence_metrics",
+    "deletion_insertion",
     "kth_box_shares",
     "localization_errors",
+    "paper_pointing",
+    "rank_correlations",
+    "torchray_pointing",
     "trust_counts",
     "trust_means",
 ]

@@ -1,0 +1,167 @@
+"""PASCAL VOC 2007 in its own format (the pointing game's and the paper's Table 2 data set), and a
+VOC classifier for the ``full`` profile.
+
+Layout: ``root`` is ``VOCdevkit/VOC2007`` (or ``VOCdevkit``, or a folder holding ``VOC2007``) with
+``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` and ``ImageSets/Main/<split>.txt`` (one id per
+line; ``test`` for the pointing game as TorchRay, ``val`` for the paper's Table 2).
+
+Boxes: VOC XML coordinates are **1-based** inclusive pixel indices (the devkit's); they are read as
+``value - 1``, i.e. 0-based inclusive, the convention of the whole library (TorchRay's
+``voc_as_mask`` subtracts 1 in the same way), and clipped to the image. Labels are indices into
+:data:`VOC_CLASSES` (alphabetical, the devkit's and TorchRay's order). Each object's ``difficult``
+flag is kept on the sample (:class:`VOCSample`); the pointing game skips a class whose boxes are all
+difficult, as TorchRay.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.ilsvrc import read_image
+from gradcam_lib.datasets.transforms import ImageTransform
+
+__all__ = ["VOC_CLASSES", "VOCAnnotation", "VOCSample", "VOCDataset", "parse_voc_annotation", "find_voc_root"]
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+_CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
+
+
+@dataclass(frozen=True)
+class VOCAnnotation:
+    """One VOC XML: ``boxes[i]`` (0-based inclusive, clipped) holds an object of ``labels[i]``."""
+
+    image_id: str
+    width: int
+    height: int
+    labels: tuple[int, ...]
+    boxes: tuple[tuple[int, int, int, int], ...]
+    difficult: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class VOCSample(Sample):
+    """A :class:`Sample` with each kept box's PASCAL ``difficult`` flag."""
+
+    difficult: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+
+def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
+    """Read one ``Annotations/<id>.xml``; 1-based boxes become 0-based inclusive.
+
+    Raises:
+        ValueError: unknown class name, missing field, or an inverted box (the message names the file).
+    """
+    path = Path(path)
+    root = ET.parse(path).getroot()
+
+    def number(node: ET.Element, tag: str) -> int:
+        text = node.findtext(tag)
+        if text is None:
+            raise ValueError(f"{path}: <{tag}> missing")
+        return int(round(float(text)))
+
+    size = root.find("size")
+    if size is None:
+        raise ValueError(f"{path}: <size> missing")
+    width, height = number(size, "width"), number(size, "height")
+    labels, boxes, difficult = [], [], []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bndbox = obj.find("bndbox")
+        if name not in _CLASS_INDEX:
+            raise ValueError(f"{path}: unknown VOC class {name!r}")
+        if bndbox is None:
+            raise ValueError(f"{path}: <object> {name} lacks <bndbox>")
+        x0, y0, x1, y1 = (number(bndbox, tag) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
+        if x0 > x1 or y0 > y1:
+            raise ValueError(f"{path}: inverted box {(x0, y0, x1, y1)} for {name}")
+        boxes.append((max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)))
+        labels.append(_CLASS_INDEX[name])
+        difficult.append(obj.findtext("difficult", "0").strip() == "1")
+    return VOCAnnotation(path.stem, width, height, tuple(labels), tuple(boxes), tuple(difficult))
+
+
+def find_voc_root(root: str | os.PathLike[str]) -> Path:
+    """The folder holding ``JPEGImages``/``Annotations``/``ImageSets``: ``root``, ``root/VOC2007``
+    or ``root/VOCdevkit/VOC2007``.
+
+    Raises:
+        FileNotFoundError: none of them; the message lists where it looked.
+    """
+    root = Path(root)
+    candidates = [root, root / "VOC2007", root / "VOCdevkit" / "VOC2007"]
+    for folder in candidates:
+        if all((folder / d).is_dir() for d in ("JPEGImages", "Annotations", "ImageSets")):
+            return folder
+    raise FileNotFoundError(
+        f"no PASCAL VOC 2007 folder (JPEGImages/, Annotations/, ImageSets/Main/) at any of "
+        f"{', '.join(str(c) for c in candidates)}"
+    )
+
+
+class VOCDataset(Dataset[VOCSample]):
+    """PASCAL VOC 2007 images of one split with all their boxes, as :class:`VOCSample` in the model
+    input's pixels.
+
+    Args:
+        root: see :func:`find_voc_root`.
+        transform: the model's transform (boxes follow it).
+        split: a file of ``ImageSets/Main`` (``test``, ``val``, ``trainval`` ...).
+        limit: keep the first ``limit`` ids of the split file.
+
+    Raises:
+        FileNotFoundError: no VOC folder, no split file, or a listed id without its XML or JPEG.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], transform: ImageTransform, split: str = "test", limit: int | None = None) -> None:
+        self.root = find_voc_root(root)
+        self.transform = transform
+        split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_file.is_file():
+            raise FileNotFoundError(f"VOC split file {split_file} does not exist")
+        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        self.ids = ids[:limit] if limit is not None else ids
+        for image_id in self.ids[:1] + self.ids[-1:]:  # cheap early check of the layout
+            self._paths(image_id)
+
+    def _paths(self, image_id: str) -> tuple[Path, Path]:
+        image = self.root / "JPEGImages" / f"{image_id}.jpg"
+        xml = self.root / "Annotations" / f"{image_id}.xml"
+        for path in (image, xml):
+            if not path.is_file():
+                raise FileNotFoundError(f"VOC id {image_id} is listed but {path} does not exist")
+        return image, xml
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def annotation(self, index: int) -> VOCAnnotation:
+        """The parsed XML of item ``index``."""
+        return parse_voc_annotation(self._paths(self.ids[index])[1])
+
+    def __getitem__(self, index: int) -> VOCSample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        image_path, xml_path = self._paths(self.ids[index])
+        a = parse_voc_annotation(xml_path)
+        boxes = torch.tensor(a.boxes, dtype=torch.long).reshape(-1, 4)
+        labels = torch.tensor(a.labels, dtype=torch.long)
+        tensor, mapped, keep = self.transform(read_image(image_path), boxes)
+        return VOCSample(
+            image=tensor,
+            labels=tuple(sorted(set(a.labels))),
+            boxes=mapped,
+            box_labels=labels[keep],
+            image_id=a.image_id,
+            difficult=torch.tensor(a.difficult, dtype=torch.bool)[keep],
+        )

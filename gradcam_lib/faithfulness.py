@@ -1,0 +1,457 @@
+"""Faithfulness of explanation maps: do they follow what the model actually uses?
+
+* Occlusion maps (Zeiler & Fergus 2014) and their rank correlation with a method's map (Grad-CAM
+  paper Sec. 5.2 / Table 2: Spearman rank correlation over PASCAL VOC 2007 val).
+* Average Drop % and % Increase in Confidence of the explanation map E = L * I (Grad-CAM++,
+  Chattopadhyay et al. 2018, Sec. 6.1).
+* Deletion and insertion curves and their areas (RISE, Petsiuk et al. 2018, Sec. 4.1).
+
+All model scores here are softmax probabilities of the target class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from gradcam_lib.datasets.base import Sample
+from gradcam_lib.explain import explanation_scope, heatmaps
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+
+__all__ = [
+    "OCCLUSION_BACKENDS",
+    "occlusion_map",
+    "window_starts",
+    "rank_correlation",
+    "argsort_correlation",
+    "bootstrap_ci",
+    "class_probabilities",
+    "explanation_map_confidence",
+    "average_drop",
+    "increase_in_confidence",
+    "deletion_insertion_curves",
+    "curve_auc",
+    "faithfulness_batch",
+    "evaluate_faithfulness",
+    "curves_of",
+    "compare_occlusion_backends",
+]
+
+OCCLUSION_BACKENDS = ("ours", "captum")
+
+
+# --------------------------------------------------------------------------------------------
+# Occlusion
+# --------------------------------------------------------------------------------------------
+
+
+def class_probabilities(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` softmax probability of each image's target class (no gradients)."""
+    with torch.no_grad():
+        return F.softmax(model(images), dim=1).gather(1, targets.view(-1, 1).to(images.device)).squeeze(1)
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Top/left offsets of the sliding windows along one side, captum's rule: 0, s, 2s, ... until
+    one reaches ``size - patch`` (ceil((size - patch) / s) + 1 windows); a last window that starts
+    beyond ``size - patch`` is cut at the border."""
+    if not 1 <= patch <= size:
+        raise ValueError(f"patch {patch} must lie in [1, {size}]")
+    if not 1 <= stride <= patch and size != patch:
+        raise ValueError(f"stride {stride} must lie in [1, patch={patch}] (else pixels are never occluded)")
+    count = int(np.ceil((size - patch) / stride)) + 1
+    return [i * stride for i in range(count)]
+
+
+def _window_masks(size: int, patch: int, stride: int, device: torch.device) -> torch.Tensor:
+    """``(n, size)`` float: row i marks the pixels covered by window i along one side."""
+    starts = torch.tensor(window_starts(size, patch, stride), device=device)
+    pixels = torch.arange(size, device=device)
+    return ((pixels >= starts[:, None]) & (pixels < starts[:, None] + patch)).float()
+
+
+def _occlusion_ours(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, patch: int, stride: int, fill: float, batch_size: int
+) -> torch.Tensor:
+    """Every (image, window) pair is one occluded input; ``batch_size`` of them, from one image or
+    several, go through the model at a time. The window drops are spread back to the pixels each
+    window covers and averaged: ``map = R^T D C / R^T 1 C`` with R, C the row / column window masks
+    and D the drops of the windows."""
+    batch, _, height, width = images.shape
+    rows = _window_masks(height, patch, stride, images.device)
+    cols = _window_masks(width, patch, stride, images.device)
+    n_rows, n_cols = len(rows), len(cols)
+    total = batch * n_rows * n_cols
+    drops = torch.empty(total, device=images.device)
+    original = class_probabilities(model, images, targets)
+    for start in range(0, total, batch_size):
+        pair = torch.arange(start, min(start + batch_size, total), device=images.device)
+        image, window = pair // (n_rows * n_cols), pair % (n_rows * n_cols)
+        masks = (rows[window // n_cols][:, :, None] * cols[window % n_cols][:, None, :])[:, None]  # (n, 1, H, W)
+        occluded = images[image] * (1 - masks) + fill * masks
+        drops[pair] = original[image] - class_probabilities(model, occluded, targets[image])
+    count = rows.T @ torch.ones(n_rows, n_cols, device=images.device) @ cols
+    spread = rows.T @ drops.view(batch, n_rows, n_cols) @ cols  # (B, H, W)
+    return spread / count
+
+
+def _occlusion_captum(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, patch: int, stride: int, fill: float, batch_size: int
+) -> torch.Tensor:
+    """captum's ``Occlusion`` on the softmax output, one image at a time, ``batch_size`` windows per
+    forward pass; channels are occluded together, so the map is any channel of its output."""
+    from captum.attr import Occlusion
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(model(x), dim=1)
+
+    maps = []
+    for image, target in zip(images, targets.view(-1).tolist()):
+        attribution = Occlusion(probabilities).attribute(
+            image[None],
+            sliding_window_shapes=(image.shape[0], patch, patch),
+            strides=(image.shape[0], stride, stride),
+            baselines=fill,
+            target=target,
+            perturbations_per_eval=batch_size,
+        )
+        maps.append(attribution[0, 0])
+    return torch.stack(maps)
+
+
+def occlusion_map(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    patch: int = 45,
+    stride: int = 1,
+    fill: float = 0.0,
+    batch_size: int = 128,
+    backend: str = "ours",
+) -> torch.Tensor:
+    """Occlusion map (Zeiler & Fergus 2014): slide a ``patch`` x ``patch`` square of value ``fill``
+    over the image with step ``stride``; each pixel gets the mean, over the windows that cover it,
+    of the drop in the target class's softmax probability, ``p(x) - p(x with the window occluded)``
+    (captum's ``Occlusion`` definition, so both backends give the same map).
+
+    Args:
+        images: ``(B, 3, H, W)`` normalised; ``fill = 0`` is the data set mean (the KTH project's
+            "0.5" was 0.5 in normalised space, i.e. mean + 0.5 std).
+        targets: ``(B,)`` classes.
+        patch, stride: 45 and 1 as the KTH project (stride 1 = every pixel a window corner:
+            (H - 44)^2 = 32 400 forward passes for a 224 image).
+        batch_size: windows per forward pass.
+        backend: ``ours`` (batched masks, see :func:`_occlusion_ours`) or ``captum``.
+
+    Returns:
+        ``(B, H, W)``; positive where occluding lowers the class probability.
+    """
+    if backend not in OCCLUSION_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {OCCLUSION_BACKENDS}")
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
+    if len(targets) != len(images):
+        raise ValueError(f"targets must be (B,) with B={len(images)}")
+    run = _occlusion_ours if backend == "ours" else _occlusion_captum
+    with explanation_scope(model), torch.no_grad():
+        return run(model, images.detach(), targets, patch, stride, fill, batch_size).detach()
+
+
+# --------------------------------------------------------------------------------------------
+# Rank correlation
+# --------------------------------------------------------------------------------------------
+
+
+def _resized(heatmap: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
+    values = torch.as_tensor(np.asarray(heatmap, dtype=np.float64) if not isinstance(heatmap, torch.Tensor) else heatmap)
+    values = values.detach().cpu().to(torch.float64)
+    if values.dim() != 2:
+        raise ValueError(f"map must be (H, W), got shape {tuple(values.shape)}")
+    if torch.isnan(values).any():
+        raise ValueError("map holds NaN")
+    return F.adaptive_avg_pool2d(values[None, None], size)[0, 0].numpy().ravel()
+
+
+def rank_correlation(map_a: torch.Tensor | np.ndarray, map_b: torch.Tensor | np.ndarray, size: int = 14) -> float:
+    """Spearman rank correlation of two maps (Grad-CAM paper Table 2): both are reduced to
+    ``size`` x ``size`` by averaging over equal areas (``adaptive_avg_pool2d``; the paper and KTH
+    compare at 14 x 14), the cells are ranked with ties given their average rank, and the Pearson
+    correlation of the two rank vectors is returned.
+
+    Returns:
+        A value in [-1, 1]; NaN when either reduced map is constant (e.g. an all-zero Grad-CAM):
+        a constant has no ranking, so the correlation is undefined -- count such maps apart.
+
+    Raises:
+        ValueError: a map that is not 2-D or holds NaN.
+    """
+    a, b = _resized(map_a, size), _resized(map_b, size)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def argsort_correlation(map_a: torch.Tensor | np.ndarray, map_b: torch.Tensor | np.ndarray, size: int = 14) -> float:
+    """The KTH project's mistake, for comparison only: Spearman correlation of ``np.argsort`` of the
+    two flattened maps. argsort gives the *positions* of the sorted cells, not the cells' ranks (its
+    inverse permutation), so the value measures whether the two sortings visit similar cell
+    numbers, not whether the maps agree."""
+    a, b = _resized(map_a, size), _resized(map_b, size)
+    return float(stats.spearmanr(np.argsort(a), np.argsort(b)).statistic)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean (scipy's BCa), NaN values left out, seeded."""
+    data = np.asarray(values, dtype=np.float64)
+    data = data[~np.isnan(data)]
+    if len(data) < 2 or np.ptp(data) == 0:
+        return (float("nan"), float("nan")) if len(data) < 2 else (float(data[0]), float(data[0]))
+    result = stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                             method="BCa", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+# --------------------------------------------------------------------------------------------
+# Explanation map E = L * I: Average Drop %, % Increase in Confidence (Grad-CAM++ Sec. 6.1)
+# --------------------------------------------------------------------------------------------
+
+
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each ``(H, W)`` map to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    span = (high - low).clamp(min=torch.finfo(maps.dtype).tiny)
+    return ((flat - low[:, None]) / span[:, None]).view_as(maps) * (high > low).to(maps.dtype)[:, None, None]
+
+
+def explanation_map_confidence(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probability of the target on the image (Y) and on its explanation map (O).
+
+    E = L * I as in Grad-CAM++: L is the map min-max normalised to [0, 1], I the image in pixel
+    space ([0, 1], i.e. un-normalised with ``mean``/``std``); E is normalised again for the model,
+    so unexplained regions turn black, as in the paper's Fig. 7.
+
+    Returns:
+        ``(Y (B,), O (B,))``.
+    """
+    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    pixels = images * s + m
+    explained = (pixels * _unit(maps.to(images.device))[:, None] - m) / s
+    with explanation_scope(model):
+        return class_probabilities(model, images, targets), class_probabilities(model, explained, targets)
+
+
+def average_drop(y: torch.Tensor, o: torch.Tensor) -> float:
+    """Average Drop % = 100 * mean(max(0, Y - O) / Y) (Grad-CAM++ Eq. 22; lower is better)."""
+    return float(100 * ((y - o).clamp(min=0) / y).mean())
+
+
+def increase_in_confidence(y: torch.Tensor, o: torch.Tensor) -> float:
+    """% Increase in Confidence = 100 * mean(Y < O) (Grad-CAM++ Sec. 6.1; higher is better)."""
+    return float(100 * (y < o).double().mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Deletion / insertion (RISE)
+# --------------------------------------------------------------------------------------------
+
+
+def deletion_insertion_curves(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    n_steps: int = 32,
+    blur_kernel: int = 11,
+    blur_sigma: float = 5.0,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RISE's causal metrics. Pixels are taken in descending map order (ties: stable sort, i.e.
+    row-major order). **Deletion** sets the first k pixels to 0 (the data set mean in normalised
+    space) and records p(class); **insertion** starts from a Gaussian-blurred copy
+    (``blur_kernel``, ``blur_sigma``: RISE's 11 / 5) and puts the first k original pixels back. k
+    goes from 0 to H*W in ``n_steps`` equal steps (RISE: 224 pixels per step, i.e. 224 steps).
+
+    Returns:
+        ``(deletion (B, n_steps + 1), insertion (B, n_steps + 1))`` probabilities.
+    """
+    b, c, h, w = images.shape
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
+    order = torch.argsort(maps.to(images.device).reshape(b, -1), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
+    counts = torch.linspace(0, h * w, n_steps + 1, device=images.device).round().long()
+    blurred = TF.gaussian_blur(images, [blur_kernel, blur_kernel], [blur_sigma, blur_sigma])
+    deletion, insertion = [], []
+    with explanation_scope(model):
+        for index in range(b):
+            chosen = (rank[index][None] < counts[:, None]).view(-1, 1, h, w).float()  # (n_steps + 1, 1, H, W)
+            image = images[index][None]
+            for start_image, fill, out in ((image, torch.zeros_like(image), deletion), (blurred[index][None], image, insertion)):
+                steps = start_image * (1 - chosen) + fill * chosen
+                probs = torch.cat([
+                    class_probabilities(model, steps[i : i + batch_size], targets[index].expand(len(steps[i : i + batch_size])))
+                    for i in range(0, len(steps), batch_size)
+                ])
+                out.append(probs)
+    return torch.stack(deletion), torch.stack(insertion)
+
+
+def curve_auc(curve: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Area under curves sampled at equal steps over [0, 1] (trapezoid rule, as RISE's ``auc``);
+    ``(..., n)`` -> ``(...)``."""
+    y = np.asarray(curve.detach().cpu() if isinstance(curve, torch.Tensor) else curve, dtype=np.float64)
+    return (y.sum(-1) - y[..., 0] / 2 - y[..., -1] / 2) / (y.shape[-1] - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's protocol over a data set
+# --------------------------------------------------------------------------------------------
+
+
+def faithfulness_batch(
+    entry: ModelEntry,
+    images: torch.Tensor,
+    samples: Sequence[Sample],
+    methods: Sequence[str],
+    causal_methods: Sequence[str] = ("gradcam", "gradcam_pp"),
+    patch: int = 45,
+    stride: int = 1,
+    fill: float = 0.0,
+    occlusion_batch: int = 128,
+    size: int = 14,
+    n_steps: int = 32,
+    backend: str = "ours",
+) -> list[dict[str, Any]]:
+    """For the top-1 class of each image: the occlusion map, then per method of ``methods`` its
+    :func:`rank_correlation` (and KTH's :func:`argsort_correlation`) with the occlusion map; for
+    ``causal_methods`` also Y / O of the explanation map and the deletion / insertion curves
+    (columns ``deletion_<k>``, ``insertion_<k>``) with their AUCs. Input-space maps are reduced to
+    2-D by :func:`gradcam_lib.explain.heatmaps` (max over colour channels of the magnitude)."""
+    with torch.no_grad():
+        targets = entry.model(images).argmax(1)
+    occlusion = occlusion_map(entry.model, images, targets, patch, stride, fill, occlusion_batch, backend).cpu()
+    rows: list[dict[str, Any]] = []
+    for method in dict.fromkeys([*methods, *causal_methods]):
+        maps = heatmaps(method, entry.model, entry.layer, images, targets).detach()
+        extra: list[dict[str, Any]] = [{} for _ in samples]
+        if method in causal_methods:
+            y, o = explanation_map_confidence(entry.model, images, targets, maps, entry.transform.mean, entry.transform.std)
+            deletion, insertion = deletion_insertion_curves(entry.model, images, targets, maps, n_steps)
+            for i in range(len(samples)):
+                extra[i] = {"y": float(y[i]), "o": float(o[i]), "deletion_auc": float(curve_auc(deletion[i])),
+                            "insertion_auc": float(curve_auc(insertion[i])),
+                            **{f"deletion_{k}": float(v) for k, v in enumerate(deletion[i])},
+                            **{f"insertion_{k}": float(v) for k, v in enumerate(insertion[i])}}
+        maps = maps.cpu()
+        for i, sample in enumerate(samples):
+            correlates = method in methods
+            rows.append({
+                "image_id": sample.image_id,
+                "method": method,
+                "target": int(targets[i]),
+                "rank_correlation": rank_correlation(maps[i], occlusion[i], size) if correlates else np.nan,
+                "kth_argsort": argsort_correlation(maps[i], occlusion[i], size) if correlates else np.nan,
+                **extra[i],
+            })
+    return rows
+
+
+def evaluate_faithfulness(
+    entry: ModelEntry,
+    dataset: torch.utils.data.Dataset,
+    dataset_name: str,
+    results_dir: str | Path,
+    batch_size: int = 4,
+    device: str = "cpu",
+    num_workers: int = 0,
+    **settings: Any,
+) -> pd.DataFrame:
+    """:func:`faithfulness_batch` (keyword ``settings``) over ``dataset``, resumably, into
+    ``results_dir/<model>_faithfulness_<dataset>_<settings hash>.csv``; returns all rows."""
+    key = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+           **{k: v for k, v in settings.items() if k not in ("occlusion_batch", "backend")}}
+    path = Path(results_dir) / f"{entry.name}_faithfulness_{dataset_name}_{run_key(key)}.csv"
+    rows = run_resumable(
+        dataset,
+        lambda images, samples: faithfulness_batch(entry, images, samples, **settings),
+        path,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        description=f"{entry.name} faithfulness {dataset_name}",
+    )
+    return rows.assign(model=entry.name, dataset=dataset_name)
+
+
+def curves_of(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Long table ``(image_id, method, fraction, probability)`` of the ``deletion`` or ``insertion``
+    curves stored by :func:`faithfulness_batch`."""
+    columns = [c for c in rows.columns if c.startswith(f"{kind}_") and c.removeprefix(f"{kind}_").isdigit()]
+    long = rows.dropna(subset=columns).melt(id_vars=["image_id", "method"], value_vars=columns, var_name="step",
+                                            value_name="probability")
+    steps = long["step"].str.removeprefix(f"{kind}_").astype(int)
+    return long.assign(fraction=steps / (len(columns) - 1)).drop(columns="step")
+
+
+def compare_occlusion_backends(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    patch: int = 45,
+    stride: int = 1,
+    fill: float = 0.0,
+    batch_size: int = 128,
+    repeats: int = 1,
+) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
+    """Time both occlusion backends on the same inputs and settings, in one process, alternating
+    (ours, captum, ours, captum, ...) so that a change of machine load hits both; the best of
+    ``repeats`` counts. One untimed forward pass of a full batch comes first, so that neither
+    backend pays the one-time costs (kernel selection, allocator growth).
+
+    Returns:
+        ``(table, maps)``: per backend the wall seconds, the process's CPU seconds (all threads;
+        on a shared CPU it is less affected by other processes than the wall time), forward passes
+        per wall second and the largest absolute difference from the other backend's map;
+        ``maps[backend]`` the maps.
+    """
+    import time
+
+    windows = len(window_starts(images.shape[-2], patch, stride)) * len(window_starts(images.shape[-1], patch, stride))
+    seconds: dict[str, float] = {b: float("inf") for b in OCCLUSION_BACKENDS}
+    cpu: dict[str, float] = {b: float("inf") for b in OCCLUSION_BACKENDS}
+    maps: dict[str, torch.Tensor] = {}
+    with explanation_scope(model), torch.no_grad():
+        model(images[:1].expand(min(batch_size, windows), -1, -1, -1))
+    for _ in range(repeats):
+        for backend in OCCLUSION_BACKENDS:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            maps[backend] = occlusion_map(model, images, targets, patch, stride, fill, batch_size, backend)
+            if images.is_cuda:
+                torch.cuda.synchronize()
+            seconds[backend] = min(seconds[backend], time.perf_counter() - start)
+            cpu[backend] = min(cpu[backend], time.process_time() - start_cpu)
+    difference = float((maps["ours"] - maps["captum"]).abs().max())
+    table = pd.DataFrame(
+        [{"backend": b, "images": len(images), "forwards": len(images) * windows, "seconds": seconds[b],
+          "cpu_seconds": cpu[b], "forwards_per_s": len(images) * windows / seconds[b], "max_abs_diff": difference} for b in OCCLUSION_BACKENDS]
+    )
+    return table, maps
