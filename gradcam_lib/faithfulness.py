@@ -34,7 +34,6 @@ __all__ = [
     "window_starts",
     "rank_correlation",
     "argsort_correlation",
-    "bootstrap_ci",
     "class_probabilities",
     "explanation_map_confidence",
     "average_drop",
@@ -208,18 +207,6 @@ def argsort_correlation(map_a: torch.Tensor | np.ndarray, map_b: torch.Tensor | 
     numbers, not whether the maps agree."""
     a, b = _resized(map_a, size), _resized(map_b, size)
     return float(stats.spearmanr(np.argsort(a), np.argsort(b)).statistic)
-
-
-def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean (scipy's BCa), NaN values left out, seeded."""
-    data = np.asarray(values, dtype=np.float64)
-    data = data[~np.isnan(data)]
-    if len(data) < 2 or np.ptp(data) == 0:
-        return (float("nan"), float("nan")) if len(data) < 2 else (float(data[0]), float(data[0]))
-    result = stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                             method="BCa", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
 
 # --------------------------------------------------------------------------------------------
 # Explanation map E = L * I: Average Drop %, % Increase in Confidence (Grad-CAM++ Sec. 6.1)

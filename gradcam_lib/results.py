@@ -36,6 +36,19 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return f"{len(dataset)}:" + ":".join(f"{s.image_id}={float(s.image.double().sum()):.6e}" for s in ends)
 
 
+def _append(rows: pd.DataFrame, csv_path: Path) -> None:
+    """Append rows under the file's header, in its column order (a batch whose rows lack a column
+    gets it empty); a column the file does not have is an error, not a silent shift."""
+    if csv_path.exists() and csv_path.stat().st_size:
+        header = pd.read_csv(csv_path, nrows=0).columns
+        unknown = sorted(set(rows.columns) - set(header))
+        if unknown:
+            raise ValueError(f"rows have columns {unknown} that {csv_path} does not; remove the file to start again")
+        rows.reindex(columns=header).to_csv(csv_path, mode="a", header=False, index=False)
+    else:
+        rows.to_csv(csv_path, index=False)
+
+
 def run_resumable(
     dataset: Dataset,
     evaluate_batch: BatchFn,
@@ -74,7 +87,7 @@ def run_resumable(
     )
     with tqdm(total=len(dataset), initial=finished, desc=description, unit="img") as progress:
         for images, samples in loader:
-            rows = evaluate_batch(images.to(device, non_blocking=True), samples)
-            pd.DataFrame(rows).to_csv(csv_path, mode="a", header=not csv_path.exists() or not csv_path.stat().st_size, index=False)
+            rows = pd.DataFrame(evaluate_batch(images.to(device, non_blocking=True), samples))
+            _append(rows, csv_path)
             progress.update(len(samples))
     return pd.read_csv(csv_path)

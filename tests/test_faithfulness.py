@@ -12,7 +12,6 @@ from torch import nn
 from gradcam_lib.faithfulness import (
     argsort_correlation,
     average_drop,
-    bootstrap_ci,
     curve_auc,
     deletion_insertion_curves,
     explanation_map_confidence,
@@ -90,16 +89,6 @@ def test_argsort_is_not_the_rank():
     assert rank_correlation(a, b) > 0.8
     assert abs(argsort_correlation(a, b)) < 0.5
     assert argsort_correlation(a, b) == pytest.approx(stats.spearmanr(np.argsort(a.ravel()), np.argsort(b.ravel())).statistic)
-
-
-def test_bootstrap_interval_is_close_to_the_t_interval():
-    values = np.random.default_rng(2).normal(0.3, 0.1, size=400)
-    low, high = bootstrap_ci(values, seed=0)
-    t_low, t_high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    assert low < values.mean() < high
-    assert low == pytest.approx(t_low, abs=0.002) and high == pytest.approx(t_high, abs=0.002)
-    assert bootstrap_ci(values, seed=0) == (low, high)  # seeded
-    assert np.isnan(bootstrap_ci([1.0, np.nan])[0])
 
 
 def test_average_drop_and_increase_by_hand():

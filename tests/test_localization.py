@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from skimage.measure import label, regionprops
+from toy_models import ChannelMeans
 
 from gradcam_lib.datasets.base import Sample
-import pandas as pd
-
-from torch import nn
-
 from gradcam_lib.datasets.transforms import ImageTransform
-from gradcam_lib.localization import error_table, heatmap_to_box, image_outcome, iou, iou_threshold, localize_batch
+from gradcam_lib.localization import (
+    error_table,
+    heatmap_to_box,
+    image_outcome,
+    iou,
+    iou_threshold,
+    localize_batch,
+)
 from gradcam_lib.models import ModelEntry
 
 
@@ -105,17 +110,6 @@ def test_ilsvrc_rule_per_image_and_error_rates():
     table = error_table(rows, threshold=0.15).iloc[0]
     expected = {"cls_top1": 25.0, "cls_top5": 25.0, "loc_top1": 100.0, "loc_top5": 50.0, "loc_gt_known": 75.0, "images": 4}
     assert table[list(expected)].to_dict() == pytest.approx(expected)
-
-
-class ChannelMeans(nn.Module):
-    """logit_c = mean of input channel c: Grad-CAM for class c is exactly ReLU(channel c)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(-2, -1))
 
 
 def test_localize_batch_end_to_end_on_a_model_with_known_maps():

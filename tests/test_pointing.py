@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve
 from torch import nn
+from toy_models import ChannelMeans
 
 from gradcam_lib.datasets import ImageTransform, Sample
 from gradcam_lib.datasets.voc import VOCSample
@@ -142,17 +143,6 @@ def test_rejection_curve_precision_matches_sklearn():
         # our recall's denominator is the present guesses (4), sklearn's the hits (3)
         assert ours.loc[t, "recall"] == pytest.approx(100 * r * 3 / 4)
     assert curve["quantile"].iloc[0] == 0 and curve["quantile"].iloc[-1] == 1
-
-
-class ChannelMeans(nn.Module):
-    """logit_c = mean of input channel c: Grad-CAM for class c is ReLU(channel c)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(-2, -1))
 
 
 def test_pointing_batch_end_to_end_on_a_model_with_known_maps():

@@ -98,6 +98,18 @@ def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
     return x0, y0, x1, y1
 
 
+def xml_number(node: ET.Element, tag: str, path: Path) -> int:
+    """The integer in ``<tag>`` under ``node`` of a VOC-format XML (ILSVRC and PASCAL VOC share it).
+
+    Raises:
+        ValueError: the tag is missing (the message names the file).
+    """
+    text = node.findtext(tag)
+    if text is None:
+        raise ValueError(f"{path}: <{tag}> missing")
+    return int(round(float(text)))
+
+
 def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
     """Read one ILSVRC/PASCAL VOC XML; boxes are clipped to its ``<size>``.
 
@@ -107,21 +119,15 @@ def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
     path = Path(path)
     root = ET.parse(path).getroot()
 
-    def number(node: ET.Element, tag: str) -> int:
-        text = node.findtext(tag)
-        if text is None:
-            raise ValueError(f"{path}: <{tag}> missing")
-        return int(round(float(text)))
-
     size = root.find("size")
-    width, height = (number(size, "width"), number(size, "height")) if size is not None else (0, 0)
+    width, height = (xml_number(size, "width", path), xml_number(size, "height", path)) if size is not None else (0, 0)
     wnids, boxes = [], []
     for obj in root.iter("object"):
         bndbox = obj.find("bndbox")
         name = obj.findtext("name")
         if bndbox is None or name is None:
             raise ValueError(f"{path}: an <object> lacks <name> or <bndbox>")
-        box = tuple(number(bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        box = tuple(xml_number(bndbox, tag, path) for tag in ("xmin", "ymin", "xmax", "ymax"))
         if box[0] > box[2] or box[1] > box[3]:
             raise ValueError(f"{path}: inverted box {box} for {name}")
         wnids.append(name.strip())

@@ -104,10 +104,12 @@ class ImageTransform:
         return TF.normalize(x, list(self.mean), list(self.std))
 
     def to_display(self, tensor: torch.Tensor) -> np.ndarray:
-        """Normalised ``(3, H, W)`` tensor -> ``(H, W, 3)`` float array in [0, 1] for plotting."""
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        x = (tensor.detach().cpu().float() * std + mean).clamp(0, 1)
+        """Normalised ``(C, H, W)`` tensor -> ``(H, W, 3)`` float array in [0, 1] for plotting
+        (one-channel images, e.g. MNIST, are repeated to grey RGB)."""
+        channels = len(self.mean)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(channels, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(channels, 1, 1)
+        x = (tensor.detach().cpu().float() * std + mean).clamp(0, 1).expand(3, -1, -1)
         return x.permute(1, 2, 0).numpy()
 
 

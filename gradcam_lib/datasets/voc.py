@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.datasets.ilsvrc import read_image
+from gradcam_lib.datasets.ilsvrc import clip_box, read_image, xml_number
 from gradcam_lib.datasets.transforms import ImageTransform
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "VOCSample", "VOCDataset", "parse_voc_annotation", "find_voc_root"]
@@ -64,16 +64,10 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
     path = Path(path)
     root = ET.parse(path).getroot()
 
-    def number(node: ET.Element, tag: str) -> int:
-        text = node.findtext(tag)
-        if text is None:
-            raise ValueError(f"{path}: <{tag}> missing")
-        return int(round(float(text)))
-
     size = root.find("size")
     if size is None:
         raise ValueError(f"{path}: <size> missing")
-    width, height = number(size, "width"), number(size, "height")
+    width, height = xml_number(size, "width", path), xml_number(size, "height", path)
     labels, boxes, difficult = [], [], []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
@@ -82,10 +76,10 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
             raise ValueError(f"{path}: unknown VOC class {name!r}")
         if bndbox is None:
             raise ValueError(f"{path}: <object> {name} lacks <bndbox>")
-        x0, y0, x1, y1 = (number(bndbox, tag) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
+        x0, y0, x1, y1 = (xml_number(bndbox, tag, path) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
         if x0 > x1 or y0 > y1:
             raise ValueError(f"{path}: inverted box {(x0, y0, x1, y1)} for {name}")
-        boxes.append((max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)))
+        boxes.append(clip_box((x0, y0, x1, y1), width, height))
         labels.append(_CLASS_INDEX[name])
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
     return VOCAnnotation(path.stem, width, height, tuple(labels), tuple(boxes), tuple(difficult))

