@@ -1,0 +1,221 @@
+"""`make bench`: the cost of each explanation method as a multiple of one inference forward pass of
+the same batch, measured in the same run (this machine is noisy: only ratios within one run mean
+anything), for gradcam_lib, captum and pytorch-grad-cam. Before timing a library, its maps are
+compared with ours on the same inputs; the largest relative difference is printed beside it.
+
+    python bench/benchmark.py [--quick] [--out bench/results.csv] [--device cpu]
+
+Random weights (speed does not depend on them); VGG-16 and ResNet-50 from torchvision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from captum.attr import GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from gradcam_lib.attributions import integrated_gradients
+from gradcam_lib.datasets import CompositeDataset
+from gradcam_lib.explain import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam
+from gradcam_lib.faithfulness import occlusion_map, window_starts
+from gradcam_lib.localization import evaluate_localization
+from gradcam_lib.models import load_model
+
+OUT = Path(__file__).with_name("results.csv")
+
+
+def timed(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
+    """Median wall time of ``repeats`` calls, after one warm-up call."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def relative_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    ours, theirs = ours.detach().float().cpu(), torch.as_tensor(theirs).detach().float().cpu()
+    return float((ours - theirs).abs().max() / theirs.abs().max().clamp(min=1e-12))
+
+
+def captum_grad_cam(model, layer, images, targets):
+    attribution = LayerGradCam(model, layer).attribute(images, targets, relu_attributions=True)
+    return LayerAttribution.interpolate(attribution, images.shape[-2:], interpolate_mode="bilinear")[:, 0]
+
+
+def pgc_raw(cam_class, model, layer, images, targets):
+    """pytorch-grad-cam's own call (it min-max normalises and resizes the maps it returns)."""
+    with cam_class(model=model, target_layers=[layer]) as cam:
+        return cam(images, [ClassifierOutputTarget(int(t)) for t in targets])
+
+
+def pgc_unnormalised(cam_class, model, layer, images, targets):
+    """pytorch-grad-cam's maps before its normalisation, to check that it computes the same thing."""
+    cam = cam_class(model=model, target_layers=[layer])
+    try:
+        outputs = cam.activations_and_grads(images)
+        chosen = [ClassifierOutputTarget(int(t)) for t in targets]
+        model.zero_grad()
+        sum(t(o) for t, o in zip(chosen, outputs)).backward()
+        acts = cam.activations_and_grads.activations[0].numpy()
+        grads = cam.activations_and_grads.gradients[0].numpy()
+        return torch.from_numpy(cam.get_cam_image(images, layer, chosen, acts, grads, False)).clamp(min=0)
+    finally:
+        cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+
+
+def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stride: int, ig_steps: int) -> list[dict]:
+    torch.manual_seed(0)
+    entry = load_model(name, device, pretrained=False)
+    model, layer = entry.model, entry.layer
+    images = torch.randn(batch, 3, 224, 224, device=device)
+    with torch.no_grad():
+        top5 = model(images).topk(5, dim=1).indices
+    top1 = top5[:, 0]
+    rows: list[dict] = []
+
+    def forward():
+        with torch.no_grad():
+            return model(images)
+
+    def input_gradient_pass():
+        x = images.clone().requires_grad_(True)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            out = model(x).gather(1, top1[:, None]).sum()
+            return torch.autograd.grad(out, x)[0]
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+
+    t_forward = timed(forward, repeats)
+    t_input = timed(input_gradient_pass, repeats)
+
+    window, stride = 45, occlusion_stride
+    positions = len(window_starts(224, window, stride)) ** 2  # perturbed images per image
+    per_image = t_forward / batch
+    baselines = {"forward": t_forward, "input-gradient pass": t_input,
+                 f"forward per image x {positions} (per perturbed image)": per_image * positions,
+                 "forward per image": per_image}
+
+    def record(method, library, fn, baseline="forward", check=None, heavy=False):
+        seconds = timed(fn, 1, warm_up=False) if heavy else timed(fn, repeats)
+        base = baselines[baseline]
+        rows.append({"model": name, "batch": batch, "method": method, "library": library, "seconds": seconds,
+                     "ratio": seconds / base, "baseline": baseline,
+                     "max_rel_diff_vs_ours": check() if check else float("nan")})
+
+    record("inference forward", "torch", forward)
+    rows[-1]["ratio"] = 1.0
+    record("input-gradient pass", "torch", input_gradient_pass)
+
+    # Grad-CAM of the predicted class(es): every library learns the prediction its own way.
+    record("Grad-CAM top-1", "gradcam_lib", lambda: grad_cam_top_k(model, layer, images, 1))
+    record("Grad-CAM top-1", "captum", lambda: captum_grad_cam(model, layer, images, forward().argmax(1)),
+           check=lambda: relative_difference(grad_cam(model, layer, images, top1), captum_grad_cam(model, layer, images, top1)))
+    record("Grad-CAM top-1", "pytorch-grad-cam", lambda: pgc_raw(GradCAM, model, layer, images, forward().argmax(1)),
+           check=lambda: relative_difference(grad_cam(model, layer, images, top1, upsample=False),
+                                             pgc_unnormalised(GradCAM, model, layer, images, top1)))
+    record("Grad-CAM top-5", "gradcam_lib", lambda: grad_cam_top_k(model, layer, images, 5))
+    record("Grad-CAM top-5", "captum",
+           lambda: [captum_grad_cam(model, layer, images, c) for c in forward().topk(5, dim=1).indices.T])
+    record("Grad-CAM top-5", "pytorch-grad-cam",
+           lambda: [pgc_raw(GradCAM, model, layer, images, c) for c in forward().topk(5, dim=1).indices.T])
+    record("Grad-CAM++", "gradcam_lib", lambda: grad_cam_pp(model, layer, images, top1))
+    record("Grad-CAM++", "pytorch-grad-cam", lambda: pgc_raw(GradCAMPlusPlus, model, layer, images, top1),
+           check=lambda: relative_difference(grad_cam_pp(model, layer, images, top1, upsample=False),
+                                             pgc_unnormalised(GradCAMPlusPlus, model, layer, images, top1)))
+    record("Guided Backprop", "gradcam_lib", lambda: guided_backprop(model, images, top1), "input-gradient pass")
+    record("Guided Backprop", "captum", lambda: GuidedBackprop(model).attribute(images.clone().requires_grad_(), top1),
+           "input-gradient pass",
+           check=lambda: relative_difference(guided_backprop(model, images, top1),
+                                             GuidedBackprop(model).attribute(images.clone().requires_grad_(), top1)))
+    record("Guided Grad-CAM", "gradcam_lib", lambda: guided_grad_cam(model, layer, images, top1), "input-gradient pass")
+    captum_ggc = lambda: GuidedGradCam(model, layer).attribute(images.clone().requires_grad_(), top1,
+                                                               interpolate_mode="bilinear")
+    record("Guided Grad-CAM", "captum", captum_ggc, "input-gradient pass",
+           check=lambda: relative_difference(guided_grad_cam(model, layer, images, top1), captum_ggc()))
+
+    # Heavy methods on one image, timed once (the model is warm): occlusion as time per perturbed
+    # image over inference time per image (the inverse of the throughput ratio), IG per image.
+    one, one_target = images[:1], top1[:1]
+    per_perturbed = f"forward per image x {positions} (per perturbed image)"
+    ours_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch)
+    captum_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch,
+                                       backend="captum")
+    record(f"Occlusion {window}px stride {stride}", "gradcam_lib", ours_occ, per_perturbed, heavy=True)
+    record(f"Occlusion {window}px stride {stride}", "captum", captum_occ, per_perturbed, heavy=True,
+           check=lambda: relative_difference(ours_occ(), captum_occ()))
+    record(f"Integrated Gradients {ig_steps} steps", "gradcam_lib", heavy=True, baseline="forward per image",
+           fn=lambda: integrated_gradients(model, one, one_target, steps=ig_steps, internal_batch_size=2 * batch))
+    record(f"Integrated Gradients {ig_steps} steps", "captum", heavy=True, baseline="forward per image",
+           fn=lambda: IntegratedGradients(model).attribute(one, target=one_target, n_steps=ig_steps,
+                                                           internal_batch_size=2 * batch))
+    return rows
+
+
+def bench_localization_loop(name: str, batch: int, n_images: int, device: str) -> dict:
+    """The chapter-1 loop (generate composite images, top-5 maps, boxes, IoU, CSV) in images/s,
+    against inference forward images/s on the same images."""
+    entry = load_model(name, device, pretrained=False)
+    dataset = CompositeDataset(n_images, entry.transform, seed=0)
+    images = torch.stack([dataset[i].image for i in range(batch)]).to(device)
+    with torch.no_grad():
+        entry.model(images)
+        start = time.perf_counter()
+        for _ in range(n_images // batch):
+            entry.model(images)
+        inference_rate = n_images / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        evaluate_localization(entry, dataset, "composite", folder, batch_size=batch, device=device)
+        loop_rate = n_images / (time.perf_counter() - start)
+    return {"model": name, "batch": batch, "method": "localisation loop (images/s)", "library": "gradcam_lib",
+            "seconds": 1 / loop_rate, "ratio": inference_rate / loop_rate, "baseline": "forward",
+            "max_rel_diff_vs_ours": float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one batch size per model, fewer repeats")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    settings = {"resnet50": (2, 8), "vgg16": (2, 4)}
+    repeats = 2 if args.quick else 3
+    rows = []
+    for name, batches in settings.items():
+        for batch in batches[-1:] if args.quick else batches:
+            print(f"{name} batch {batch} ...", flush=True)
+            rows += bench_model(name, batch, repeats, args.device, occlusion_stride=28, ig_steps=50)
+        rows.append(bench_localization_loop(name, batches[-1], 4 * batches[-1], args.device))
+    table = pd.DataFrame(rows)
+    table["device"] = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    table["torch"] = torch.__version__
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        print(table[["model", "batch", "method", "library", "seconds", "ratio", "baseline", "max_rel_diff_vs_ours"]]
+              .round(4).to_string(index=False))
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
