@@ -56,7 +56,7 @@ from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from gradcam_lib.explain import grad_cam, grad_cam_pp
-from gradcam_lib.models import ModelEntry
+from gradcam_lib.models import ModelEntry, rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
 
 Box = tuple[int, int, int, int]
@@ -174,8 +174,9 @@ def load_chexnet(path: str | Path, device: str | torch.device = "cpu", layer_nam
 
     Args:
         path: ``model.pth.tar`` of arnoweng/CheXNet, or any state dict of the same network.
-        layer_name: the Grad-CAM layer; ``features`` is the last feature map (1024 channels,
-            after ``norm5``); KTH used ``features.denseblock4.denselayer16.conv2`` (the last 32
+        layer_name: the Grad-CAM layer; ``features`` is the last rectified feature map (1024
+            channels: ``norm5``, then the appended ``relu5`` of
+            :func:`gradcam_lib.models.rectify_densenet_features`); KTH used ``features.denseblock4.denselayer16.conv2`` (the last 32
             channels only).
 
     Raises:
@@ -188,7 +189,7 @@ def load_chexnet(path: str | Path, device: str | torch.device = "cpu", layer_nam
     state = chexnet_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model = tv_models.densenet121(weights=None, num_classes=len(CHEXNET_CLASSES))
     model.load_state_dict(state)
-    return _entry("chexnet", model, layer_name, _imagenet_transform(224), CHEXNET_CLASSES, device)
+    return _entry("chexnet", rectify_densenet_features(model), layer_name, _imagenet_transform(224), CHEXNET_CLASSES, device)
 
 
 class _GreyInput(nn.Module):
@@ -212,6 +213,7 @@ def wrap_xrv_model(model: nn.Module, name: str, device: str | torch.device = "cp
     model.op_threshs = None
     model.apply_sigmoid = False
     transform = ImageTransform(224, 224, (0.5,) * 3, (0.5 / 1024,) * 3)
+    rectify_densenet_features(model)  # xrv's forward, too, applies F.relu after features (norm5)
     return _entry(name, _GreyInput(model), "model.features", transform, list(model.pathologies), device)
 
 
@@ -262,7 +264,7 @@ def load_standin(device: str | torch.device = "cpu", path: str | Path | None = N
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     model = standin_densenet(len(checkpoint["class_names"]))
     model.load_state_dict(checkpoint["state_dict"])
-    return _entry("standin-densenet", model, "features", standin_transform(), checkpoint["class_names"], device)
+    return _entry("standin-densenet", rectify_densenet_features(model), "features", standin_transform(), checkpoint["class_names"], device)
 
 
 def load_xray_model(name: str, device: str | torch.device = "cpu", checkpoint: str | None = None,

@@ -5,8 +5,9 @@ torchvision from a local folder (``full`` profile).
 The network is KTH's (``src/experiments/contrastivity_and_fidelity/mnist.py``): Conv(1 -> 20, 5x5)
 -> MaxPool(2) -> ReLU -> FC(2880 -> 50) -> ReLU -> FC(50 -> 10), here on pixels in [0, 1] (no
 normalisation layer, so "zeroing a pixel" means painting it black, the digits' background). Its
-Grad-CAM layer is the convolution (a 20 x 24 x 24 map); KTH took the output of the whole
-conv-pool-ReLU block (20 x 12 x 12).
+Grad-CAM layer is ``relu1``, the last rectified map, which the head reads (20 x 12 x 12; KTH took
+the same tensor, the output of the conv-pool-ReLU block). An earlier version used ``conv``, the
+un-rectified convolution before pooling.
 
 The default profile loads a checkpoint shipped in the package (``data/mnist_cnn.pt``, 0.6 MB),
 written by ``data_prep/train_mnist_cnn.py`` with :func:`train_classifier`: training is seeded, but
@@ -178,9 +179,10 @@ def load_mnist_cnn(path: str | Path = CHECKPOINT, device: str | torch.device = "
 
 def small_entry(name: str, model: nn.Module, class_names: tuple[str, ...], channels: int, size: int) -> ModelEntry:
     """A :class:`ModelEntry` for a :class:`SmallCNN` on pixels in [0, 1] (mean 0, std 1 per channel),
-    Grad-CAM layer ``conv``, so that the chapters treat it like the ImageNet models."""
+    Grad-CAM layer ``relu1`` (the rectified map the head reads), so that the chapters treat it like
+    the ImageNet models."""
     transform = ImageTransform(size, size, (0.0,) * channels, (1.0,) * channels)
-    return ModelEntry(name=name, model=model, layer=model.conv, layer_name="conv", transform=transform,
+    return ModelEntry(name=name, model=model, layer=model.relu1, layer_name="relu1", transform=transform,
                       class_names=class_names)
 
 

@@ -1,8 +1,17 @@
 """Model registry: name -> network in eval mode, its Grad-CAM layer, its preprocessing, class names.
 
-Grad-CAM layers are the paper's (Sec. 4; the KTH reproduction used the same): VGG-16 ``features.29``
-(ReLU after conv5_3), AlexNet ``features.11`` (ReLU after conv5), GoogLeNet ``inception5b``,
-ResNet ``layer4``, DenseNet ``features`` (the final feature map), EfficientNet-Lite ``_conv_head``.
+The Grad-CAM layer is, for every entry, the last *rectified* feature map, the tensor that the
+classifier head reads (the paper's code takes VGG-16 ``relu5_3``): VGG-16 ``features.29`` (ReLU
+after conv5_3), AlexNet ``features.11`` (ReLU after conv5), GoogLeNet ``inception5b`` (a
+concatenation of branches that each end in ``F.relu``), ResNet ``layer4`` (its last block ends in a
+ReLU), DenseNet ``features`` with a parameter-free ``relu5`` appended (torchvision's ``features``
+ends with ``norm5``; the ReLU that follows is functional, in ``forward``, so without ``relu5`` the
+map would be the un-rectified BatchNorm output; the functional ReLU after it then changes nothing),
+EfficientNet-Lite ``_swish``: the network's own ReLU6, whose last call in a forward pass is
+``ReLU6(BN(_conv_head(x)))`` (it is also called on the stem; :func:`~gradcam_lib.explain.layer_capture`
+keeps the last call). ``_conv_head`` is the 1x1 convolution *before* BatchNorm and ReLU6 (about 37 %
+of its outputs are negative). ``tests/test_models.py`` checks, for every entry, that the captured
+map is >= 0 and that the logits are a function of exactly that tensor.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from torchvision import models as tv_models
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, resize_for_crop
 from gradcam_lib.datasets.voc import VOC_CLASSES
 
-__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "load_voc_model", "imagenet_class_names"]
+__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "load_voc_model", "imagenet_class_names", "rectify_densenet_features"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,32 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(tv_models.VGG16_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+class Rectifier(nn.Module):
+    """max(x, 0) as ``clamp``, whose backward keeps its *input*: DenseNet's ``forward`` rectifies
+    the features again in place (``F.relu(features, inplace=True)``), which would invalidate the
+    output that ``nn.ReLU`` saves for its backward pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0)
+
+
+def rectify_densenet_features(model: nn.Module) -> nn.Module:
+    """Append a parameter-free ``relu5`` to a torchvision-style DenseNet's ``features`` (which ends
+    with ``norm5``; ``forward`` applies ``F.relu`` after it), so that ``features`` outputs the
+    rectified map the classifier reads. State-dict keys are unchanged; ``forward`` computes the same
+    logits (ReLU is idempotent). Returns ``model``; calling it twice adds nothing."""
+    features = model.features
+    if "relu5" not in features._modules:
+        features.add_module("relu5", Rectifier())
+    return model
+
+
 def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwargs) -> Callable[[bool], nn.Module]:
     def build(pretrained: bool) -> nn.Module:
         model = getattr(tv_models, arch)(weights=None, **kwargs)
         if pretrained:
             model.load_state_dict(_torchvision_state_dict(arch, weights_enum))
-        return model
+        return rectify_densenet_features(model) if arch.startswith("densenet") else model
 
     return build
 
@@ -110,8 +139,8 @@ _SPECS: dict[str, _Spec] = {
     ),
     "resnet50": _Spec("layer4", 224, _torchvision_builder("resnet50", tv_models.ResNet50_Weights.IMAGENET1K_V1)),
     "densenet121": _Spec("features", 224, _torchvision_builder("densenet121", tv_models.DenseNet121_Weights.IMAGENET1K_V1)),
-    "efficientnet_lite0": _Spec("_conv_head", 224, _efficientnet_lite_builder(0), _LITE_MEAN, _LITE_STD),
-    "efficientnet_lite2": _Spec("_conv_head", 260, _efficientnet_lite_builder(2), _LITE_MEAN, _LITE_STD),
+    "efficientnet_lite0": _Spec("_swish", 224, _efficientnet_lite_builder(0), _LITE_MEAN, _LITE_STD),
+    "efficientnet_lite2": _Spec("_swish", 260, _efficientnet_lite_builder(2), _LITE_MEAN, _LITE_STD),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)

@@ -337,3 +337,23 @@ def test_composite_has_multi_class_images() -> None:
     assert max(counts) >= 2 and min(counts) >= 1
     assert all(s.image.shape == (3, 224, 224) for s in samples)
     assert all(set(s.box_labels.tolist()) == set(s.labels) for s in samples)
+
+
+def test_composite_sources_name_the_pasted_crops_of_each_class():
+    """sources() replays render()'s draws: one source per pasted class, and the pasted crop's
+    classes are exactly the image's labels."""
+    from gradcam_lib.datasets import CompositeDataset, ImageTransform, photo_crops
+
+    crops = {crop.source: crop for crop in photo_crops()}
+    assert len(crops) == len(photo_crops())  # ids are unique
+    data = CompositeDataset(12, ImageTransform(), seed=3)
+    for index in range(len(data)):
+        _, _, labels = data.render(index)
+        sources = data.sources(index)
+        assert set(sources) == {int(label) for label in labels}
+        for label, source in sources.items():
+            assert label in crops[source].labels.tolist()
+        sample = data[index]
+        assert data.source_of(sample.image_id, sample.labels[0]) == sources[sample.labels[0]]
+    with pytest.raises(KeyError, match="not an image"):
+        data.source_of("composite-9-0", 1)

@@ -66,18 +66,41 @@ def test_grad_cam_closed_form_on_global_pooling_head():
     np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_grad_cam_pp_closed_form_on_global_pooling_head():
+def _grad_cam_pp_closed_form(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Chattopadhyay et al. 2018, Eq. 19, in float64, with no epsilon."""
+    alpha = g**2 / (2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3)
+    weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2))
+    return np.maximum(np.einsum("k,khw->hw", weights, a), 0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-4])
+def test_grad_cam_pp_closed_form_on_global_pooling_head(scale):
+    """Exact Eq. 19; at scale 1e-4 the gradients are ~1e-5 (g^2 ~ 1e-10), where an additive eps of
+    1e-6 in the denominator would shrink every alpha by orders of magnitude."""
     torch.manual_seed(2)
     model = PooledLinear()
-    x = torch.rand(1, 4, 3, 3)
+    with torch.no_grad():
+        model.fc.weight.mul_(scale)
+    x = torch.rand(1, 4, 3, 3, dtype=torch.float64)
+    model = model.double()
     target = torch.tensor([1])
     maps = grad_cam_pp(model, model.features, x, target, upsample=False)
-    a = x.numpy()[0].astype(np.float64)
-    g = np.broadcast_to(model.fc.weight.detach().numpy()[1].astype(np.float64)[:, None, None] / 9.0, a.shape)
-    alpha = g**2 / (2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3 + 1e-6)
-    weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2))
-    expected = np.maximum(np.einsum("k,khw->hw", weights, a), 0)
-    np.testing.assert_allclose(maps.numpy()[0], expected, rtol=1e-5, atol=1e-8)
+    a = x.numpy()[0]
+    g = np.broadcast_to(model.fc.weight.detach().numpy()[1][:, None, None] / 9.0, a.shape)
+    np.testing.assert_allclose(maps.numpy()[0], _grad_cam_pp_closed_form(a, g), rtol=1e-10, atol=0)
+    assert maps.max() > 0
+
+
+def test_grad_cam_pp_zero_denominator_gives_zero_weight():
+    """A channel whose gradient is 0 (or whose denominator 2 g^2 + sum(A) g^3 vanishes) gets alpha = 0,
+    not NaN."""
+    model = PooledLinear(channels=2, classes=1)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[0.0, -4.0]]))  # channel 0: g = 0; channel 1: g = -1 on 2x2
+        model.fc.bias.zero_()
+    x = torch.full((1, 2, 2, 2), 0.5)  # channel 1: sum A = 2 -> 2 g^2 + 2 g^3 = 2 - 2 = 0
+    maps = grad_cam_pp(model, model.features, x, torch.tensor([0]), upsample=False)
+    assert torch.isfinite(maps).all() and (maps == 0).all()
 
 
 def test_grad_cam_matches_captum_layergradcam_bilinear(lite0, images):
@@ -104,8 +127,8 @@ def _pytorch_grad_cam_raw(cam_class, entry, images, targets) -> np.ndarray:
         chosen = [ClassifierOutputTarget(int(t)) for t in targets]
         entry.model.zero_grad()
         sum(target(output) for target, output in zip(chosen, outputs)).backward()
-        activations = cam.activations_and_grads.activations[0].numpy()
-        gradients = cam.activations_and_grads.gradients[0].numpy()
+        activations = cam.activations_and_grads.activations[-1].numpy()  # the last call (a reused module)
+        gradients = cam.activations_and_grads.gradients[-1].numpy()
         raw = cam.get_cam_image(images, entry.layer, chosen, activations, gradients, False)
     finally:
         cam.activations_and_grads.release()
@@ -113,11 +136,24 @@ def _pytorch_grad_cam_raw(cam_class, entry, images, targets) -> np.ndarray:
     return np.maximum(raw, 0)
 
 
+class _ScaledLogits(nn.Module):
+    """logits x 1000: real layer gradients of ~1e-3 become ~1, where pytorch-grad-cam's additive
+    1e-7 in the Grad-CAM++ denominator is negligible, so it can serve as a reference."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1000.0 * self.model(x)
+
+
 @pytest.mark.parametrize("ours, theirs", [(grad_cam, GradCAM), (grad_cam_pp, GradCAMPlusPlus)])
 def test_matches_pytorch_grad_cam_before_its_normalisation(lite0, images, ours, theirs):
     targets = torch.tensor([285, 967])
-    reference = torch.from_numpy(_pytorch_grad_cam_raw(theirs, lite0, images, targets))
-    mine = ours(lite0.model, lite0.layer, images, targets, upsample=False)
+    scaled = types.SimpleNamespace(model=_ScaledLogits(lite0.model), layer=lite0.layer)
+    reference = torch.from_numpy(_pytorch_grad_cam_raw(theirs, scaled, images, targets))
+    mine = ours(scaled.model, lite0.layer, images, targets, upsample=False)
     assert _relative_error(mine, reference) < 1e-4
 
 

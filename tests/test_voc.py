@@ -118,10 +118,10 @@ def test_voc_model_loads_a_prefixed_checkpoint(tmp_path: Path):
     path = tmp_path / "voc.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
     entry = load_voc_model("efficientnet_lite0", path)
-    assert entry.class_names == VOC_CLASSES and entry.layer_name == "_conv_head"
+    assert entry.class_names == VOC_CLASSES and entry.layer_name == "_swish"
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(entry.model(x), reference(x))
-    assert entry.layer is entry.model._conv_head
+    assert entry.layer is entry.model._swish
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_voc_model("efficientnet_lite0", tmp_path / "missing.pth")

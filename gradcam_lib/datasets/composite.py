@@ -52,11 +52,14 @@ class ObjectCrop:
         image: the crop, RGB.
         boxes: ``(K, 4)`` long; row 0 is the whole crop (the object itself).
         labels: ``(K,)`` long, the class of each box.
+        source: which object it is (``<photo id>#<box index>``): composites that paste the same
+            crop are not independent, and statistics resample by this id.
     """
 
     image: Image.Image
     boxes: torch.Tensor
     labels: torch.Tensor
+    source: str = ""
 
 
 def photo_crops(photos: Sequence[RawPhoto] | None = None, min_inside: float = 0.5) -> tuple[ObjectCrop, ...]:
@@ -66,7 +69,7 @@ def photo_crops(photos: Sequence[RawPhoto] | None = None, min_inside: float = 0.
     crops = []
     for photo in photos:
         areas = _areas(photo.boxes)
-        for box in photo.boxes:
+        for number, box in enumerate(photo.boxes):
             x0, y0, x1, y1 = (int(v) for v in box)
             clipped = torch.stack(
                 [
@@ -85,6 +88,7 @@ def photo_crops(photos: Sequence[RawPhoto] | None = None, min_inside: float = 0.
                     image=photo.image.crop((x0, y0, x1 + 1, y1 + 1)),
                     boxes=clipped[order] - torch.tensor([x0, y0, x0, y0]),
                     labels=photo.box_labels[order],
+                    source=f"{photo.image_id}#{number}",
                 )
             )
     return tuple(crops)
@@ -162,6 +166,24 @@ class CompositeDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         image, boxes, labels = self.render(index)
         return build_sample(image, boxes, labels, f"composite-{self.seed}-{index}", self.transform)
+
+    def sources(self, index: int) -> dict[int, str]:
+        """Class -> source object (:attr:`ObjectCrop.source`) of each object pasted into image
+        ``index``: the unit to resample by when the images' outcomes are summarised
+        (:func:`gradcam_lib.stats.cluster_bootstrap_ci`)."""
+        if not 0 <= index < self.n_images:
+            raise IndexError(f"index {index} out of range for {self.n_images} images")
+        rng = np.random.default_rng([self.seed, index])
+        self._background(rng)  # the same draws as render(), in the same order
+        return {int(label): crop.source for crop in self._choose(rng) for label in crop.labels}
+
+    def source_of(self, image_id: str, label: int) -> str:
+        """The source object of class ``label`` in the image called ``image_id``
+        (``composite-<seed>-<index>``)."""
+        prefix = f"composite-{self.seed}-"
+        if not image_id.startswith(prefix):
+            raise KeyError(f"{image_id!r} is not an image of this composite data set (seed {self.seed})")
+        return self.sources(int(image_id[len(prefix):]))[int(label)]
 
     def render(self, index: int) -> tuple[Image.Image, torch.Tensor, torch.Tensor]:
         """The canvas before the transform: ``(RGB image, boxes (N, 4) long inclusive, labels (N,))``."""
