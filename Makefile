@@ -1,11 +1,13 @@
 # The README's two commands: `make book` and `make test`. Both set up .venv first (`make install`).
+# `make book [PROFILE=full]` executes the chapters into _build/<profile>/ and never writes book/;
+# `make notebooks` is the one command that refreshes the committed (default-profile) notebooks.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: install book test lab bench clean
+.PHONY: install book notebooks test lab bench clean
 
 install: $(STAMP)
 
@@ -17,6 +19,9 @@ $(STAMP): pyproject.toml
 
 book: install
 	$(PY) -m gradcam_lib.runner --profile $(PROFILE)
+
+notebooks: install
+	$(PY) -m gradcam_lib.runner --profile default --update-committed --no-build
 
 test: install
 	$(PY) -m pytest tests

@@ -3,6 +3,12 @@ the same batch, measured in the same run (this machine is noisy: only ratios wit
 anything), for gradcam_lib, captum and pytorch-grad-cam. Before timing a library, its maps are
 compared with ours on the same inputs; the largest relative difference is printed beside it.
 
+Timing (:func:`paired_ratio`): each method call is timed back to back with its baseline call, in
+alternating order, and the ratio of each round is kept; rounds go on until the interval of the
+median ratio is within 5 % of it (or a time budget is spent). Every row reports the median ratio,
+its 95 % interval and the number of rounds; the appendix calls a target met or missed only when
+the whole interval lies on one side of it.
+
     python bench/benchmark.py [--quick] [--out bench/results.csv] [--device cpu]
 
 Random weights (speed does not depend on them); VGG-16 and ResNet-50 from torchvision.
@@ -16,10 +22,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from scipy import stats
 from captum.attr import GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -34,18 +42,65 @@ from gradcam_lib.models import load_model
 OUT = Path(__file__).with_name("results.csv")
 
 
-def timed(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
-    """Median wall time of ``repeats`` calls, after one warm-up call."""
-    if warm_up:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+@dataclass(frozen=True)
+class Ratio:
+    """Median of per-round time ratios (method / baseline, timed back to back) and its
+    distribution-free interval (order statistics of the median, binomial ranks)."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+    seconds: float  # median time of one method call
+
+
+def _clock(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Order-statistic interval of the median: ranks k and n - k + 1 with k the largest rank whose
+    binomial tail P(Bin(n, 1/2) < k) stays under (1 - confidence) / 2 (at least rank 1)."""
+    x = sorted(values)
+    n = len(x)
+    k = max(int(stats.binom.ppf((1 - confidence) / 2, n, 0.5)), 1)
+    return x[k - 1], x[n - k]
+
+
+def paired_ratio(
+    fn: Callable[[], object],
+    baseline: Callable[[], object],
+    scale: float = 1.0,
+    min_rounds: int = 6,
+    max_rounds: int = 40,
+    width: float = 0.05,
+    budget_s: float = 30.0,
+) -> Ratio:
+    """Time ``fn`` against ``baseline`` (times ``scale``) interleaved: every round times both back
+    to back, in alternating order, so that a slow spell of a noisy machine hits both; rounds go on
+    until the median's interval is narrower than ``width`` of the median (relative half-width) or
+    the budget is spent."""
+    fn(), baseline()  # warm-up
+    ratios, times = [], []
+    start = time.perf_counter()
+    while len(ratios) < max_rounds:
+        if len(ratios) % 2:
+            t_fn, t_base = _clock(fn), _clock(baseline)
+        else:
+            t_base, t_fn = _clock(baseline), _clock(fn)
+        ratios.append(t_fn / (t_base * scale))
+        times.append(t_fn)
+        if len(ratios) >= min_rounds:
+            low, high = median_interval(ratios)
+            mid = statistics.median(ratios)
+            if (high - low) / 2 <= width * mid or time.perf_counter() - start > budget_s:
+                break
+    low, high = median_interval(ratios)
+    return Ratio(statistics.median(ratios), low, high, len(ratios), statistics.median(times))
 
 
 def relative_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -80,7 +135,8 @@ def pgc_unnormalised(cam_class, model, layer, images, targets):
         model.zero_grad(set_to_none=True)
 
 
-def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stride: int, ig_steps: int) -> list[dict]:
+def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stride: int, ig_steps: int,
+                budget_s: float) -> list[dict]:
     torch.manual_seed(0)
     entry = load_model(name, device, pretrained=False)
     model, layer = entry.model, entry.layer
@@ -105,25 +161,25 @@ def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stri
             for p in model.parameters():
                 p.requires_grad_(True)
 
-    t_forward = timed(forward, repeats)
-    t_input = timed(input_gradient_pass, repeats)
-
     window, stride = 45, occlusion_stride
     positions = len(window_starts(224, window, stride)) ** 2  # perturbed images per image
-    per_image = t_forward / batch
-    baselines = {"forward": t_forward, "input-gradient pass": t_input,
-                 f"forward per image x {positions} (per perturbed image)": per_image * positions,
-                 "forward per image": per_image}
+    per_perturbed = f"forward per image x {positions} (per perturbed image)"
+    baselines = {  # name -> (baseline call, scale): the ratio is time(method) / (time(call) * scale)
+        "forward": (forward, 1.0),
+        "input-gradient pass": (input_gradient_pass, 1.0),
+        per_perturbed: (forward, positions / batch),
+        "forward per image": (forward, 1.0 / batch),
+    }
 
     def record(method, library, fn, baseline="forward", check=None, heavy=False):
-        seconds = timed(fn, 1, warm_up=False) if heavy else timed(fn, repeats)
-        base = baselines[baseline]
-        rows.append({"model": name, "batch": batch, "method": method, "library": library, "seconds": seconds,
-                     "ratio": seconds / base, "baseline": baseline,
-                     "max_rel_diff_vs_ours": check() if check else float("nan")})
+        call, scale = baselines[baseline]
+        ratio = (paired_ratio(fn, call, scale, min_rounds=3, max_rounds=5, budget_s=budget_s)
+                 if heavy else paired_ratio(fn, call, scale, budget_s=budget_s, max_rounds=4 * repeats))
+        rows.append({"model": name, "batch": batch, "method": method, "library": library, "seconds": ratio.seconds,
+                     "ratio": ratio.median, "ratio_low": ratio.low, "ratio_high": ratio.high, "rounds": ratio.rounds,
+                     "baseline": baseline, "max_rel_diff_vs_ours": check() if check else float("nan")})
 
-    record("inference forward", "torch", forward)
-    rows[-1]["ratio"] = 1.0
+    record("inference forward", "torch", forward)  # forward against itself: the harness's own noise
     record("input-gradient pass", "torch", input_gradient_pass)
 
     # Grad-CAM of the predicted class(es): every library learns the prediction its own way.
@@ -156,7 +212,6 @@ def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stri
     # Heavy methods on one image, timed once (the model is warm): occlusion as time per perturbed
     # image over inference time per image (the inverse of the throughput ratio), IG per image.
     one, one_target = images[:1], top1[:1]
-    per_perturbed = f"forward per image x {positions} (per perturbed image)"
     ours_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch)
     captum_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch,
                                        backend="captum")
@@ -171,25 +226,26 @@ def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stri
     return rows
 
 
-def bench_localization_loop(name: str, batch: int, n_images: int, device: str) -> dict:
-    """The chapter-1 loop (generate composite images, top-5 maps, boxes, IoU, CSV) in images/s,
-    against inference forward images/s on the same images."""
+def bench_localization_loop(name: str, batch: int, n_images: int, device: str, budget_s: float) -> dict:
+    """The chapter-1 loop (generate composite images, top-5 maps, boxes, IoU, CSV) against
+    inference forward passes over the same number of images, interleaved (:func:`paired_ratio`)."""
     entry = load_model(name, device, pretrained=False)
     dataset = CompositeDataset(n_images, entry.transform, seed=0)
     images = torch.stack([dataset[i].image for i in range(batch)]).to(device)
-    with torch.no_grad():
-        entry.model(images)
-        start = time.perf_counter()
-        for _ in range(n_images // batch):
-            entry.model(images)
-        inference_rate = n_images / (time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        evaluate_localization(entry, dataset, "composite", folder, batch_size=batch, device=device)
-        loop_rate = n_images / (time.perf_counter() - start)
+
+    def inference() -> None:
+        with torch.no_grad():
+            for _ in range(n_images // batch):
+                entry.model(images)
+
+    def loop() -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            evaluate_localization(entry, dataset, "composite", folder, batch_size=batch, device=device)
+
+    ratio = paired_ratio(loop, inference, min_rounds=3, max_rounds=5, budget_s=budget_s)
     return {"model": name, "batch": batch, "method": "localisation loop (images/s)", "library": "gradcam_lib",
-            "seconds": 1 / loop_rate, "ratio": inference_rate / loop_rate, "baseline": "forward",
-            "max_rel_diff_vs_ours": float("nan")}
+            "seconds": ratio.seconds / n_images, "ratio": ratio.median, "ratio_low": ratio.low,
+            "ratio_high": ratio.high, "rounds": ratio.rounds, "baseline": "forward", "max_rel_diff_vs_ours": float("nan")}
 
 
 def main() -> None:
@@ -199,20 +255,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     settings = {"resnet50": (2, 8), "vgg16": (2, 4)}
-    repeats = 2 if args.quick else 3
+    repeats = 2 if args.quick else 10  # at most 4 x repeats interleaved rounds per row
+    budget_s = 5.0 if args.quick else 30.0
     rows = []
     for name, batches in settings.items():
         for batch in batches[-1:] if args.quick else batches:
             print(f"{name} batch {batch} ...", flush=True)
-            rows += bench_model(name, batch, repeats, args.device, occlusion_stride=28, ig_steps=50)
-        rows.append(bench_localization_loop(name, batches[-1], 4 * batches[-1], args.device))
+            rows += bench_model(name, batch, repeats, args.device, occlusion_stride=28, ig_steps=50, budget_s=budget_s)
+        rows.append(bench_localization_loop(name, batches[-1], 4 * batches[-1], args.device, budget_s))
     table = pd.DataFrame(rows)
     table["device"] = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
     table["torch"] = torch.__version__
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
-        print(table[["model", "batch", "method", "library", "seconds", "ratio", "baseline", "max_rel_diff_vs_ours"]]
+        print(table[["model", "batch", "method", "library", "seconds", "ratio", "ratio_low", "ratio_high", "rounds",
+                     "baseline", "max_rel_diff_vs_ours"]]
               .round(4).to_string(index=False))
     print(f"written: {args.out}")
 

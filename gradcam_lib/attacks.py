@@ -21,14 +21,29 @@ computed unless asked):
 * ``box_iou``: IoU of the boxes of the two true-class maps, each binarised at 15 % of its maximum
   (:func:`gradcam_lib.localization.heatmap_to_box`, paper Sec. 4.1); 0 when the map vanished;
 * ``points_before`` / ``points_after_true`` / ``points_new``: whether the maximum point of the
-  true-class map before, the true-class map after, and the new top-1 class's map after lies inside
-  or within 15 px (TorchRay's pointing-game tolerance) of a ground-truth box of ``y``
+  true-class map before, the true-class map after, and the new top-1 class's map after lies closer
+  than 15 px (TorchRay's pointing-game tolerance, strict) to a ground-truth box of ``y``
   (:func:`gradcam_lib.pointing.pointing_hit`, chapter 2).
 
 Rows with ``attack == "none"`` record every image: one with ``attacked`` False for an image the
 model misclassifies, one per method with ``points_before`` (the clean baseline) for an attacked
 image, so every table can say how many images stand behind it. :func:`correctly_classified` picks the
 attackable images of a data set beforehand, so that attack batches are full.
+
+Summaries (:func:`attack_table`, :func:`paired_outcomes`, :func:`compare_settings`): a successful
+attack after which the true-class map vanished is *counted* (``vanished``) and left out of the
+means of the map comparisons (``rank_corr``, ``box_iou``, ``points_after_true``), whose number of
+images is ``n``. Intervals are over images or -- when the rows carry a ``cluster`` column
+(:func:`with_clusters`: the photograph an attacked object comes from, since the composite
+benchmark pastes crops of the same few photographs) -- account for the clusters: means by a
+bootstrap over whole clusters, shares by Wilson's interval on Kish's effective sample size. Settings
+are compared on the same images only (paired: :func:`compare_settings`), never by pooling settings
+as if they were independent samples.
+
+Every function leaves the caller's model as it found it (train / eval flags, ``requires_grad``)
+and the global RNGs untouched: forward passes run inside
+:func:`gradcam_lib.explain.explanation_scope`, random draws come from seeded generators or inside
+``torch.random.fork_rng``.
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import io
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,16 +60,27 @@ import numpy as np
 import pandas as pd
 import torch
 import torchattacks
+from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gradcam_lib.datasets.base import Sample, collate_samples
+from gradcam_lib.datasets.composite import CompositeDataset
 from gradcam_lib.explain import explanation_scope, heatmaps
 from gradcam_lib.faithfulness import rank_correlation
 from gradcam_lib.localization import heatmap_to_box, iou
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.pointing import pointing_hit
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import (
+    McNemar,
+    PairedDifference,
+    cluster_bootstrap_ci,
+    mcnemar,
+    mean_ci,
+    paired_difference,
+    wilson_bounds,
+)
 
 __all__ = [
     "ATTACKS",
@@ -73,10 +99,21 @@ __all__ = [
     "evaluate_attacks",
     "attack_table",
     "clean_pointing",
+    "photograph_of",
+    "with_clusters",
+    "effective_units",
+    "share_interval",
+    "mean_interval",
+    "paired_outcomes",
+    "compare_settings",
+    "Comparison",
 ]
 
 ATTACKS: dict[str, str] = {"fgsm": "FGSM", "pgd": "PGD"}
 NOT_ATTACKED = "none"
+# Comparisons of the true-class map before / after: undefined for a vanished map, which is counted.
+MAP_COLUMNS = ("rank_corr", "box_iou", "points_after_true")
+BINARY_COLUMNS = ("success", "vanished", "points_before", "points_after_true", "points_new")
 # Every row has every column, in this order: run_resumable appends each batch to the CSV without a
 # header, so a batch with other columns would land under the wrong names.
 COLUMNS = (
@@ -195,6 +232,13 @@ def run_attack(
         return _torchattack(spec, pixel_model)(pixels.detach(), torch.as_tensor(labels, device=pixels.device)).detach()
 
 
+def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Top-1 classes of ``images``, in eval mode (BatchNorm's running statistics, no dropout),
+    without gradients; the model's flags are restored afterwards."""
+    with explanation_scope(model), torch.no_grad():
+        return model(images).argmax(dim=1)
+
+
 def attack_success(new_class: torch.Tensor, true_class: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Untargeted (``target`` None): top-1 changed away from the true class. Targeted: top-1 is the
     target. Returns ``(B,)`` bool."""
@@ -221,7 +265,7 @@ def random_targets(true_class: torch.Tensor, image_ids: Sequence[str], num_class
 
 def points_at(heatmap: torch.Tensor, boxes: torch.Tensor, tolerance: float = 15.0) -> float:
     """Chapter 2's pointing test (:func:`gradcam_lib.pointing.pointing_hit`: the map's maximum
-    point within ``tolerance`` px of a box; an all-zero map points nowhere, a miss) as 1.0 / 0.0;
+    point closer than ``tolerance`` px to a box; a constant map points nowhere, a miss) as 1.0 / 0.0;
     NaN when there is no box to point at (the class's boxes fell outside the crop)."""
     if len(boxes) == 0:
         return float("nan")
@@ -292,8 +336,7 @@ def attack_and_explain(
     batch_seed = int(run_key({"seed": seed, "spec": spec, "ids": list(image_ids)}), 16)
     adversarial = run_attack(pixel_model, pixels, labels, spec, batch_seed)
     attacked = pixel_model.normalise(adversarial)
-    with torch.no_grad():
-        new_class = entry.model(attacked).argmax(dim=1)
+    new_class = _predict(entry.model, attacked)
     success = attack_success(new_class, true_class, target)
     explained = torch.arange(len(images), device=images.device) if explain_failures else success.nonzero()[:, 0]
     maps = {}
@@ -356,13 +399,14 @@ def correctly_classified(
 ) -> list[int]:
     """Indices of the items whose clean top-1 class is one of their ground-truth classes: the
     images an attack can be scored on. Attacking only these keeps the attack batches full."""
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples, num_workers=num_workers)
+    # a generator of its own: iterating a DataLoader otherwise draws its base seed from the global RNG
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples, num_workers=num_workers,
+                        generator=torch.Generator())
     keep, start = [], 0
-    with torch.no_grad():
-        for images, samples in loader:
-            predicted = entry.model(images.to(device)).argmax(dim=1).tolist()
-            keep += [start + i for i, (label, s) in enumerate(zip(predicted, samples)) if label in s.labels]
-            start += len(samples)
+    for images, samples in loader:
+        predicted = _predict(entry.model, images.to(device)).tolist()
+        keep += [start + i for i, (label, s) in enumerate(zip(predicted, samples)) if label in s.labels]
+        start += len(samples)
     return keep
 
 
@@ -378,8 +422,7 @@ def attack_batch(
 ) -> list[dict[str, Any]]:
     """Every attack of ``specs`` on the correctly classified images of a batch (see the module
     docstring for the protocol and the columns). Every image gets an ``attack == "none"`` row."""
-    with torch.no_grad():
-        predicted = entry.model(images).argmax(dim=1).cpu()
+    predicted = _predict(entry.model, images).cpu()
     keep = [i for i, sample in enumerate(samples) if int(predicted[i]) in sample.labels]
     rows: list[dict[str, Any]] = [
         {"image_id": s.image_id, "attack": NOT_ATTACKED, "attacked": False, "true_class": int(predicted[i])}
@@ -424,21 +467,193 @@ def evaluate_attacks(
     tolerance: float = 15.0,
 ) -> pd.DataFrame:
     """:func:`attack_batch` over ``dataset``, resumably, into
-    ``results_dir/<model>_attacks_<dataset>_<settings hash>.csv``; returns all rows."""
-    settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+    ``results_dir/<model>_attacks_<dataset>_<settings hash>.csv`` (the hash covers the model, its
+    Grad-CAM layer, the data, the attacks and the scoring); returns all rows."""
+    # the Grad-CAM layer is part of the key: rows computed at another layer are never reused
+    settings = {"model": entry.name, "layer": entry.layer_name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
                 "specs": [vars(s) for s in specs], "methods": list(methods), "seed": seed,
                 "threshold": threshold, "tolerance": tolerance}
     path = Path(results_dir) / f"{entry.name}_attacks_{dataset_name}_{run_key(settings)}.csv"
-    rows = run_resumable(
-        dataset,
-        lambda images, samples: attack_batch(entry, images, samples, specs, methods, seed, threshold, tolerance),
-        path,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        description=f"{entry.name} attacks {dataset_name}",
-    )
+    with torch.random.fork_rng(devices=[]):  # run_resumable's DataLoader draws its base seed from the global RNG
+        rows = run_resumable(
+            dataset,
+            lambda images, samples: attack_batch(entry, images, samples, specs, methods, seed, threshold, tolerance),
+            path,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            description=f"{entry.name} attacks {dataset_name}",
+        )
     return rows.assign(model=entry.name, dataset=dataset_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Units, intervals and paired comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def photograph_of(image_id: str, label: int, datasets: Sequence[Dataset]) -> str:
+    """The independent unit behind an attacked image: the photograph its object of class ``label``
+    comes from. A composite image (:class:`~gradcam_lib.datasets.composite.CompositeDataset`) pastes
+    crops of the embedded photographs, so its unit is the photograph of that class's crop
+    (``source_of`` is ``<photo id>#<box>``); any other image is its own unit."""
+    for dataset in datasets:
+        if isinstance(dataset, CompositeDataset):
+            try:
+                return dataset.source_of(image_id, label).split("#")[0]
+            except KeyError:  # another seed's image, or a class that is not in the image
+                continue
+    return image_id
+
+
+def with_clusters(rows: pd.DataFrame, datasets: Sequence[Dataset]) -> pd.DataFrame:
+    """``rows`` with a ``cluster`` column (:func:`photograph_of` of each row's image and true class),
+    which :func:`attack_table` and :func:`paired_outcomes` resample by."""
+    pairs = rows[["image_id", "true_class"]].drop_duplicates()
+    units = {(i, c): photograph_of(i, int(c), datasets) for i, c in pairs.itertuples(index=False)}
+    return rows.assign(cluster=[units[i, c] for i, c in zip(rows["image_id"], rows["true_class"])])
+
+
+def effective_units(clusters: Sequence[object]) -> float:
+    """Kish's effective sample size ``(sum m_c)^2 / sum m_c^2`` of units in clusters of sizes
+    ``m_c`` when the units of a cluster are perfectly correlated (Kish 1965, *Survey Sampling*,
+    Sec. 11.7): the number of clusters when they are equally large, the number of units when each
+    is its own cluster."""
+    _, sizes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_counts=True)
+    return float(sizes.sum() ** 2 / (sizes**2).sum()) if len(sizes) else 0.0
+
+
+def share_interval(
+    hits: Sequence[float] | np.ndarray, clusters: Sequence[object] | None = None, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(share, low, high)`` of a hit rate over images (NaN entries left out): Wilson's score
+    interval, on the images when they are independent (``clusters`` None) or, when they come in
+    clusters, on Kish's effective sample size (:func:`effective_units`: the images of one cluster
+    counted as one observation). The latter is conservative, and never collapses to a point the way
+    a bootstrap over a handful of clusters does when every image has the same outcome."""
+    data = np.asarray(hits, dtype=np.float64)
+    keep = ~np.isnan(data)
+    data = data[keep]
+    if not len(data):
+        return float("nan"), float("nan"), float("nan")
+    share = float(data.mean())
+    n = len(data) if clusters is None else effective_units(np.asarray(clusters, dtype=object)[keep])
+    return (share, *wilson_bounds(share, n, confidence))
+
+
+MIN_UNITS = 5  # fewer independent units than this: no bootstrap interval (a handful of resamples)
+
+
+def mean_interval(
+    values: Sequence[float] | np.ndarray, clusters: Sequence[object] | None = None, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``, NaN left out: BCa bootstrap over the images
+    (:func:`gradcam_lib.stats.mean_ci`) or, with clusters, the percentile bootstrap over whole
+    clusters (:func:`gradcam_lib.stats.cluster_bootstrap_ci`). Fewer than :data:`MIN_UNITS` units
+    (images or clusters): the mean and no interval."""
+    data = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(data)
+    units = keep.sum() if clusters is None else len(set(np.asarray(clusters, dtype=object)[keep].astype(str)))
+    if units < MIN_UNITS:
+        return (float(data[keep].mean()) if keep.any() else float("nan")), float("nan"), float("nan")
+    if clusters is None:
+        return mean_ci(data, confidence)
+    return cluster_bootstrap_ci(data, clusters, confidence)
+
+
+def _successful_maps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Attack rows with the map comparisons set to NaN where the true-class map vanished (the
+    vanished maps are counted instead)."""
+    frame = frame.copy()
+    gone = frame["vanished"].eq(1.0)
+    frame.loc[gone, list(MAP_COLUMNS)] = float("nan")
+    return frame
+
+
+def _clusters(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame["cluster"].to_numpy(dtype=object) if "cluster" in frame else None
+
+
+def _select(rows: pd.DataFrame, where: Mapping[str, object]) -> pd.DataFrame:
+    """Rows whose every ``column == value`` of ``where`` (floats compared with ``np.isclose``: eps
+    is read back from a CSV)."""
+    mask = np.ones(len(rows), dtype=bool)
+    for column, value in where.items():
+        if isinstance(value, float):
+            mask &= np.isclose(rows[column].astype(float).to_numpy(), value, rtol=1e-9, atol=1e-12)
+        else:
+            mask &= (rows[column] == value).to_numpy()
+    return rows[mask]
+
+
+def paired_outcomes(
+    rows: pd.DataFrame, column: str, a: Mapping[str, object], b: Mapping[str, object], column_b: str | None = None
+) -> pd.DataFrame:
+    """One row per image that has a value of ``column`` under selection ``a`` and of ``column_b``
+    (default: ``column``) under selection ``b`` (e.g. ``{"attack": "pgd", "mode": "untargeted",
+    "eps": 1 / 255, "method": "gradcam"}`` against the same at 8 / 255): columns ``image_id``,
+    ``a``, ``b`` and ``cluster`` (the image when the rows have none). Map comparisons of vanished
+    maps are left out (:data:`MAP_COLUMNS`), as are images without a value under one of the
+    selections (a failed attack, a map that is constant)."""
+    attacked = _successful_maps(rows[rows["attack"] != NOT_ATTACKED])
+    sides = []
+    for name, where, col in (("a", a, column), ("b", b, column_b or column)):
+        part = _select(attacked, where)
+        if part["image_id"].duplicated().any():
+            raise ValueError(f"selection {dict(where)} holds several rows per image; add the keys that make it one")
+        units = part["cluster"] if "cluster" in part else part["image_id"]
+        sides.append(pd.DataFrame({"image_id": part["image_id"].to_numpy(), name: part[col].astype(float).to_numpy(),
+                                   f"cluster_{name}": units.to_numpy()}))
+    both = sides[0].merge(sides[1], on="image_id").dropna(subset=["a", "b"])
+    return pd.DataFrame({"image_id": both["image_id"], "a": both["a"], "b": both["b"],
+                         "cluster": both["cluster_a"]}).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of two attack settings (or methods) on the same images: the paired
+    bootstrap of the mean difference a - b (over clusters when the rows have them) and, for hit /
+    miss columns, McNemar's exact test over the images as well."""
+
+    column: str
+    difference: PairedDifference
+    mcnemar: McNemar | None = None
+
+    @property
+    def shown(self) -> bool:
+        """A difference is shown: the bootstrap interval excludes 0 and, for hit / miss columns,
+        McNemar's exact p < 0.05."""
+        return self.difference.excludes_zero and (self.mcnemar is None or self.mcnemar.p_value < 0.05)
+
+    def __str__(self) -> str:
+        text = f"a - b = {self.difference}"
+        return text if self.mcnemar is None else f"{text}; {self.mcnemar}"
+
+
+def compare_settings(
+    rows: pd.DataFrame,
+    column: str,
+    a: Mapping[str, object],
+    b: Mapping[str, object],
+    column_b: str | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """Paired comparison of ``column`` under selection ``a`` vs ``column_b`` (default ``column``)
+    under ``b`` (:func:`paired_outcomes`): :func:`gradcam_lib.stats.paired_difference` over the
+    images' clusters and, for hit / miss columns (:data:`BINARY_COLUMNS`),
+    :func:`gradcam_lib.stats.mcnemar` over the images. Fewer than :data:`MIN_UNITS` independent
+    units behind the pairs: no interval (nothing can be shown)."""
+    pairs = paired_outcomes(rows, column, a, b, column_b)
+    clusters = pairs["cluster"].to_numpy(dtype=object) if "cluster" in rows else None
+    units = pairs["cluster"].nunique()
+    if units >= MIN_UNITS:
+        difference = paired_difference(pairs["a"], pairs["b"], clusters=clusters, seed=seed)
+    else:
+        mean = float((pairs["a"] - pairs["b"]).mean()) if len(pairs) else float("nan")
+        difference = PairedDifference(mean, float("nan"), float("nan"), len(pairs))
+    binary = column in BINARY_COLUMNS and (column_b or column) in BINARY_COLUMNS
+    test = mcnemar(pairs["a"] > 0.5, pairs["b"] > 0.5) if binary else None
+    return Comparison(column if column_b is None else f"{column} - {column_b}", difference, test)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,27 +661,58 @@ def evaluate_attacks(
 # --------------------------------------------------------------------------------------------
 
 
-def attack_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, attack, mode, eps, method): ``images`` attacked, ``successes``,
-    ``success_pct``; then, over the successful attacks only, the means of ``rank_corr`` and
-    ``box_iou`` and, in %, ``vanished`` / ``points_before`` / ``points_after_true`` / ``points_new``
-    (NaN cells -- constant map, no box to point from or at -- are left out of each mean)."""
+def attack_table(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (model, attack, mode, eps, method), each with its own 95 % intervals over the
+    images of that setting -- shares: Wilson (:func:`share_interval`), means: bootstrap
+    (:func:`mean_interval`); both account for the clusters when the rows have a ``cluster`` column:
+
+    * ``images`` attacked, ``units`` (their clusters), ``successes``, ``success_pct`` with
+      ``success_low`` / ``success_high``;
+    * ``vanished``: successful attacks after which the true-class map is all zero -- a count, not
+      averaged into anything else;
+    * ``n``: the other successful attacks, over which ``rank_corr``, ``box_iou`` (each with
+      ``_low`` / ``_high``) and ``points_after_true`` (%) are averaged (a constant clean map, whose
+      rank correlation is undefined, is left out of ``rank_corr`` too);
+    * over all successful attacks, in %: ``points_before`` (the clean true-class map) and
+      ``points_new`` (the new class's map after) with ``points_new_low`` / ``points_new_high``
+      (NaN where the class has no box in the crop)."""
     attacked = rows[rows["attack"] != NOT_ATTACKED].copy()
     attacked["success"] = attacked["success"].astype(bool)
+    if "cluster" not in attacked:
+        attacked["cluster"] = attacked["image_id"]
     keys = ["model", "attack", "mode", "eps", "method"]
-    grouped = attacked.groupby(keys, sort=False)
-    table = pd.DataFrame({"images": grouped["image_id"].nunique(), "successes": grouped["success"].sum()})
-    table["success_pct"] = 100.0 * table["successes"] / table["images"]
-    won = attacked[attacked["success"]].groupby(keys, sort=False)
-    means = won[["rank_corr", "box_iou"]].mean()
-    pointing = 100.0 * won[["vanished", "points_before", "points_after_true", "points_new"]].mean()
-    return table.join(means).join(pointing).reset_index()
+    records = []
+    for key, group in attacked.groupby(keys, sort=False):
+        clusters = group["cluster"].to_numpy(dtype=object) if "cluster" in rows else None
+        share, low, high = share_interval(group["success"].astype(float), clusters, confidence)
+        record = dict(zip(keys, key))
+        record.update(images=group["image_id"].nunique(), units=group["cluster"].nunique(),
+                      successes=int(group["success"].sum()),
+                      success_pct=100 * share, success_low=100 * low, success_high=100 * high)
+        won = _successful_maps(group[group["success"]])
+        won_clusters = won["cluster"].to_numpy(dtype=object) if "cluster" in rows else None
+        record["vanished"] = int(won["vanished"].eq(1.0).sum())
+        record["n"] = int((won["explained"].astype(bool) & ~won["vanished"].eq(1.0)).sum()) if len(won) else 0
+        for column in ("rank_corr", "box_iou"):
+            mean, low, high = mean_interval(won[column].astype(float), won_clusters, confidence)
+            record.update({column: mean, f"{column}_low": low, f"{column}_high": high})
+        for column in ("points_before", "points_after_true", "points_new"):
+            values = won[column].astype(float)
+            record[column] = 100 * values.mean() if values.notna().any() else float("nan")
+        share, low, high = share_interval(won["points_new"].astype(float), won_clusters, confidence)
+        record.update(points_new_low=100 * low, points_new_high=100 * high)
+        records.append(record)
+    return pd.DataFrame(records)
 
 
-def clean_pointing(rows: pd.DataFrame) -> pd.DataFrame:
+def clean_pointing(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """The baseline of the pointing columns: per (model, method), the attacked images and how often
-    (%) the true-class map of the clean image points at the object."""
+    (%) the true-class map of the clean image points at the object, with its interval
+    (:func:`share_interval`, over clusters when the rows have them)."""
     clean = rows[(rows["attack"] == NOT_ATTACKED) & rows["attacked"].astype(bool)]
-    grouped = clean.groupby(["model", "method"], sort=False)
-    table = pd.DataFrame({"images": grouped["image_id"].nunique(), "points_before": 100.0 * grouped["points_before"].mean()})
-    return table.reset_index()
+    records = []
+    for (model, method), group in clean.groupby(["model", "method"], sort=False):
+        share, low, high = share_interval(group["points_before"].astype(float), _clusters(group), confidence)
+        records.append({"model": model, "method": method, "images": group["image_id"].nunique(),
+                        "points_before": 100 * share, "points_before_low": 100 * low, "points_before_high": 100 * high})
+    return pd.DataFrame(records)

@@ -14,6 +14,9 @@ per image, for the target class only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from captum.attr import GradientShap, IntegratedGradients
@@ -124,11 +127,26 @@ def gradient_shap(
     drawn from ``baselines (N, C, H, W)`` and random points on the straight path; seeded."""
     targets = _targets(targets, len(images)).to(images.device)
     devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), explanation_scope(model):  # the caller's RNG is untouched
+    # captum draws the baselines and path points from numpy's global RNG, the noise from torch's:
+    # both are seeded here and restored on exit, so the caller's RNG state is untouched
+    with torch.random.fork_rng(devices=devices), numpy_rng_fork(seed), explanation_scope(model):
         torch.manual_seed(seed)
         return GradientShap(model).attribute(
             images.detach(), baselines=baselines.to(images.device), target=targets, n_samples=n_samples, stdevs=stdevs
         ).detach()
+
+
+@contextmanager
+def numpy_rng_fork(seed: int) -> Iterator[None]:
+    """numpy's *global* RNG seeded by ``seed`` inside the block and restored after, as
+    :func:`torch.random.fork_rng` does for torch (for libraries that draw from it, as captum's
+    GradientShap does with ``np.random.uniform`` / ``np.random.choice``)."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 class _TargetLogit(nn.Module):

@@ -17,6 +17,15 @@ Two scores per (box, method), both computed on the *positive part* of a 2-D map:
   IoBB rewards small boxes: a one-pixel box inside the ground truth scores 1, so accuracy is read
   together with AFP.
 
+Integrated Gradients is converged per (image, finding) map (:func:`converged_ig`): the first step
+count of a schedule whose completeness gap |sum(attr) - (f(x) - f(x'))| / |f(x) - f(x')| is under
+5 % (Sundararajan et al. 2017, "Computing Integrated Gradients": 20 to 300 steps approximate the
+integral "within 5%"); every IG row carries its gap and steps (``ig_gap``, ``ig_steps``), also
+where the schedule ends above the tolerance. Baselines are named by what they are in pixels: a
+zero tensor in ImageNet-normalised space is the data set's *mean colour* (a grey), KTH's "zero
+baseline"; the *black* image is ``(0 - mean) / std``
+(:func:`gradcam_lib.attributions.black_baseline`); :data:`IG_BASELINES`.
+
 Attribution to grey: input-space maps (IG, SHAP, GradientShap) are ``(3, H, W)``; a pixel's
 attribution is the *sum* over its channels (:func:`to_grey`), which keeps IG's and SHAP's
 completeness (the map still sums to f(x) - f(baseline)). The mean would give identical scores:
@@ -35,8 +44,8 @@ label order from another model, so that only Effusion reached CheXNet's right ou
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,19 +60,24 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import models as tv_models
 
-from gradcam_lib.attributions import gradient_shap, integrated_gradients, shap_expected_gradients
+from gradcam_lib.attributions import (black_baseline, converged_integrated_gradients, gradient_shap,
+                                      shap_expected_gradients)
 from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from gradcam_lib.explain import grad_cam, grad_cam_pp
 from gradcam_lib.models import ModelEntry, rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
 
 Box = tuple[int, int, int, int]
 
 __all__ = [
     "CHEXNET_CLASSES",
     "XRAY_METHODS",
+    "IG_METHODS",
+    "IG_BASELINES",
+    "IG_TOLERANCE",
     "IOBB_THRESHOLDS",
     "CHESTXRAY8_LEVELS",
     "STANDIN_FINDINGS",
@@ -89,11 +103,22 @@ __all__ = [
     "iobb",
     "map_to_boxes",
     "AttributionSettings",
+    "ig_baseline",
+    "converged_ig",
+    "method_maps",
     "attribution_maps",
     "evaluate_boxes_batch",
     "evaluate_chestxray",
+    "evaluate_rows",
     "kth_table",
     "iobb_table",
+    "BOX_UNIT",
+    "paired_units",
+    "headline_table",
+    "ig_convergence_table",
+    "paired_share",
+    "paired_hits",
+    "paired_afp",
 ]
 
 #: CheXNet's 14 outputs in its own order (arnoweng/CheXNet ``CLASS_NAMES``).
@@ -104,10 +129,18 @@ CHEXNET_CLASSES: tuple[str, ...] = (
 XRAY_METHODS: dict[str, str] = {
     "gradcam": "Grad-CAM",
     "gradcam_pp": "Grad-CAM++",
-    "ig": "Integrated Gradients",
-    "gradient_shap": "GradientShap (captum)",
+    "ig_mean_colour": "IG (mean-colour baseline)",
+    "ig_black": "IG (black baseline)",
+    "gradient_shap": "GradientShap (mean-colour baseline)",
     "shap": "SHAP (GradientExplainer)",
 }
+#: The Integrated Gradients methods and their baselines (:func:`ig_baseline`): ``mean_colour`` is
+#: the zero tensor of the normalised input space (KTH's "zero baseline": for ImageNet statistics
+#: the mean colour (0.485, 0.456, 0.406), a grey); ``black`` is pixel value 0.
+IG_METHODS: dict[str, str] = {"ig_mean_colour": "mean_colour", "ig_black": "black"}
+IG_BASELINES: tuple[str, ...] = ("mean_colour", "black")
+#: Sundararajan et al.'s completeness check: the relative gap must be under 5 %.
+IG_TOLERANCE = 0.05
 IOBB_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 #: ChestX-ray8's two binarisation levels on the map normalised to [0, 255].
 CHESTXRAY8_LEVELS: tuple[float, ...] = (60.0, 180.0)
@@ -558,10 +591,13 @@ def map_to_boxes(heatmap: torch.Tensor | np.ndarray, levels: Sequence[float] = C
 
 @dataclass(frozen=True)
 class AttributionSettings:
-    """Settings of the input-space methods. ``background``: SHAP's reference images (required
-    for ``shap``); captum's GradientShap uses one zero baseline, as KTH did."""
+    """Settings of the input-space methods. ``ig_steps``: the step schedule of :func:`converged_ig`
+    (each map gets the first count whose completeness gap is under ``ig_tolerance``; the last when
+    none is). ``background``: SHAP's reference images (required for ``shap``); captum's
+    GradientShap uses one mean-colour baseline (zero in normalised space), as KTH did."""
 
-    ig_steps: int = 50
+    ig_steps: tuple[int, ...] = (32, 64, 128, 256)
+    ig_tolerance: float = IG_TOLERANCE
     ig_internal_batch_size: int | None = None
     gradient_shap_samples: int = 20
     shap_samples: int = 50
@@ -570,45 +606,104 @@ class AttributionSettings:
 
     def key(self) -> dict[str, Any]:
         """JSON-able identity (the background by its shape and sum) for result file names."""
-        settings = {k: v for k, v in asdict(self).items() if k != "background"}
+        settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k != "background"}
         if self.background is not None:
             settings["background"] = [list(self.background.shape), float(self.background.double().sum())]
         return settings
 
 
-def attribution_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor,
-                     settings: AttributionSettings) -> torch.Tensor:
-    """``(B, H, W)`` maps of one method for ``targets (B,)`` (model output indices); signed for
-    the input-space methods (channel sum, :func:`to_grey`), non-negative for the CAMs."""
+def ig_baseline(name: str, transform: ImageTransform, images: torch.Tensor) -> torch.Tensor:
+    """The IG baseline ``name`` of :data:`IG_BASELINES` in the model's input space, shaped like
+    ``images``: ``mean_colour`` = zeros (the normalisation's mean colour), ``black`` = pixel 0,
+    i.e. ``(0 - mean) / std`` per channel."""
+    if name == "mean_colour":
+        return torch.zeros_like(images)
+    if name == "black":
+        return black_baseline(tuple(transform.mean), tuple(transform.std), images)
+    raise ValueError(f"unknown IG baseline {name!r}; choose one of {', '.join(IG_BASELINES)}")
+
+
+def converged_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor,
+                 steps: Sequence[int] = (32, 64, 128, 256), tolerance: float = IG_TOLERANCE,
+                 internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrated Gradients converged *per map*: each image gets the first count of ``steps``
+    whose completeness gap (:func:`gradcam_lib.attributions.completeness_gap`) is under
+    ``tolerance`` (Sundararajan et al. 2017: within 5 %); only the images not yet converged are
+    recomputed with the next count, and those still above it at the last count keep that count
+    and report their gap. Each map is what :func:`converged_integrated_gradients` gives for that
+    image alone with the schedule ``steps``.
+
+    Returns:
+        ``(attributions (B, C, H, W), gaps (B,), steps used (B,) long)``.
+    """
+    if not len(steps):
+        raise ValueError("steps must hold at least one step count")
+    baseline = baseline.expand_as(images)
+    attributions = torch.zeros_like(images)
+    gaps = torch.full((len(images),), float("nan"))
+    used = torch.zeros(len(images), dtype=torch.long)
+    remaining = torch.arange(len(images))
+    for count in steps:
+        index = remaining.to(images.device)
+        values, gap, _ = converged_integrated_gradients(model, images[index], targets[index], baseline[index],
+                                                        tolerance, (int(count),), internal_batch_size)
+        attributions[index] = values
+        gaps[remaining] = gap.cpu().float()
+        used[remaining] = int(count)
+        remaining = remaining[gap.cpu() >= tolerance]
+        if not len(remaining):
+            break
+    return attributions, gaps, used
+
+
+
+def method_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor,
+                settings: AttributionSettings) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(maps (B, H, W), IG gaps (B,) or None, IG steps (B,) or None)`` of one method for
+    ``targets (B,)`` (model output indices); maps signed for the input-space methods (channel
+    sum, :func:`to_grey`), non-negative for the CAMs."""
     model = entry.model
     if method == "gradcam":
-        return grad_cam(model, entry.layer, images, targets)
+        return grad_cam(model, entry.layer, images, targets), None, None
     if method == "gradcam_pp":
-        return grad_cam_pp(model, entry.layer, images, targets)
-    if method == "ig":
-        return to_grey(integrated_gradients(model, images, targets, settings.ig_steps,
-                                            internal_batch_size=settings.ig_internal_batch_size))
+        return grad_cam_pp(model, entry.layer, images, targets), None, None
+    if method in IG_METHODS:
+        baseline = ig_baseline(IG_METHODS[method], entry.transform, images)
+        values, gaps, used = converged_ig(model, images, targets, baseline, settings.ig_steps, settings.ig_tolerance,
+                                          settings.ig_internal_batch_size)
+        return to_grey(values), gaps, used
     if method == "gradient_shap":
-        baseline = torch.zeros_like(images[:1])
-        return to_grey(gradient_shap(model, images, targets, baseline, settings.gradient_shap_samples,
-                                     seed=settings.seed))
+        baseline = ig_baseline("mean_colour", entry.transform, images[:1])
+        # gradient_shap seeds and restores both torch's and numpy's RNGs (captum draws from both)
+        maps = gradient_shap(model, images, targets, baseline, settings.gradient_shap_samples, seed=settings.seed)
+        return to_grey(maps), None, None
     if method == "shap":
         if settings.background is None:
             raise ValueError("method 'shap' needs AttributionSettings.background (reference images)")
         return to_grey(shap_expected_gradients(model, images, targets, settings.background.to(images.device),
-                                               settings.shap_samples, seed=settings.seed))
+                                               settings.shap_samples, seed=settings.seed)), None, None
     raise KeyError(f"unknown method {method!r}; choose one of {', '.join(XRAY_METHODS)}")
 
 
+def attribution_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor,
+                     settings: AttributionSettings) -> torch.Tensor:
+    """The ``(B, H, W)`` maps of :func:`method_maps` alone."""
+    return method_maps(method, entry, images, targets, settings)[0]
+
+
 def _score_boxes(heatmap: torch.Tensor, truths: list[Box], thresholds: Sequence[float]) -> list[dict[str, Any]]:
-    """Both metrics for every ground-truth box of one (image, finding) map."""
+    """Both metrics for every ground-truth box of one (image, finding) map, with the areas (in
+    pixels) of the ground-truth box and of the smallest box that ChestX-ray8's generator drew
+    (NaN when it drew none)."""
     predicted = map_to_boxes(heatmap)
     overlaps = np.array([[iobb(t, p) for p in predicted] for t in truths]).reshape(len(truths), len(predicted))
+    area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731  inclusive pixel box
+    smallest = float(min(area(p) for p in predicted)) if predicted else float("nan")
     rows = []
     for i, truth in enumerate(truths):
         share, kept = kth_box_share(heatmap, truth)
         row: dict[str, Any] = {"kth_share": share, "kth_pixels": kept, "chance": box_fraction(truth, heatmap.shape),
-                               "pred_boxes": len(predicted)}
+                               "pred_boxes": len(predicted), "box_area": area(truth), "smallest_pred_area": smallest}
         for t in thresholds:
             row[f"hit@{t}"] = bool((overlaps[i] > t).any())
             row[f"fp@{t}"] = int((~(overlaps > t).any(axis=0)).sum())
@@ -621,7 +716,8 @@ def evaluate_boxes_batch(entry: ModelEntry, images: torch.Tensor, samples: Seque
                          ) -> list[dict[str, Any]]:
     """One row per (ground-truth box, method): the finding, the model output it was mapped to,
     the model's probability for it, KTH's share, ChestX-ray8's hits and false positives per
-    T(IoBB). Each method runs once per (image, finding), for the output of that finding."""
+    T(IoBB), and for IG its completeness gap and steps (``ig_gap``, ``ig_steps``; NaN for the
+    other methods). Each method runs once per (image, finding), for the output of that finding."""
     pairs = sorted({(i, int(label)) for i, s in enumerate(samples) for label in s.box_labels.tolist()})
     targets = torch.tensor([finding_index(entry.class_names, FINDINGS[label]) for _, label in pairs],
                            dtype=torch.long, device=images.device)
@@ -630,14 +726,21 @@ def evaluate_boxes_batch(entry: ModelEntry, images: torch.Tensor, samples: Seque
         probs = torch.sigmoid(entry.model(batch).gather(1, targets[:, None])[:, 0]).cpu()
     rows = []
     for method in methods:
-        maps = attribution_maps(method, entry, batch, targets, settings).detach().cpu()
+        maps, gaps, used = method_maps(method, entry, batch, targets, settings)
+        maps = maps.detach().cpu()
         for k, (i, label) in enumerate(pairs):
             truths = [tuple(b) for b in samples[i].boxes_of(label).tolist()]
+            convergence = {"ig_gap": float(gaps[k]) if gaps is not None else float("nan"),
+                           "ig_steps": int(used[k]) if used is not None else float("nan")}
             for box_index, (truth, scores) in enumerate(zip(truths, _score_boxes(maps[k], truths, thresholds))):
                 rows.append({"image_id": samples[i].image_id, "finding": FINDINGS[label], "box": box_index,
                              "output": int(targets[k]), "prob": float(probs[k]), "method": method,
-                             **dict(zip(("xmin", "ymin", "xmax", "ymax"), truth)), **scores})
+                             **dict(zip(("xmin", "ymin", "xmax", "ymax"), truth)), **scores, **convergence})
     return rows
+
+
+#: Bumped when the rows gain columns, so that an older results file is not resumed without them.
+ROW_FORMAT = 3
 
 
 def evaluate_chestxray(entry: ModelEntry, dataset: Dataset[Sample], dataset_name: str, results_dir: str | Path,
@@ -646,7 +749,7 @@ def evaluate_chestxray(entry: ModelEntry, dataset: Dataset[Sample], dataset_name
                        thresholds: Sequence[float] = IOBB_THRESHOLDS) -> pd.DataFrame:
     """:func:`evaluate_boxes_batch` over ``dataset``, resumably, into
     ``results_dir/<model>_<dataset>_<settings hash>.csv``; returns all rows."""
-    config = {"model": entry.name, "layer": entry.layer_name, "dataset": dataset_name,
+    config = {"model": entry.name, "layer": entry.layer_name, "dataset": dataset_name, "row_format": ROW_FORMAT,
               "data": dataset_fingerprint(dataset), "methods": list(methods), "settings": settings.key(),
               "thresholds": list(thresholds)}
     path = Path(results_dir) / f"{entry.name.replace(':', '_')}_{dataset_name}_{run_key(config)}.csv"
@@ -657,6 +760,20 @@ def evaluate_chestxray(entry: ModelEntry, dataset: Dataset[Sample], dataset_name
         description=f"{entry.name} {dataset_name}",
     )
     return rows.assign(model=entry.name, dataset=dataset_name)
+
+
+def evaluate_rows(entry: ModelEntry, dataset: Dataset[Sample], methods: Sequence[str], settings: AttributionSettings,
+                  batch_size: int = 8, device: str = "cpu", thresholds: Sequence[float] = IOBB_THRESHOLDS
+                  ) -> pd.DataFrame:
+    """:func:`evaluate_boxes_batch` over ``dataset`` in memory (no results file), in the same
+    batches as :func:`evaluate_chestxray`, so that the same settings give the same rows; for
+    re-drawing a Monte Carlo method (GradientShap) with other seeds."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(dataset), batch_size):
+        samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images = torch.stack([s.image for s in samples]).to(device)
+        rows.extend(evaluate_boxes_batch(entry, images, samples, methods, settings, thresholds))
+    return pd.DataFrame(rows)
 
 
 def _with_overall(rows: pd.DataFrame, by: list[str], summarise: Callable[[pd.DataFrame], pd.Series]) -> pd.DataFrame:
@@ -697,3 +814,93 @@ def iobb_table(rows: pd.DataFrame, thresholds: Sequence[float] = IOBB_THRESHOLDS
     table = pd.concat(long, ignore_index=True)
     table["boxes"] = table["boxes"].astype(int)
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals over images and paired tests between methods
+# --------------------------------------------------------------------------------------------
+
+#: A box is identified by its image, its finding and its index among that finding's boxes.
+BOX_UNIT = ["image_id", "finding", "box"]
+
+
+def paired_units(rows: pd.DataFrame, value: str, methods: Sequence[str], finding: str | None = None) -> pd.DataFrame:
+    """``value`` of each method on the same boxes: index :data:`BOX_UNIT`, one column per method
+    (in ``methods`` order), only boxes that every method scored; ``finding`` keeps one finding.
+
+    Raises:
+        KeyError: a method has no rows.
+    """
+    subset = rows if finding is None else rows[rows["finding"] == finding]
+    missing = [m for m in methods if m not in set(subset["method"])]
+    if missing:
+        raise KeyError(f"no rows for {missing}")
+    wide = subset[subset["method"].isin(list(methods))].pivot_table(index=BOX_UNIT, columns="method", values=value,
+                                                                    aggfunc="first")
+    return wide[list(methods)].dropna()
+
+
+def headline_table(rows: pd.DataFrame, threshold: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """Per method, over all boxes: KTH's mean box share and ChestX-ray8's accuracy at T(IoBB) =
+    ``threshold``, each with a 95 % interval that resamples whole *images* (the independent units:
+    an image's boxes share the image and the model's state on it; :func:`cluster_bootstrap_ci`);
+    the chance share (mean box fraction); AFP per (image, finding) map with its interval over
+    images; boxes, maps and images counted."""
+    out = []
+    for method, group in rows.groupby("method", sort=False):
+        share = cluster_bootstrap_ci(group["kth_share"].to_numpy(float), group["image_id"].to_numpy(), seed=seed)
+        hits = cluster_bootstrap_ci(group[f"hit@{threshold}"].astype(bool).to_numpy(float),
+                                    group["image_id"].to_numpy(), seed=seed)
+        maps = group.drop_duplicates(["image_id", "finding"])
+        afp = cluster_bootstrap_ci(maps[f"fp@{threshold}"].to_numpy(float), maps["image_id"].to_numpy(), seed=seed)
+        out.append({"method": method, "box share": share[0], "share low": share[1], "share high": share[2],
+                    "chance": group["chance"].mean(), f"acc@{threshold}": hits[0], "acc low": hits[1],
+                    "acc high": hits[2], f"afp@{threshold}": afp[0], "afp low": afp[1], "afp high": afp[2],
+                    "boxes": len(group), "maps": len(maps), "images": group["image_id"].nunique()})
+    return pd.DataFrame(out)
+
+
+def ig_convergence_table(rows: pd.DataFrame, tolerance: float = IG_TOLERANCE) -> pd.DataFrame:
+    """Per IG method, over its (image, finding) maps: how many maps, the steps used (count per
+    step value), the largest and the median completeness gap, and how many maps are under
+    ``tolerance`` (Sundararajan et al.'s 5 %)."""
+    out = []
+    for method, group in rows[rows["ig_gap"].notna()].groupby("method", sort=False):
+        maps = group.drop_duplicates(["image_id", "finding"])
+        steps = maps["ig_steps"].astype(int).value_counts().sort_index()
+        out.append({"method": method, "maps": len(maps),
+                    "steps used": ", ".join(f"{s}: {n}" for s, n in steps.items()),
+                    "max gap": maps["ig_gap"].max(), "median gap": maps["ig_gap"].median(),
+                    f"maps under {tolerance:.0%}": int((maps["ig_gap"] < tolerance).sum())})
+    return pd.DataFrame(out)
+
+
+def paired_share(rows: pd.DataFrame, a: str, b: str | None = None, finding: str | None = None,
+                 seed: int = 0) -> PairedDifference:
+    """Mean of (box share of ``a``) - (box share of ``b``) on the same boxes, with a paired
+    bootstrap interval that resamples whole images; ``b=None`` compares ``a`` with chance (each
+    box's own share of the image)."""
+    if b is None:
+        wide = paired_units(rows, "kth_share", [a], finding)
+        other = paired_units(rows, "chance", [a], finding)[a]
+    else:
+        wide = paired_units(rows, "kth_share", [a, b], finding)
+        other = wide[b]
+    clusters = wide.index.get_level_values("image_id").to_numpy()
+    return paired_difference(wide[a].to_numpy(), other.loc[wide.index].to_numpy(), clusters=clusters, seed=seed)
+
+
+def paired_hits(rows: pd.DataFrame, a: str, b: str, threshold: float = 0.5, finding: str | None = None) -> McNemar:
+    """McNemar's exact test of ``a``'s and ``b``'s ChestX-ray8 hits at T(IoBB) = ``threshold``
+    on the same boxes (each box is a unit; on the stand-in, one box per (image, finding))."""
+    wide = paired_units(rows, f"hit@{threshold}", [a, b], finding).astype(bool)
+    return mcnemar(wide[a].to_numpy(), wide[b].to_numpy())
+
+
+def paired_afp(rows: pd.DataFrame, a: str, b: str, threshold: float = 0.5, seed: int = 0) -> PairedDifference:
+    """Mean difference of false boxes per (image, finding) map at T(IoBB) = ``threshold``,
+    ``a`` - ``b``, on the same maps, with a paired bootstrap that resamples whole images."""
+    maps = rows[rows["box"] == 0]
+    wide = paired_units(maps, f"fp@{threshold}", [a, b]).astype(float)
+    clusters = wide.index.get_level_values("image_id").to_numpy()
+    return paired_difference(wide[a].to_numpy(), wide[b].to_numpy(), clusters=clusters, seed=seed)

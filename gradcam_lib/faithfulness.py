@@ -11,7 +11,7 @@ All model scores here are softmax probabilities of the target class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
+from scipy import ndimage, stats
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import explanation_scope, heatmaps
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci
 
 __all__ = [
     "OCCLUSION_BACKENDS",
@@ -36,13 +36,22 @@ __all__ = [
     "argsort_correlation",
     "class_probabilities",
     "explanation_map_confidence",
+    "confidence_drop",
+    "confidence_increased",
     "average_drop",
     "increase_in_confidence",
+    "rise_kernel",
+    "rise_blur",
     "deletion_insertion_curves",
     "curve_auc",
     "faithfulness_batch",
     "evaluate_faithfulness",
     "curves_of",
+    "independent_units",
+    "per_image_measures",
+    "MEASURES",
+    "method_intervals",
+    "paired_comparison",
     "compare_occlusion_backends",
 ]
 
@@ -246,19 +255,49 @@ def explanation_map_confidence(
         return class_probabilities(model, images, targets), class_probabilities(model, explained, targets)
 
 
+def confidence_drop(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` per-image term of the Average Drop, ``100 * max(0, Y - O) / Y`` (Grad-CAM++ Sec. 6.1,
+    Chattopadhyay et al. 2018): Y the target's score on the image, O on its explanation map."""
+    y, o = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(o, dtype=torch.float64)
+    return 100 * (y - o).clamp(min=0) / y
+
+
+def confidence_increased(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool per image, ``O > Y`` (the indicator of Grad-CAM++'s % Increase in Confidence)."""
+    return torch.as_tensor(o, dtype=torch.float64) > torch.as_tensor(y, dtype=torch.float64)
+
+
 def average_drop(y: torch.Tensor, o: torch.Tensor) -> float:
-    """Average Drop % = 100 * mean(max(0, Y - O) / Y) (Grad-CAM++ Eq. 22; lower is better)."""
-    return float(100 * ((y - o).clamp(min=0) / y).mean())
+    """Average Drop % = 100 * mean_i(max(0, Y_i - O_i) / Y_i) (Grad-CAM++ Sec. 6.1; lower is better)."""
+    return float(confidence_drop(y, o).mean())
 
 
 def increase_in_confidence(y: torch.Tensor, o: torch.Tensor) -> float:
-    """% Increase in Confidence = 100 * mean(Y < O) (Grad-CAM++ Sec. 6.1; higher is better)."""
-    return float(100 * (y < o).double().mean())
+    """% Increase in Confidence = 100 * mean_i 1[Y_i < O_i] (Grad-CAM++ Sec. 6.1; higher is better)."""
+    return float(100 * confidence_increased(y, o).double().mean())
 
 
 # --------------------------------------------------------------------------------------------
 # Deletion / insertion (RISE)
 # --------------------------------------------------------------------------------------------
+
+
+def rise_kernel(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """RISE's blur kernel (``gkern`` in Petsiuk et al.'s ``evaluation.py``): a ``klen`` x ``klen``
+    Dirac delta smoothed by ``scipy.ndimage.gaussian_filter(delta, nsig)`` (reflecting borders, so
+    the kernel sums to 1 but is not a plain truncated Gaussian). ``(klen, klen)`` float64."""
+    delta = np.zeros((klen, klen))
+    delta[klen // 2, klen // 2] = 1.0
+    return torch.from_numpy(ndimage.gaussian_filter(delta, nsig))
+
+
+def rise_blur(images: torch.Tensor, klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """RISE's insertion substrate: every channel convolved with :func:`rise_kernel` with *zero*
+    padding of ``klen // 2`` (``conv2d(x, kern, padding=klen//2)`` on the normalised image, so the
+    border fades towards 0, the data set mean). ``(B, C, H, W)`` -> same shape."""
+    channels = images.shape[1]
+    kernel = rise_kernel(klen, nsig).to(images).expand(channels, 1, klen, klen)
+    return F.conv2d(images, kernel, padding=klen // 2, groups=channels)
 
 
 def deletion_insertion_curves(
@@ -271,14 +310,15 @@ def deletion_insertion_curves(
     blur_sigma: float = 5.0,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RISE's causal metrics. Pixels are taken in descending map order (ties: stable sort, i.e.
-    row-major order). **Deletion** sets the first k pixels to 0 (the data set mean in normalised
-    space) and records p(class); **insertion** starts from a Gaussian-blurred copy
-    (``blur_kernel``, ``blur_sigma``: RISE's 11 / 5) and puts the first k original pixels back. k
-    goes from 0 to H*W in ``n_steps`` equal steps (RISE: 224 pixels per step, i.e. 224 steps).
+    """RISE's causal metrics (Petsiuk et al. 2018, Sec. 4.1, and their ``CausalMetric``). Pixels are
+    taken in descending map order (ties: stable sort, i.e. row-major order). **Deletion** sets the
+    first k pixels to 0 (the data set mean in normalised space; RISE's ``torch.zeros_like``) and
+    records p(class); **insertion** starts from :func:`rise_blur` (``blur_kernel``, ``blur_sigma``:
+    RISE's 11 / 5) and puts the first k original pixels back. k goes from 0 to H*W in ``n_steps``
+    equal steps (RISE: 224 pixels per step on 224 x 224, i.e. 224 steps, 225 points).
 
     Returns:
-        ``(deletion (B, n_steps + 1), insertion (B, n_steps + 1))`` probabilities.
+        ``(deletion (B, n_steps + 1), insertion (B, n_steps + 1))`` softmax probabilities.
     """
     b, c, h, w = images.shape
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
@@ -286,7 +326,7 @@ def deletion_insertion_curves(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
     counts = torch.linspace(0, h * w, n_steps + 1, device=images.device).round().long()
-    blurred = TF.gaussian_blur(images, [blur_kernel, blur_kernel], [blur_sigma, blur_sigma])
+    blurred = rise_blur(images, blur_kernel, blur_sigma)
     deletion, insertion = [], []
     with explanation_scope(model):
         for index in range(b):
@@ -397,6 +437,136 @@ def curves_of(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
                                             value_name="probability")
     steps = long["step"].str.removeprefix(f"{kind}_").astype(int)
     return long.assign(fraction=steps / (len(columns) - 1)).drop(columns="step")
+
+
+def independent_units(dataset: Any, image_ids: Sequence[str], targets: Sequence[int]) -> list[str]:
+    """The independent unit behind each (image, explained class): for a
+    :class:`~gradcam_lib.datasets.CompositeDataset` (or a ``Subset`` of one) the source object of
+    the explained class (:meth:`~gradcam_lib.datasets.CompositeDataset.source_of`), or -- when the
+    top-1 class is none of the pasted objects' -- the source of the first object pasted; for any
+    other data set the image itself. Composites that paste the same crop are one cluster for
+    :func:`gradcam_lib.stats.cluster_bootstrap_ci`."""
+    from gradcam_lib.datasets import CompositeDataset
+
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if not isinstance(base, CompositeDataset):
+        return [str(image_id) for image_id in image_ids]
+    units = []
+    for image_id, target in zip(image_ids, targets):
+        try:
+            units.append(base.source_of(image_id, int(target)))
+        except KeyError:
+            index = int(str(image_id).rsplit("-", 1)[1])
+            units.append(next(iter(base.sources(index).values())))
+    return units
+
+
+def per_image_measures(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` of :func:`faithfulness_batch` with the per-image terms of Grad-CAM++'s measures added:
+    ``drop`` (:func:`confidence_drop`, %) and ``increase`` (1.0 where O > Y, 0.0 where not, NaN where
+    the method was not in ``causal_methods``)."""
+    out = rows.copy()
+    have = out["y"].notna() if "y" in out else pd.Series(False, index=out.index)
+    out["drop"] = np.nan
+    out["increase"] = np.nan
+    if have.any():
+        y, o = torch.tensor(out.loc[have, "y"].to_numpy()), torch.tensor(out.loc[have, "o"].to_numpy())
+        out.loc[have, "drop"] = confidence_drop(y, o).numpy()
+        out.loc[have, "increase"] = confidence_increased(y, o).double().numpy()
+    return out
+
+
+MEASURES: dict[str, str] = {
+    "rank_correlation": "rank correlation with occlusion",
+    "drop": "Average Drop %",
+    "increase": "% Increase in Confidence",
+    "deletion_auc": "deletion AUC",
+    "insertion_auc": "insertion AUC",
+}
+
+
+def method_intervals(
+    rows: pd.DataFrame, units: Mapping[str, str] | None = None, measures: Sequence[str] = tuple(MEASURES),
+    confidence: float = 0.95, seed: int = 0,
+) -> pd.DataFrame:
+    """Mean of each measure per method with a ``confidence`` interval over independent units.
+
+    ``rows``: :func:`per_image_measures` output. ``units``: image id -> unit
+    (:func:`independent_units`); where two images share a unit, whole units are resampled
+    (:func:`~gradcam_lib.stats.cluster_bootstrap_ci`, percentile); where every image is its own
+    unit (or ``units`` is None), a BCa bootstrap of the mean (:func:`~gradcam_lib.stats.mean_ci`)
+    and, for the share ``increase``, Wilson's interval. ``increase`` is reported in %, like the
+    paper. NaN values (a constant map; a method without the measure) are left out.
+
+    Returns:
+        Long table ``(method, measure, mean, low, high, n, units, interval)``.
+    """
+    table = []
+    for method, group in rows.groupby("method", sort=False):
+        for measure in measures:
+            if measure not in group:
+                continue
+            values = group[measure].to_numpy(dtype=np.float64)
+            keep = ~np.isnan(values)
+            if not keep.any():
+                continue
+            ids = group["image_id"].astype(str).to_numpy()[keep]
+            groups = np.array([units[i] for i in ids] if units is not None else ids, dtype=object)
+            values = values[keep]
+            clustered = len(set(groups)) < len(groups)
+            scale = 100.0 if measure == "increase" else 1.0
+            if clustered:
+                mean, low, high = cluster_bootstrap_ci(values, groups, confidence, seed=seed)
+                kind = "cluster bootstrap"
+            elif measure == "increase":
+                mean, low, high = wilson_ci(values.astype(bool), confidence)
+                kind = "Wilson"
+            else:
+                mean, low, high = mean_ci(values, confidence, seed)
+                kind = "BCa bootstrap"
+            table.append({"method": method, "measure": measure, "mean": scale * mean, "low": scale * low,
+                          "high": scale * high, "n": int(keep.sum()), "units": len(set(groups)), "interval": kind})
+    return pd.DataFrame(table, columns=["method", "measure", "mean", "low", "high", "n", "units", "interval"])
+
+
+def paired_comparison(
+    rows: pd.DataFrame, method_a: str, method_b: str, measure: str, units: Mapping[str, str] | None = None,
+    confidence: float = 0.95, seed: int = 0,
+) -> dict[str, Any]:
+    """``measure`` of ``method_a`` minus ``method_b`` on the same images (paired by image id).
+
+    A paired bootstrap of the mean difference (:func:`~gradcam_lib.stats.paired_difference`; by
+    whole units where images share one); for the hit / miss ``increase``, McNemar's exact test on
+    independent images and the clustered paired bootstrap of the difference of shares otherwise.
+    ``increase`` differences are in percentage points.
+
+    Returns:
+        ``{a, b, measure, mean, low, high, n, shown, evidence}``; ``shown`` is True when the
+        difference is established at ``confidence`` (interval excludes 0, or McNemar
+        p < 1 - confidence); ``low`` / ``high`` are NaN for McNemar.
+    """
+    wide = rows[rows["method"].isin([method_a, method_b])].pivot_table(
+        index="image_id", columns="method", values=measure, aggfunc="first", dropna=False)
+    if method_a not in wide or method_b not in wide:
+        raise KeyError(f"{measure!r} is missing for {method_a!r} or {method_b!r}")
+    wide = wide[[method_a, method_b]].dropna()
+    ids = wide.index.astype(str).to_numpy()
+    groups = np.array([units[i] for i in ids] if units is not None else ids, dtype=object)
+    clustered = len(set(groups)) < len(groups)
+    a, b = wide[method_a].to_numpy(np.float64), wide[method_b].to_numpy(np.float64)
+    result: dict[str, Any] = {"a": method_a, "b": method_b, "measure": measure, "n": len(ids)}
+    if measure == "increase" and not clustered:
+        test = mcnemar(a.astype(bool), b.astype(bool))
+        result.update(mean=100 * test.difference, low=np.nan, high=np.nan, shown=test.p_value < 1 - confidence,
+                      evidence=str(test))
+        return result
+    scale = 100.0 if measure == "increase" else 1.0
+    diff = paired_difference(a, b, groups if clustered else None, confidence, seed)
+    result.update(mean=scale * diff.mean, low=scale * diff.low, high=scale * diff.high, shown=diff.excludes_zero,
+                  evidence=f"{scale * diff.mean:+.3g} [{scale * diff.low:+.3g}, {scale * diff.high:+.3g}], "
+                           f"{'cluster' if clustered else 'paired'} bootstrap, n = {diff.n}"
+                           + (f" images in {len(set(groups))} units" if clustered else ""))
+    return result
 
 
 def compare_occlusion_backends(

@@ -32,6 +32,7 @@ from gradcam_lib.models import ModelEntry
 
 __all__ = [
     "SmallCNN",
+    "seeded_small_cnn",
     "Split",
     "CHECKPOINT",
     "MNIST_CLASSES",
@@ -76,6 +77,14 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.pool(self.conv(x)))
         return self.fc2(self.relu2(self.fc1(self.flatten(x))))
+
+
+def seeded_small_cnn(in_channels: int = 1, image_size: int = 28, seed: int = 0) -> SmallCNN:
+    """A :class:`SmallCNN` whose initial weights are drawn inside :func:`torch.random.fork_rng`
+    seeded with ``seed``: reproducible, and the caller's global RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SmallCNN(in_channels, image_size)
 
 
 @dataclass(frozen=True)
@@ -140,17 +149,21 @@ def load_cifar10(root: str | Path, train: bool = False, limit: int | None = None
 
 def train_classifier(model: nn.Module, data: Split, epochs: int = 8, batch_size: int = 64, lr: float = 1e-3,
                      seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """Adam on the cross-entropy, seeded shuffling; returns ``model`` in eval mode."""
-    torch.manual_seed(seed)
+    """Adam on the cross-entropy, seeded shuffling (its own generator); returns ``model`` in eval
+    mode. Training runs inside :func:`torch.random.fork_rng` seeded with ``seed`` (so any random op
+    in the model, e.g. a dropout, is seeded too), and the caller's global RNG state is left as it was."""
     model = model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(data), generator=generator).split(batch_size):
-            images, labels = data.images[batch].to(device), data.labels[batch].to(device)
-            optimiser.zero_grad()
-            F.cross_entropy(model(images), labels).backward()
-            optimiser.step()
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(data), generator=generator).split(batch_size):
+                images, labels = data.images[batch].to(device), data.labels[batch].to(device)
+                optimiser.zero_grad()
+                F.cross_entropy(model(images), labels).backward()
+                optimiser.step()
     return model.eval()
 
 

@@ -6,26 +6,43 @@ A candidate is one pixel ``(x, y, c_1..c_C)``: its column, its row and its colou
 objective is the softmax probability of the originally predicted class (untargeted attack, as KTH
 and torchattacks); an image is done as soon as one evaluated candidate changes the top-1 class.
 
+Su et al.'s setting (Sec. III-C of their paper) is :data:`SU2019`: a population of 400, at most 100
+generations, the mutant ``x_r1 + F (x_r2 - x_r3)`` with F = 0.5 (DE/rand/1), no crossover step
+(the child is the mutant: CR = 1), each child against its own parent, coordinates drawn uniformly
+and colours from N(128, 127) (in 0..255; here clipped to [0, 1]). Two departures, both documented
+where used: they stop a non-targeted ImageNet attack when the true class's probability falls below
+5 % (ours: at the first change of the top-1 class), and they do not say how out-of-range children
+are handled (ours: redrawn uniformly, scipy's rule).
+
 Unlike scipy's and torchattacks' solvers (one image at a time, a Python loop over the candidates to
 paint them), every generation paints and evaluates the populations of *all* images still running
 as one batch (split into ``eval_batch`` chunks for memory), and images stop independently.
 
 Colour: the pixel is set in pixel space [0, 1] and then normalised with the model's own mean and
 std, ``(c - mean) / std``. (KTH normalised the attack pixel with blue std 0.224 instead of 0.225.)
+
+Where the flipping pixel falls in the Grad-CAM map is read as a percentile rank
+(:func:`map_value_at`) and compared with its null, the percentile of a uniformly random pixel of
+the same map (:func:`null_percentile`, :func:`random_pixel_test`). No function here touches a
+global random number generator: every draw comes from a ``torch.Generator`` or a numpy generator
+seeded by the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchattacks
+import torchattacks.attacks.onepixel as _torchattacks_onepixel
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -33,9 +50,12 @@ from gradcam_lib.attacks import PixelSpaceModel, to_pixels
 from gradcam_lib.explain import grad_cam
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import mean_ci, paired_difference, wilson_ci
 
 __all__ = [
     "DEConfig",
+    "SU2019",
+    "torchattacks_config",
     "DEResult",
     "differential_evolution",
     "OnePixelResult",
@@ -44,6 +64,11 @@ __all__ = [
     "one_pixel_attack",
     "torchattacks_one_pixel",
     "map_value_at",
+    "pixel_percentiles",
+    "null_percentile",
+    "RandomPixelTest",
+    "random_pixel_test",
+    "attacked_maps",
     "sensitivity_rows",
     "evaluate_sensitivity",
     "sensitivity_table",
@@ -56,7 +81,7 @@ Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 
 @dataclass(frozen=True)
 class DEConfig:
-    """Differential evolution settings.
+    """Differential evolution settings; the defaults are Su et al.'s (:data:`SU2019`).
 
     Attributes:
         popsize: candidates per problem (the total, as Su et al.'s 400; scipy's and torchattacks'
@@ -64,19 +89,21 @@ class DEConfig:
         maxiter: generations after the initial population; at most ``popsize * (maxiter + 1)``
             evaluations per problem.
         mutation: F, or ``(lo, hi)``: a fresh F drawn uniformly per generation (scipy's dithering).
-        recombination: binomial crossover probability CR; 1.0 = no crossover (torchattacks, Su et
-            al.).
-        strategy: ``"best1"`` (mutant = best + F (r1 - r2), scipy's default ``best1bin``) or
-            ``"rand1"`` (r1 + F (r2 - r3), Su et al.).
-        init: ``"random"`` (uniform, torchattacks) or ``"latinhypercube"`` (scipy's default).
+        recombination: binomial crossover probability CR; 1.0 = no crossover (the child is the
+            mutant: Su et al., torchattacks).
+        strategy: ``"rand1"`` (r1 + F (r2 - r3), Su et al.) or ``"best1"`` (mutant = best + F (r1 -
+            r2), scipy's default ``best1bin``, torchattacks).
+        init: ``"su2019"`` (coordinates 0 and 1 uniform, the others -- the colour -- from
+            N(128/255, 127/255) clipped to [0, 1]: Su et al.'s N(128, 127) on 0..255),
+            ``"random"`` (uniform, torchattacks) or ``"latinhypercube"`` (scipy's default).
     """
 
     popsize: int = 400
     maxiter: int = 100
-    mutation: float | tuple[float, float] = (0.5, 1.0)
+    mutation: float | tuple[float, float] = 0.5
     recombination: float = 1.0
-    strategy: str = "best1"
-    init: str = "random"
+    strategy: str = "rand1"
+    init: str = "su2019"
 
     def __post_init__(self) -> None:
         if self.popsize < 5:
@@ -85,10 +112,22 @@ class DEConfig:
             raise ValueError(f"maxiter must be >= 0, got {self.maxiter}")
         if self.strategy not in ("best1", "rand1"):
             raise ValueError(f"strategy must be 'best1' or 'rand1', got {self.strategy!r}")
-        if self.init not in ("random", "latinhypercube"):
-            raise ValueError(f"init must be 'random' or 'latinhypercube', got {self.init!r}")
+        if self.init not in ("su2019", "random", "latinhypercube"):
+            raise ValueError(f"init must be 'su2019', 'random' or 'latinhypercube', got {self.init!r}")
         if not 0.0 <= self.recombination <= 1.0:
             raise ValueError(f"recombination must lie in [0, 1], got {self.recombination}")
+
+
+#: Su, Vargas and Sakurai (2019), Sec. III-C: 400 candidates, 100 generations, DE/rand/1, F = 0.5,
+#: no crossover, uniform coordinates and N(128, 127) colours.
+SU2019 = DEConfig()
+
+
+def torchattacks_config(popsize: int, maxiter: int) -> DEConfig:
+    """The setting of ``torchattacks.OnePixel`` 3.3.0 (scipy's ``best1bin``, F dithered in
+    (0.5, 1), CR = 1, uniform initialisation) with a total population ``popsize``."""
+    return DEConfig(popsize=popsize, maxiter=maxiter, mutation=(0.5, 1.0), recombination=1.0, strategy="best1",
+                    init="random")
 
 
 @dataclass(frozen=True)
@@ -106,6 +145,12 @@ class DEResult:
 def _initial_population(batch: int, popsize: int, dim: int, init: str, generator: torch.Generator) -> torch.Tensor:
     if init == "random":
         return torch.rand(batch, popsize, dim, generator=generator)
+    if init == "su2019":
+        # Su et al.: coordinates U(1, W) / U(1, H), RGB N(128, 127) -- in the unit cube.
+        population = torch.rand(batch, popsize, dim, generator=generator)
+        colour = 128.0 / 255.0 + 127.0 / 255.0 * torch.randn(batch, popsize, max(dim - 2, 0), generator=generator)
+        population[..., 2:] = colour.clamp(0.0, 1.0)
+        return population
     # Latin hypercube (scipy): one point in each of popsize strata per dimension, strata shuffled.
     jitter = torch.rand(batch, popsize, dim, generator=generator)
     strata = torch.rand(batch, popsize, dim, generator=generator).argsort(dim=1)
@@ -315,12 +360,36 @@ def one_pixel_attack(model: nn.Module, images: torch.Tensor, mean: Sequence[floa
     )
 
 
+@contextlib.contextmanager
+def _seeded_torchattacks_solver(seed: int) -> Iterator[None]:
+    """While open, ``torchattacks.OnePixel`` draws from its own ``RandomState`` seeded with ``seed``.
+
+    torchattacks calls its copy of scipy's solver without a ``seed``, i.e. on numpy's *global*
+    generator. Instead of reseeding that, the solver it calls is wrapped to receive a private
+    generator (a ``RandomState`` on a fresh PCG64 bit generator, the interface its copy of scipy
+    expects); the original function is put back on exit."""
+    original = _torchattacks_onepixel.differential_evolution
+    rng = np.random.RandomState(np.random.PCG64(seed))
+
+    def seeded(*args, **kwargs):
+        kwargs["seed"] = rng
+        return original(*args, **kwargs)
+
+    _torchattacks_onepixel.differential_evolution = seeded
+    try:
+        yield
+    finally:
+        _torchattacks_onepixel.differential_evolution = original
+
+
 def torchattacks_one_pixel(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                            popsize: int, maxiter: int, seed: int = 0, eval_batch: int = 512) -> OnePixelResult:
     """The same attack by ``torchattacks.OnePixel`` (3.3.0: scipy's solver, ``best1bin``, F dithered
-    in (0.5, 1), CR = 1, random init, one image at a time, stops when the best member succeeds),
-    for comparison; the pixel is read back from the difference of the images. ``popsize`` is the
-    total (torchattacks divides it by the dimension), ``maxiter`` its ``steps``.
+    in (0.5, 1), CR = 1, random init, one image at a time, stops when the best member succeeds:
+    :func:`torchattacks_config`), for comparison; the pixel is read back from the difference of the
+    images. ``popsize`` is the total (torchattacks divides it by the dimension and truncates, so
+    pass a multiple of ``2 + C``), ``maxiter`` its ``steps``. Seeded with a private generator
+    (the global numpy state is left alone).
     """
     model.eval()
     start = time.perf_counter()
@@ -328,9 +397,9 @@ def torchattacks_one_pixel(model: nn.Module, images: torch.Tensor, mean: Sequenc
     wrapped = PixelSpaceModel(model, mean, std).eval()
     with torch.no_grad():
         label = _probabilities(wrapped, pixels, eval_batch).argmax(1)
-    np.random.seed(seed)  # its solver draws from numpy's global generator (seed=None)
     attack = torchattacks.OnePixel(wrapped, pixels=1, steps=maxiter, popsize=popsize, inf_batch=eval_batch)
-    adversarial = attack(pixels, label).cpu()
+    with _seeded_torchattacks_solver(seed):
+        adversarial = attack(pixels, label).cpu()
     seconds = (time.perf_counter() - start) / max(len(images), 1)
     changed = (adversarial - pixels).abs().sum(1)  # (B, H, W)
     flat = changed.flatten(1).argmax(1)
@@ -358,29 +427,125 @@ def map_value_at(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return values, 100.0 * below
 
 
+def pixel_percentiles(maps: torch.Tensor) -> torch.Tensor:
+    """The percentile rank (:func:`map_value_at`'s definition) of *every* pixel of each map
+    ``(B, H, W)`` within its own map, ``(B, H, W)``: 100 x (pixels strictly below) / (H W).
+    Ties share the lowest rank (a map's zeros all have rank 0)."""
+    flat = maps.flatten(1).contiguous()
+    ordered = flat.sort(1).values
+    below = torch.searchsorted(ordered, flat, side="left")
+    return (100.0 * below.double() / flat.shape[1]).view(maps.shape)
+
+
+def null_percentile(maps: torch.Tensor) -> torch.Tensor:
+    """The expected percentile rank of a uniformly random pixel of each map ``(B, H, W)``: the
+    null of :func:`map_value_at`'s rank when the attacked pixel knows nothing of the map.
+
+    With N pixels and ``n_v`` pixels of value v, a random pixel has on average
+    (N^2 - sum_v n_v^2) / (2 N) pixels strictly below it, so the null is
+    ``50 (1 - sum_v (n_v / N)^2)``: 50 (N - 1) / N without ties, and for a share z of zeros and
+    distinct other values ``50 (1 - z^2 - (1 - z) / N)`` -- about 37.5 at z = 1/2, not 50. Computed
+    as the mean of :func:`pixel_percentiles`."""
+    return pixel_percentiles(maps).flatten(1).mean(1)
+
+
+@dataclass(frozen=True)
+class RandomPixelTest:
+    """The attacked pixel against a uniformly random pixel of the same map, over ``n`` attacked
+    images: ``observed`` the mean score at the attacked pixels, ``null`` its expectation for random
+    pixels, ``difference`` = observed - null with its paired bootstrap interval ``[low, high]``
+    over images, and the two-sided randomisation ``p_value``."""
+
+    observed: float
+    null: float
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the interval of the difference lies on one side of 0."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def __str__(self) -> str:
+        return (f"observed {self.observed:.1f} vs random pixel {self.null:.1f}: {self.difference:+.1f} "
+                f"[{self.low:+.1f}, {self.high:+.1f}], randomisation p = {self.p_value:.2g} (n = {self.n})")
+
+
+def random_pixel_test(scores: torch.Tensor, x: torch.Tensor, y: torch.Tensor, draws: int = 10_000,
+                      seed: int = 0, confidence: float = 0.95) -> RandomPixelTest:
+    """Is the attacked pixel ``(x[b], y[b])`` placed differently in its score map ``(B, H, W)``
+    than a random pixel? (scores: :func:`pixel_percentiles` of the Grad-CAM maps, or an indicator
+    such as ``map == 0``.)
+
+    H0: each attacked pixel is a uniform draw from its own map's pixels, independently across the
+    ``B`` images. Statistic: T = mean_b (s_b - mu_b), with s_b the score at the attacked pixel and
+    mu_b the mean score of map b (the exact null expectation, :func:`null_percentile` for ranks).
+    Its null distribution is simulated exactly by drawing one uniform pixel per map ``draws`` times
+    (numpy generator seeded with ``seed``); two-sided p = min(1, 2 min(P(T* <= t), P(T* >= t))),
+    each with the (1 + count) / (1 + draws) correction. The interval of T is
+    :func:`gradcam_lib.stats.paired_difference` of (s_b, mu_b) over images.
+    """
+    if len(scores) == 0:
+        nan = float("nan")
+        return RandomPixelTest(nan, nan, nan, nan, nan, nan, 0)
+    flat = scores.flatten(1).double().cpu().numpy()
+    batch, size = flat.shape
+    index = (y.long() * scores.shape[-1] + x.long()).cpu().numpy()
+    observed = flat[np.arange(batch), index]
+    centre = flat.mean(1)
+    statistic = float((observed - centre).mean())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, size, size=(draws, batch))
+    simulated = (flat[np.arange(batch)[None, :], picks] - centre[None, :]).mean(1)
+    tol = 1e-9 * max(1.0, float(np.abs(flat).max()))
+    lower = (1 + int((simulated <= statistic + tol).sum())) / (1 + draws)
+    upper = (1 + int((simulated >= statistic - tol).sum())) / (1 + draws)
+    interval = paired_difference(observed, centre, confidence=confidence, seed=seed)
+    return RandomPixelTest(float(observed.mean()), float(centre.mean()), statistic, interval.low, interval.high,
+                           min(1.0, 2.0 * min(lower, upper)), batch)
+
+
+def attacked_maps(model: nn.Module, layer: nn.Module, images: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                  colour: torch.Tensor, class_before: torch.Tensor, class_after: torch.Tensor,
+                  mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM maps ``(B, H, W)`` (at input resolution) of successful attacks: *before*, the
+    original top-1 class on the original ``images``; *after*, the new top-1 class on the images
+    with pixel ``(x, y)`` painted ``colour`` (pixel space)."""
+    device = images.device
+    attacked = paint_pixels(images, x, y, colour, mean, std)
+    before = grad_cam(model, layer, images, class_before.to(device)).cpu()
+    after = grad_cam(model, layer, attacked, class_after.to(device)).cpu()
+    return before, after
+
+
 def sensitivity_rows(model: nn.Module, layer: nn.Module, images: torch.Tensor, result: OnePixelResult,
                      mean: Sequence[float], std: Sequence[float]) -> list[dict]:
     """The sensitivity axiom on successful one-pixel attacks (KTH's experiment): the Grad-CAM map
     value at the attacked pixel, *before* (original top-1 class, original image) and *after* (new
     top-1 class, attacked image), raw, as a percentile rank within its map
-    (:func:`map_value_at`), and relative to the map's maximum. One row per successful attack.
+    (:func:`map_value_at`), and relative to the map's maximum; beside it, each map's null -- the
+    expected rank of a random pixel (:func:`null_percentile`) -- and its share of zero pixels (a
+    random pixel's chance of a zero value). One row per successful attack.
     """
     hit = result.success.nonzero().squeeze(1)
     if len(hit) == 0:
         return []
-    device = images.device
-    original = images[hit.to(device)]
-    x, y, colour = result.x[hit], result.y[hit], result.colour[hit]
-    attacked = paint_pixels(original, x, y, colour, mean, std)
+    original = images[hit.to(images.device)]
+    x, y = result.x[hit], result.y[hit]
+    maps = attacked_maps(model, layer, original, x, y, result.colour[hit], result.class_before[hit],
+                         result.class_after[hit], mean, std)
     rows: dict[str, list] = {"index": hit.tolist()}
-    for when, picture, classes in (("before", original, result.class_before[hit]),
-                                   ("after", attacked, result.class_after[hit])):
-        maps = grad_cam(model, layer, picture, classes.to(device)).cpu()
-        value, rank = map_value_at(maps, x, y)
-        peak = maps.flatten(1).amax(1)
+    for when, heat in zip(("before", "after"), maps):
+        value, rank = map_value_at(heat, x, y)
+        peak = heat.flatten(1).amax(1)
         rows[f"{when}_value"] = value.tolist()
         rows[f"{when}_percentile"] = rank.tolist()
         rows[f"{when}_relative"] = torch.where(peak > 0, value / peak.clamp(min=1e-30), torch.zeros_like(value)).tolist()
+        rows[f"{when}_null_percentile"] = null_percentile(heat).tolist()
+        rows[f"{when}_zero_share"] = (heat.flatten(1) == 0).double().mean(1).tolist()
     return [dict(zip(rows, values)) for values in zip(*rows.values())]
 
 
@@ -393,7 +558,8 @@ def evaluate_sensitivity(entry: ModelEntry, dataset: Dataset, dataset_name: str,
     its first image id, so a resumed run gives the rows of an uninterrupted one.
 
     Returns:
-        One row per image (``success`` False rows carry NaN map values), with model and dataset.
+        One row per image (``success`` False rows carry NaN map values), with model, dataset and the
+        budget (``popsize``, ``maxiter``).
     """
     mean, std = entry.transform.mean, entry.transform.std
     settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
@@ -412,29 +578,41 @@ def evaluate_sensitivity(entry: ModelEntry, dataset: Dataset, dataset_name: str,
     path = Path(results_dir) / f"{entry.name}_{dataset_name}_{run_key(settings)}.csv"
     rows = run_resumable(dataset, evaluate_batch, path, batch_size=batch_size, device=device,
                          description=f"one-pixel {entry.name} {dataset_name}")
-    for column in ("before_value", "before_percentile", "before_relative", "after_value", "after_percentile",
-                   "after_relative"):
-        if column not in rows:
-            rows[column] = np.nan
-    return rows.assign(model=entry.name, dataset=dataset_name)
+    for when in ("before", "after"):
+        for measure in ("value", "percentile", "relative", "null_percentile", "zero_share"):
+            if f"{when}_{measure}" not in rows:
+                rows[f"{when}_{measure}"] = np.nan
+    return rows.assign(model=entry.name, dataset=dataset_name, popsize=config.popsize, maxiter=config.maxiter)
 
 
 def sensitivity_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model): images attempted, successes, success rate (%), mean queries and
-    seconds per image, and over the successful attacks the Grad-CAM value at the attacked pixel
-    before / after (mean, sd, min, max), its mean percentile rank within the map, and the share (%)
-    of attacks where it is exactly zero."""
-
+    """Per run (dataset, model, popsize, maxiter): images attempted, successes, success rate (%) with
+    its Wilson 95 % interval over images, mean queries and seconds per image, and over the
+    successful attacks the Grad-CAM value at the attacked pixel before / after (mean with its
+    bootstrap 95 % interval over attacked images, sd, min, max: KTH's statistics), its mean
+    percentile rank within the map beside the random-pixel null (:func:`null_percentile`), and the
+    share (%) of attacks where it is exactly zero (Wilson interval) beside a random pixel's chance
+    of a zero (the maps' mean share of zero pixels)."""
     out = []
-    for (dataset, model), group in rows.groupby(["dataset", "model"], sort=False):
+    keys = ["dataset", "model", "popsize", "maxiter"]
+    for key, group in rows.groupby(keys, sort=False):
         hit = group[group["success"].astype(bool)]
-        row = {"dataset": dataset, "model": model, "attempted": len(group), "successes": len(hit),
-               "success_%": 100.0 * len(hit) / max(len(group), 1), "queries": group["queries"].mean(),
+        share, low, high = wilson_ci(group["success"].astype(bool).to_numpy())
+        row = {**dict(zip(keys, key)), "attempted": len(group), "successes": len(hit), "success_%": 100 * share,
+               "success_low": 100 * low, "success_high": 100 * high, "queries": group["queries"].mean(),
                "s_per_image": group["seconds_per_image"].mean()}
         for when in ("before", "after"):
-            values = hit[f"{when}_value"]
-            row.update({f"{when}_mean": values.mean(), f"{when}_sd": values.std(ddof=0), f"{when}_min": values.min(),
-                        f"{when}_max": values.max(), f"{when}_pct": hit[f"{when}_percentile"].mean(),
-                        f"{when}_zero_%": 100.0 * (values == 0).mean() if len(hit) else np.nan})
+            values = hit[f"{when}_value"].to_numpy(dtype=float)
+            mean, mean_low, mean_high = mean_ci(values)
+            zero, zero_low, zero_high = wilson_ci(values == 0)
+            row.update({f"{when}_mean": mean, f"{when}_mean_low": mean_low, f"{when}_mean_high": mean_high,
+                        f"{when}_sd": values.std() if len(values) else np.nan,
+                        f"{when}_min": values.min() if len(values) else np.nan,
+                        f"{when}_max": values.max() if len(values) else np.nan,
+                        f"{when}_pct": hit[f"{when}_percentile"].mean(),
+                        f"{when}_null_pct": hit[f"{when}_null_percentile"].mean(),
+                        f"{when}_zero_%": 100 * zero, f"{when}_zero_low": 100 * zero_low,
+                        f"{when}_zero_high": 100 * zero_high,
+                        f"{when}_zero_null_%": 100 * hit[f"{when}_zero_share"].mean()})
         out.append(row)
     return pd.DataFrame(out)

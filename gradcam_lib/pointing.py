@@ -2,16 +2,27 @@
 
 Protocol, for every (image, ground-truth class) pair whose class still has a box in the model's
 input: compute the class's map, take its maximum point, and count a **hit** when that point lies
-within ``tolerance`` pixels (Euclidean, 15 by default, as TorchRay) of one of the class's boxes.
-Accuracy is reported over all pairs and as TorchRay's mean over classes of the per-class accuracy.
-The **centre baseline** points at the image centre whatever the class: a method that does not beat
-it has not shown that it locates anything.
+closer than ``tolerance`` pixels (Euclidean distance < 15 by default, TorchRay's
+``PointingGame.evaluate``) to one of the class's boxes. The input-space methods (gradient, guided
+backprop, guided Grad-CAM) are first smoothed as TorchRay's benchmark smooths its gradient-type
+methods (``smooth=0.02``: a Gaussian of sigma = 0.02 x the map's longer side, replicate padding;
+:func:`smooth_saliency`). Accuracy is reported over all pairs and as TorchRay's mean over classes of
+the per-class accuracy. The **centre baseline** points at ``(W / 2, H / 2)`` (TorchRay's
+``center`` method) whatever the class: a method that does not beat it has not shown that it locates
+anything.
+
+Uncertainty: the (image, class) pairs are not independent units -- pairs of one image share the
+image, and the composite benchmark's images share a handful of source crops -- so intervals and
+paired comparisons resample whole clusters (:func:`pair_clusters`: the source object of a composite
+pair, the image otherwise; :func:`cluster_group_means`, :func:`class_accuracy_ci`,
+:func:`paired_class_accuracy_difference`, :func:`subset_difference`).
 
 The paper's variant with **rejection** looks at the top-5 predicted classes of an image: a guess is
 rejected when its map maximum is below a threshold ``tau``; an accepted guess is right when its
 class is in the image and its point hits; a rejected guess is right when its class is absent. The
 paper gave one number at one threshold (KTH: raw map maximum 0.5); :func:`rejection_curve` sweeps
-``tau`` instead, since raw map scales differ between methods and models.
+``tau`` instead, since raw map scales differ between methods and models, and
+:func:`calibrate_tau` picks one on held-out data (never on the images it is scored on).
 
 The **difficult** subset (EBP, used by TorchRay): pairs whose class covers less than a quarter of
 the image (the union of its boxes) in an image that holds at least one other class. TorchRay reads
@@ -21,6 +32,7 @@ set, so the composite benchmark has a difficult subset too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +40,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import grad_cam_top_k, heatmaps
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import PairedDifference
 
 __all__ = [
     "max_point",
@@ -42,12 +55,25 @@ __all__ = [
     "pointing_hit",
     "centre_point",
     "is_difficult",
+    "smooth_saliency",
+    "SMOOTHED_METHODS",
     "pointing_batch",
     "evaluate_pointing",
     "pointing_accuracy",
+    "rejection_outcomes",
     "rejection_curve",
     "rejection_at",
+    "calibrate_tau",
+    "pair_clusters",
+    "cluster_group_means",
+    "class_accuracy_ci",
+    "paired_class_accuracy_difference",
+    "subset_difference",
 ]
+
+# Input-space methods that TorchRay's pointing benchmark smooths (examples/attribution_benchmark.py:
+# gradient, deconvnet, guided_backprop with smooth=0.02); Guided Grad-CAM is input-space too.
+SMOOTHED_METHODS: tuple[str, ...] = ("backprop", "guided_backprop", "guided_gradcam")
 
 
 def _values(heatmap: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -95,31 +121,69 @@ def box_distances(point: tuple[float, float], boxes: torch.Tensor | Sequence[Seq
     return torch.sqrt(dx**2 + dy**2)
 
 
+def _within(point: tuple[float, float], boxes: torch.Tensor | Sequence[Sequence[int]], tolerance: float) -> bool:
+    """TorchRay's hit rule: some box pixel lies at Euclidean distance < ``tolerance`` from ``point``."""
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0 (a hit is distance < tolerance; 1 means inside a box), got {tolerance}")
+    if len(torch.as_tensor(boxes).reshape(-1, 4)) == 0:
+        return False
+    return bool((box_distances(point, boxes) < tolerance).any())
+
+
 def pointing_hit(heatmap: torch.Tensor | np.ndarray, boxes: torch.Tensor | Sequence[Sequence[int]], tolerance: float = 15) -> bool:
-    """Pointing game: is the map's maximum point (:func:`max_point`, see there for ties) within
-    ``tolerance`` pixels of one of ``boxes``?
+    """Pointing game: is the map's maximum point (:func:`max_point`, see there for ties) closer than
+    ``tolerance`` pixels to one of ``boxes``?
 
     Args:
         heatmap: ``(H, W)``, any scale.
         boxes: ``(N, 4)`` inclusive pixel boxes of the target class in the map's pixels.
-        tolerance: distance <= tolerance is a hit, so 0 means "inside a box". TorchRay tests
-            distance < tolerance, which differs only for points exactly ``tolerance`` away (offsets
-            (15, 0), (12, 9), (9, 12) at 15 px) and makes tolerance 0 miss everything.
+        tolerance: a hit when the distance is *strictly* below it, as TorchRay's
+            ``PointingGame.evaluate`` (``(u**2 + v**2) < tolerance**2``): a point exactly 15 px from
+            a box misses, and ``tolerance=1`` means "inside a box" (distances between pixels are 0 or
+            at least 1). Must be > 0.
 
     Returns:
         False for a constant map (an all-zero Grad-CAM has no maximum point) or when no box is given.
     """
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
     point = max_point(heatmap)
-    if point is None or len(torch.as_tensor(boxes).reshape(-1, 4)) == 0:
+    if point is None:
         return False
-    return bool((box_distances(point, boxes) <= tolerance).any())
+    return _within(point, boxes, tolerance)
 
 
 def centre_point(height: int, width: int) -> tuple[float, float]:
-    """The centre baseline's point: the image centre in pixel coordinates ((W - 1) / 2, (H - 1) / 2)."""
-    return (width - 1) / 2, (height - 1) / 2
+    """The centre baseline's point ``(W / 2, H / 2)``, as TorchRay's ``center`` method (pixel ``i``
+    sits at coordinate ``i`` there, so this is half a pixel right of and below the exact middle)."""
+    return width / 2, height / 2
+
+
+def smooth_saliency(maps: torch.Tensor, fraction: float = 0.02) -> torch.Tensor:
+    """TorchRay's smoothing of a saliency map (``attribution.common.saliency`` with ``smooth`` =
+    ``fraction``, ``utils.imsmooth``): a separable Gaussian of sigma = ``fraction`` x the map's longer
+    side, kernel ``exp(-i^2 / (2 sigma^2))`` for ``|i| <= ceil(4 sigma)`` normalised to sum 1,
+    replicate padding, output the same size.
+
+    Args:
+        maps: ``(..., H, W)``.
+        fraction: 0 returns the maps unchanged.
+    """
+    if fraction < 0:
+        raise ValueError(f"fraction must be >= 0, got {fraction}")
+    if fraction == 0:
+        return maps
+    height, width = maps.shape[-2:]
+    sigma = fraction * max(height, width)
+    radius = math.ceil(4 * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=maps.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(maps.dtype)
+    flat = maps.reshape(-1, 1, height, width)
+    padded = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(padded, kernel.reshape(1, 1, -1, 1))
+    out = F.conv2d(out, kernel.reshape(1, 1, 1, -1))
+    return out.reshape(maps.shape)
 
 
 def _union_area(boxes: torch.Tensor, height: int, width: int) -> int:
@@ -157,13 +221,15 @@ def pointing_batch(
     rejection_methods: Sequence[str] = (),
     top_k: int = 5,
     tolerance: float = 15,
+    smooth: float = 0.02,
 ) -> list[dict[str, Any]]:
     """Play the pointing game on one batch.
 
     For each method: maps of every ground-truth class (rows ``kind="gt"``) and, for the methods in
     ``rejection_methods``, of the ``top_k`` predictions (``kind="topk"``, with ``present`` and the
-    map maximum ``peak`` for the rejection rule), in one call per method. The centre baseline adds a
-    ``kind="gt"`` row per pair with ``method="centre"``.
+    map maximum ``peak`` for the rejection rule), in one call per method; maps of
+    :data:`SMOOTHED_METHODS` go through :func:`smooth_saliency` (``smooth``) first. The centre
+    baseline adds a ``kind="gt"`` row per pair with ``method="centre"``.
 
     Returns:
         Rows ``image_id, method, kind, rank, label, present, difficult, hit, peak``.
@@ -178,7 +244,7 @@ def pointing_batch(
     rows: list[dict[str, Any]] = []
     for index, sample in enumerate(samples):
         for label in pairs[index]:
-            hit = bool((box_distances(centre, sample.boxes_of(label)) <= tolerance).any())
+            hit = _within(centre, sample.boxes_of(label), tolerance)
             rows.append(_row(sample, "centre", "gt", -1, label, True, hit, float("nan")))
     for method in methods:
         with_topk = method in rejection_methods
@@ -189,6 +255,8 @@ def pointing_batch(
             maps = torch.cat([maps[:, top_k:], maps[:, :top_k]], dim=1)
         else:
             maps = heatmaps(method, entry.model, entry.layer, images, targets)
+        if method in SMOOTHED_METHODS:
+            maps = smooth_saliency(maps.detach(), smooth)
         maps, targets = maps.detach().cpu(), targets.cpu()
         for index, sample in enumerate(samples):
             for k, label in enumerate(pairs[index]):
@@ -248,21 +316,31 @@ def pointing_accuracy(rows: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd
     return table.astype({"pairs": int, "difficult_n": int, "classes": int})
 
 
+def rejection_outcomes(rows: pd.DataFrame, tau: float) -> np.ndarray:
+    """Per ``kind == "topk"`` row (in order), is the guess right under the rejection rule at ``tau``?
+    Accepted (``peak >= tau``) and its point hits, or rejected and its class absent (paper Sec. 4.3).
+    ``tau = -inf`` accepts every guess, ``tau = inf`` rejects every guess."""
+    top = rows[rows["kind"] == "topk"]
+    accepted = top["peak"].to_numpy(np.float64) >= tau
+    return (accepted & top["hit"].to_numpy(bool)) | (~accepted & ~top["present"].to_numpy(bool))
+
+
 def rejection_at(rows: pd.DataFrame, tau: float) -> dict[str, float]:
     """The rejection rule over ``kind == "topk"`` rows of one method at threshold ``tau``.
 
     A guess is accepted when ``peak >= tau``. ``accuracy`` = the paper's number: (accepted hits +
-    correctly rejected absent classes) / guesses. ``precision`` = accepted hits / accepted guesses
-    (1 when nothing is accepted). ``recall`` = accepted hits / guesses whose class is present.
+    correctly rejected absent classes) / guesses (:func:`rejection_outcomes`). ``precision`` =
+    accepted hits / accepted guesses (1 when nothing is accepted). ``recall`` = accepted hits /
+    guesses whose class is present.
     """
     top = rows[rows["kind"] == "topk"]
-    accepted = top["peak"].to_numpy() >= tau
+    accepted = top["peak"].to_numpy(np.float64) >= tau
     hit = top["hit"].to_numpy(bool)
     present = top["present"].to_numpy(bool)
     true_accept = (accepted & hit).sum()
     return {
         "tau": float(tau),
-        "accuracy": 100 * (true_accept + (~accepted & ~present).sum()) / max(len(top), 1),
+        "accuracy": 100 * rejection_outcomes(rows, tau).sum() / max(len(top), 1),
         "precision": 100 * true_accept / accepted.sum() if accepted.any() else 100.0,
         "recall": 100 * true_accept / max(present.sum(), 1),
         "accepted": 100 * accepted.mean() if len(top) else np.nan,
@@ -283,6 +361,171 @@ def rejection_curve(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def calibrate_tau(rows: pd.DataFrame) -> float:
+    """The rejection threshold that maximises the paper's accuracy on ``rows`` (``kind == "topk"``
+    rows of one method), meant to be chosen on a calibration split and applied to another.
+
+    The accuracy only changes at the distinct map maxima ``p_1 < ... < p_n``: it is constant for
+    ``tau`` in ``(-inf, p_1]``, ``(p_(i-1), p_i]`` and ``(p_n, inf)``. Of the maximising intervals,
+    the lowest is chosen (ties: accept more) and its midpoint returned -- ``-inf`` for "accept
+    every guess", ``inf`` for "reject every guess".
+    """
+    top = rows[rows["kind"] == "topk"]
+    if not len(top):
+        raise ValueError("no top-k rows to calibrate on")
+    peaks = np.sort(top["peak"].astype(np.float64).unique())
+    # candidate i accepts exactly the guesses with peak >= peaks[i]; i = n rejects everything
+    lows = np.concatenate([[-np.inf], peaks])
+    highs = np.concatenate([peaks, [np.inf]])
+    accuracy = [rejection_outcomes(top, tau).mean() for tau in np.append(peaks, np.inf)]
+    best = int(np.argmax(accuracy))  # first maximum: the lowest interval
+    low, high = lows[best], highs[best]
+    if np.isinf(low) or np.isinf(high):
+        return float(low if np.isinf(low) else high)
+    return float((low + high) / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals over independent units: cluster bootstrap of pair outcomes
+# --------------------------------------------------------------------------------------------
+
+
+def pair_clusters(image_ids: Sequence[str], labels: Sequence[int], dataset: Dataset) -> np.ndarray:
+    """The independent unit behind each (image, class) pair: the source object of the pasted crop
+    for a :class:`~gradcam_lib.datasets.composite.CompositeDataset` (``source_of``: composites
+    share a handful of crops), the image otherwise (pairs of one image share it)."""
+    source_of = getattr(dataset, "source_of", None)
+    if source_of is None:
+        return np.asarray([str(i) for i in image_ids], dtype=object)
+    return np.asarray([source_of(str(i), int(c)) for i, c in zip(image_ids, labels)], dtype=object)
+
+
+def _resample_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, n_clusters)`` multiplicities of each cluster in resamples of ``n_clusters``
+    clusters drawn with replacement (the draws of :func:`gradcam_lib.stats.cluster_bootstrap_ci`)."""
+    draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
+    offsets = (np.arange(n_resamples) * n_clusters)[:, None]
+    return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_clusters).reshape(n_resamples, n_clusters)
+
+
+def cluster_group_means(
+    values: np.ndarray | Sequence[float],
+    groups: np.ndarray | Sequence[object],
+    clusters: np.ndarray | Sequence[object],
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    chunk: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster bootstrap (Davison & Hinkley 1997, Sec. 3.8) of the mean of ``values`` within each
+    group, for several value columns resampled *together* (paired).
+
+    Whole clusters are drawn with replacement (as many as there are), every unit of a drawn cluster
+    enters with the cluster's multiplicity, and each group's mean is recomputed.
+
+    Args:
+        values: ``(n,)`` or ``(n, M)`` outcomes (e.g. hits of M methods on the same n pairs).
+        groups: ``(n,)`` group of each unit (e.g. its class).
+        clusters: ``(n,)`` independent unit of each unit (e.g. its source object).
+        n_resamples, seed: the resampling, seeded with its own generator.
+        chunk: resamples computed at a time (default: about 5 M cluster weights at a time).
+
+    Returns:
+        ``(group names (G,), means (G, M), resampled means (n_resamples, G, M))``; a group absent
+        from a resample is NaN there.
+    """
+    from scipy import sparse
+
+    data = np.asarray(values, dtype=np.float64)
+    data = data[:, None] if data.ndim == 1 else data
+    group_names, group_codes = np.unique(np.asarray(groups), return_inverse=True)
+    cluster_array = np.asarray(clusters, dtype=object)
+    if not len(data) == len(group_codes) == len(cluster_array):
+        raise ValueError(f"values, groups and clusters must have the same length, got {len(data)}, "
+                         f"{len(group_codes)} and {len(cluster_array)}")
+    if not len(data):
+        raise ValueError("no units to resample")
+    _, cluster_codes = np.unique(cluster_array.astype(str), return_inverse=True)
+    n_clusters, n_groups, n_columns = int(cluster_codes.max()) + 1, len(group_names), data.shape[1]
+
+    def table(weights: np.ndarray) -> sparse.csr_matrix:  # (clusters, groups) sums of ``weights``
+        return sparse.coo_matrix((weights, (cluster_codes, group_codes)), shape=(n_clusters, n_groups)).tocsr()
+
+    sums = [table(data[:, m]) for m in range(n_columns)]
+    counts = table(np.ones(len(data)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.stack([np.asarray(s.sum(axis=0)).ravel() for s in sums], axis=1) / np.asarray(counts.sum(axis=0)).T
+    rng = np.random.default_rng(seed)
+    chunk = chunk or max(1, min(n_resamples, 5_000_000 // n_clusters))
+    resampled = np.empty((n_resamples, n_groups, n_columns))
+    for start in range(0, n_resamples, chunk):
+        weights = _resample_counts(n_clusters, min(chunk, n_resamples - start), rng).astype(np.float64)
+        group_counts = np.asarray((counts.T @ weights.T).T)  # (r, G)
+        for m, s in enumerate(sums):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                resampled[start : start + len(weights), :, m] = np.where(
+                    group_counts > 0, np.asarray((s.T @ weights.T).T) / group_counts, np.nan)
+    return group_names, means, resampled
+
+
+def _percentile(draws: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1.0 - confidence) / 2
+    low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def class_accuracy_ci(
+    hits: np.ndarray | Sequence[bool],
+    labels: np.ndarray | Sequence[int],
+    clusters: np.ndarray | Sequence[object],
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(accuracy, low, high)`` in %: TorchRay's mean over classes of the per-class hit rate, with a
+    percentile cluster-bootstrap interval (classes absent from a resample are left out of its mean,
+    as the point estimate leaves out classes without pairs)."""
+    _, means, draws = cluster_group_means(np.asarray(hits, dtype=np.float64), labels, clusters, n_resamples, seed)
+    class_means = np.nanmean(draws[:, :, 0], axis=1)
+    return (100 * float(np.nanmean(means[:, 0])), *(100 * v for v in _percentile(class_means, confidence)))
+
+
+def paired_class_accuracy_difference(
+    hits_a: np.ndarray | Sequence[bool],
+    hits_b: np.ndarray | Sequence[bool],
+    labels: np.ndarray | Sequence[int],
+    clusters: np.ndarray | Sequence[object],
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> PairedDifference:
+    """Mean class accuracy of A minus that of B (in points) on the *same* pairs, with a paired
+    cluster-bootstrap interval: both methods' outcomes are resampled with the same clusters."""
+    both = np.stack([np.asarray(hits_a, dtype=np.float64), np.asarray(hits_b, dtype=np.float64)], axis=1)
+    _, means, draws = cluster_group_means(both, labels, clusters, n_resamples, seed)
+    class_means = np.nanmean(draws, axis=1)  # (R, 2)
+    low, high = _percentile(class_means[:, 0] - class_means[:, 1], confidence)
+    point = np.nanmean(means, axis=0)
+    return PairedDifference(100 * float(point[0] - point[1]), 100 * low, 100 * high, len(both))
+
+
+def subset_difference(
+    hits: np.ndarray | Sequence[bool],
+    in_subset: np.ndarray | Sequence[bool],
+    clusters: np.ndarray | Sequence[object],
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> PairedDifference:
+    """Hit rate (in %) of one method's pairs inside a subset minus that of the pairs outside it (e.g.
+    difficult vs the rest), both recomputed on each cluster resample; ``n`` = pairs in all."""
+    subset = np.asarray(in_subset, dtype=bool)
+    _, means, draws = cluster_group_means(np.asarray(hits, dtype=np.float64), subset, clusters, n_resamples, seed)
+    if means.shape[0] != 2:
+        raise ValueError("the subset and its complement must both hold pairs")
+    low, high = _percentile(draws[:, 1, 0] - draws[:, 0, 0], confidence)  # groups sorted: False, True
+    return PairedDifference(100 * float(means[1, 0] - means[0, 0]), 100 * low, 100 * high, len(subset))
+
+
 def evaluate_pointing(
     entry: ModelEntry,
     dataset: Dataset,
@@ -295,15 +538,17 @@ def evaluate_pointing(
     batch_size: int = 16,
     device: str = "cpu",
     num_workers: int = 0,
+    smooth: float = 0.02,
 ) -> pd.DataFrame:
     """:func:`pointing_batch` over ``dataset``, resumably, into
     ``results_dir/<model>_pointing_<dataset>_<settings hash>.csv``; returns all rows."""
     settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset), "methods": list(methods),
-                "rejection": list(rejection_methods), "top_k": top_k, "tolerance": tolerance}
+                "rejection": list(rejection_methods), "top_k": top_k, "tolerance": tolerance, "rule": "distance < tolerance",
+                "smooth": smooth, "centre": "W/2, H/2"}
     path = Path(results_dir) / f"{entry.name}_pointing_{dataset_name}_{run_key(settings)}.csv"
     rows = run_resumable(
         dataset,
-        lambda images, samples: pointing_batch(entry, images, samples, methods, rejection_methods, top_k, tolerance),
+        lambda images, samples: pointing_batch(entry, images, samples, methods, rejection_methods, top_k, tolerance, smooth),
         path,
         batch_size=batch_size,
         device=device,

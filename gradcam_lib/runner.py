@@ -1,82 +1,191 @@
-"""Execute the book's chapters with papermill for a parameter profile, then build the HTML.
+"""Execute the book's chapters with papermill for a parameter profile, then build that profile's HTML.
 
-    python -m gradcam_lib.runner --profile default            # every chapter, then jupyter-book
+    python -m gradcam_lib.runner --profile default             # every chapter -> _build/default/html
     python -m gradcam_lib.runner --profile full --chapters 01_localization --no-build
+    python -m gradcam_lib.runner --update-committed           # refresh the committed notebooks (make notebooks)
 
-A chapter ``book/NN_name.ipynb`` takes its parameters from ``book/params/<profile>/NN_name.yaml``
-(a chapter without such a file runs on its notebook's defaults). Notebooks are executed in place,
-from inside ``book/``, so the executed notebooks are the report that Jupyter Book renders.
+Each profile builds its own book and never touches ``book/``: the sources (``book/``,
+``_config.yml``, ``_toc.yml``) are copied to ``_build/<profile>/src/``, every chapter is executed
+from that copy (its parameters from ``book/params/<profile>/<chapter>.yaml``), and Jupyter Book
+compiles the copy into ``_build/<profile>/html``. ``results/`` and ``bench/`` are linked into the
+copy, so the chapters' relative paths (``../results``) resume the same runs as before. A chapter
+whose execution fails keeps its failed copy under ``_build/<profile>/src/book/`` (to read the
+traceback), no HTML is built, and the command exits non-zero naming the chapter and the cell.
+
+``--update-committed`` (``make notebooks``) executes the chapters with the ``default`` profile the
+same way and then copies each notebook that succeeded over ``book/<chapter>.ipynb``: the only
+command that writes the committed report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import papermill
 import yaml
+from papermill.exceptions import PapermillExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOK = ROOT / "book"
+COMMITTED_PROFILE = "default"
+LINKED = ("results", "bench")  # folders the chapters reach by relative paths, shared by all profiles
 
 
-def chapters() -> list[Path]:
-    """The notebooks in book order: chapters (names start with two digits), then appendices."""
-    return sorted(BOOK.glob("[0-9][0-9]_*.ipynb")) + sorted(BOOK.glob("appendix_*.ipynb"))
+@dataclass(frozen=True)
+class Book:
+    """A book's sources: ``root`` holds ``_config.yml``, ``_toc.yml`` and ``book/``."""
+
+    root: Path = ROOT
+
+    @property
+    def sources(self) -> Path:
+        return self.root / "book"
+
+    def chapters(self) -> list[Path]:
+        """The notebooks in book order: chapters (names start with two digits), then appendices."""
+        return sorted(self.sources.glob("[0-9][0-9]_*.ipynb")) + sorted(self.sources.glob("appendix_*.ipynb"))
+
+    def parameters(self, profile: str, chapter: Path) -> dict:
+        """The parameters of one chapter for one profile (empty when the profile has no file for it)."""
+        params = self.sources / "params"
+        profile_dir = params / profile
+        if not profile_dir.is_dir():
+            known = ", ".join(sorted(p.name for p in params.iterdir() if p.is_dir())) if params.is_dir() else "none"
+            raise SystemExit(f"no parameter profile {profile!r} under book/params/ (known: {known})")
+        path = profile_dir / f"{chapter.stem}.yaml"
+        if not path.exists():
+            return {}
+        return yaml.safe_load(path.read_text()) or {}
+
+    def build_dir(self, profile: str) -> Path:
+        return self.root / "_build" / profile
 
 
-def parameters(profile: str, chapter: Path) -> dict:
-    """The parameters of one chapter for one profile (empty when the profile has no file for it)."""
-    profile_dir = BOOK / "params" / profile
-    if not profile_dir.is_dir():
-        known = ", ".join(sorted(p.name for p in (BOOK / "params").iterdir() if p.is_dir()))
-        raise FileNotFoundError(f"no parameter profile {profile!r} under {BOOK / 'params'} (known: {known})")
-    path = profile_dir / f"{chapter.stem}.yaml"
-    if not path.exists():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+class ChapterFailed(Exception):
+    """A chapter raised while executing; the message names the chapter, the cell and the error."""
 
 
-def run_chapter(chapter: Path, profile: str) -> float:
-    """Execute one chapter in place; returns its wall time in seconds."""
+def prepare_copy(book: Book, profile: str) -> Path:
+    """A fresh copy of the book's sources under ``_build/<profile>/src``; returns that folder. The
+    intro page of the copy says which profile the built book shows."""
+    src = book.build_dir(profile) / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    shutil.copytree(book.sources, src / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for name in ("_config.yml", "_toc.yml"):
+        if (book.root / name).exists():
+            shutil.copy2(book.root / name, src / name)
+    for name in LINKED:
+        (book.root / name).mkdir(exist_ok=True)
+        os.symlink(os.path.relpath(book.root / name, src), src / name, target_is_directory=True)
+    intro = src / "book" / "intro.md"
+    if intro.exists():
+        lines = intro.read_text(encoding="utf-8").splitlines(keepends=True)
+        heading = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
+        note = (f"\n```{{note}}\nThis build shows the **`{profile}`** profile: every chapter was executed with "
+                f"`book/params/{profile}/`.\n```\n\n")
+        lines.insert(heading + 1, note)
+        intro.write_text("".join(lines), encoding="utf-8")
+    return src
+
+
+def run_chapter(book: Book, chapter: Path, profile: str, src: Path) -> float:
+    """Execute one chapter from the copy in ``src``; returns its wall time in seconds.
+
+    Raises:
+        ChapterFailed: the chapter raised; its executed copy (with the traceback) stays in ``src``.
+    """
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(chapter),
-        str(chapter),
-        parameters=parameters(profile, chapter),
-        cwd=str(BOOK),
-        kernel_name="python3",
-        progress_bar=False,
-        log_output=False,
-    )
+    target = src / "book" / chapter.name
+    try:
+        papermill.execute_notebook(
+            str(chapter),
+            str(target),
+            parameters=book.parameters(profile, chapter),
+            cwd=str(target.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
+    except PapermillExecutionError as error:
+        first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")
+        raise ChapterFailed(
+            f"{chapter.stem} ({profile}) failed in cell {error.cell_index} of the executed copy "
+            f"(starting `{first_line.strip()[:60]}`): {error.ename}: {error.evalue}\n"
+            f"  the executed copy with the traceback: {target.relative_to(book.root)}"
+        ) from error
     return time.perf_counter() - start
 
 
-def build_html() -> None:
-    """Compile the executed notebooks into ``_build/html`` with Jupyter Book 1.x."""
+def commit_notebook(executed: Path, chapter: Path) -> None:
+    """Copy an executed notebook over the committed one, without this machine's paths: papermill
+    records the absolute input and output paths in the notebook's metadata."""
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    record = notebook.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in record:
+            record[key] = chapter.name
+    chapter.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def build_html(book: Book, profile: str, src: Path) -> Path:
+    """Compile the executed copy into ``_build/<profile>/html`` with Jupyter Book 1.x."""
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(ROOT)], check=True)
+    work = book.build_dir(profile) / "jupyter-book"
+    subprocess.run([str(jupyter_book), "build", str(src), "--path-output", str(work)], check=True)
+    html = book.build_dir(profile) / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.move(str(work / "_build" / "html"), html)
+    return html
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, book: Book | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="default", help="parameter profile under book/params/")
+    parser.add_argument("--profile", default=COMMITTED_PROFILE, help="parameter profile under book/params/")
     parser.add_argument("--chapters", nargs="*", help="chapter names (e.g. 01_localization); default: all")
     parser.add_argument("--no-build", action="store_true", help="execute only, do not build the HTML")
+    parser.add_argument("--update-committed", action="store_true",
+                        help=f"copy every chapter that succeeded over book/ (profile {COMMITTED_PROFILE!r} only)")
     args = parser.parse_args(argv)
-    selected = [c for c in chapters() if not args.chapters or c.stem in args.chapters]
+    book = book or Book()
+    if args.update_committed and args.profile != COMMITTED_PROFILE:
+        parser.error(f"the committed notebooks hold the {COMMITTED_PROFILE!r} profile; --update-committed "
+                     f"cannot write {args.profile!r} outputs into book/")
+    selected = [c for c in book.chapters() if not args.chapters or c.stem in args.chapters]
     if args.chapters and len(selected) != len(args.chapters):
-        raise SystemExit(f"unknown chapter in {args.chapters}; known: {[c.stem for c in chapters()]}")
+        parser.error(f"unknown chapter in {args.chapters}; known: {[c.stem for c in book.chapters()]}")
+    for chapter in selected:  # fail early on a missing profile
+        book.parameters(args.profile, chapter)
+    src = prepare_copy(book, args.profile)
+    failures = []
     for chapter in selected:
         print(f"executing {chapter.name} ({args.profile}) ...", flush=True)
-        print(f"  done in {run_chapter(chapter, args.profile):.0f} s", flush=True)
+        try:
+            print(f"  done in {run_chapter(book, chapter, args.profile, src):.0f} s", flush=True)
+        except ChapterFailed as failure:
+            print(f"  FAILED: {failure}", file=sys.stderr, flush=True)
+            failures.append(str(failure))
+            continue
+        if args.update_committed:
+            commit_notebook(src / "book" / chapter.name, chapter)
+            print(f"  updated {chapter.relative_to(book.root)}", flush=True)
+    if failures:
+        print(f"{len(failures)} chapter(s) failed; no HTML built:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
     if not args.no_build:
-        build_html()
-        print(f"book: {ROOT / '_build' / 'html' / 'index.html'}")
+        html = build_html(book, args.profile, src)
+        print(f"book ({args.profile}): {html.relative_to(book.root) / 'index.html'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,6 +19,7 @@ __all__ = [
     "bootstrap_ci",
     "mean_ci",
     "cluster_bootstrap_ci",
+    "wilson_bounds",
     "wilson_ci",
     "McNemar",
     "mcnemar",
@@ -87,15 +88,27 @@ def cluster_bootstrap_ci(
     return mean, float(low), float(high)
 
 
-def wilson_ci(hits: Sequence[bool] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(share, low, high)`` of a hit rate over independent units: Wilson's score interval
-    (Wilson 1927; better coverage than the normal interval at small n or shares near 0 / 1)."""
-    data = np.asarray(hits, dtype=bool)
-    n = len(data)
-    if n == 0:
+def wilson_bounds(share: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval (Wilson 1927) of a share observed on ``n`` units; ``n`` may be an
+    effective (non-integer) sample size, e.g. Kish's for clustered units. ``n <= 0``: NaNs."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def wilson_ci(outcomes: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(share, low, high)`` of a hit rate over independent units (NaN left out): Wilson's score
+    interval (better coverage than the normal interval at small n or shares near 0 / 1). Outcomes
+    are hits (bool) or per-unit shares in [0, 1] (e.g. an image's score averaged over its classes,
+    whose variance is at most p (1 - p): the interval is then conservative)."""
+    data = _finite(outcomes)
+    if not len(data):
         return float("nan"), float("nan"), float("nan")
-    result = stats.binomtest(int(data.sum()), n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(data.mean()), float(result.low), float(result.high)
+    share = float(data.mean())
+    return (share, *wilson_bounds(share, len(data), confidence))
 
 
 @dataclass(frozen=True)

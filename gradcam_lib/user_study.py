@@ -1,9 +1,10 @@
 """Chapter 4: the trust user study of the paper (Sec. 5.2), as a kit anyone can run again.
 
-The paper showed 54 AMT workers the explanations of two models, VGG-16 (more accurate) and AlexNet,
-for images that both classify correctly, and asked which model seemed more reasonable on a
-five-point scale -2..+2 (+ = the more accurate model): Guided Backprop scored 1.00, Guided Grad-CAM
-1.27. This module holds the three parts of such a study:
+The paper reports that 54 AMT workers compared the explanations of two models, VGG-16 (more
+accurate) and AlexNet, for images that both classify correctly, on a five-point scale -2..+2 (+ =
+the more accurate model judged more reasonable): Guided Backprop scored 1.00, Guided Grad-CAM 1.27.
+It publishes neither a spread nor how the answers were spread over workers, images and methods.
+This module holds the three parts of such a study:
 
 1. **Stimuli** (:func:`build_study`): images that both models classify correctly (same top-1 class,
    a ground-truth class), Guided Backprop and Guided Grad-CAM of each model for that class, the
@@ -12,12 +13,18 @@ five-point scale -2..+2 (+ = the more accurate model): Guided Backprop scored 1.
 2. **Rating form** (:func:`render_form`): one self-contained HTML page (images as ``data:`` URIs, a
    Content-Security-Policy that forbids any fetch), five answers per question, saved by the rater
    as a CSV with columns ``study_id, rater_id, question_id, answer`` where ``answer`` is +2 for
-   "A clearly more reasonable" .. -2 for "B clearly more reasonable".
+   "A clearly more reasonable" .. -2 for "B clearly more reasonable". Every rater answers every
+   question, so the design is paired: each rater rates both methods on the same images.
 3. **Analysis** (:func:`analyse_study`, :func:`counts_summary`): answers mapped so that + means the
-   more accurate model was judged more reasonable; per-method mean, sd and bootstrap CI; a paired
-   Wilcoxon signed-rank test between methods across raters; a per-image breakdown; Krippendorff's
-   alpha (ordinal); and a power analysis (:func:`paired_t_power`, :func:`raters_needed`,
-   :func:`simulate_wilcoxon_power`) for telling the paper's 1.27 from 1.00 at KTH's spread.
+   more accurate model was judged more reasonable; per-method mean, sd and bootstrap CI over
+   raters; the difference between methods with its interval from resampling raters
+   (:func:`rater_paired_difference`) and a paired Wilcoxon signed-rank test across raters; a
+   per-image breakdown; Krippendorff's alpha (ordinal). For published aggregates without rater ids
+   (KTH's counts), :func:`rater_interval` and :func:`difference_sensitivity` give the interval of
+   a mean or of the difference as a function of the two unpublished correlations (a rater's two
+   methods, rho; a rater's answers to different images, the ICC behind Kish's design effect).
+   The power analysis (:func:`paired_t_power`, :func:`raters_needed`,
+   :func:`simulate_wilcoxon_power`) counts raters as the units, with the same two correlations.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import guided_backprop, guided_grad_cam
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.stats import PairedDifference, paired_difference, wilson_ci
 
 __all__ = [
     "ANSWERS",
@@ -75,9 +83,16 @@ __all__ = [
     "counts_summary",
     "per_image_summary",
     "paired_test",
+    "rater_paired_difference",
     "agreement",
     "StudyAnalysis",
     "analyse_study",
+    "design_effect",
+    "effective_units",
+    "pooled_variance_factor",
+    "rater_interval",
+    "difference_sensitivity",
+    "largest_icc_excluding_zero",
     "paired_difference_sd",
     "paired_t_power",
     "raters_needed",
@@ -530,8 +545,9 @@ def method_summary(
 
 
 def counts_summary(counts: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """:func:`method_summary` of published answer counts; without rater ids the bootstrap resamples
-    answers as if independent, so its interval is a lower bound on the real uncertainty."""
+    """:func:`method_summary` of published answer counts (mean, sd with ddof=1, answers). Without
+    rater ids its bootstrap resamples answers as if independent, which understates the uncertainty
+    when raters give several answers each: use :func:`rater_interval` for an interval over raters."""
     return method_summary(expand_counts(counts), cluster=None, n_boot=n_boot, level=level, seed=seed)
 
 
@@ -542,9 +558,10 @@ def per_image_summary(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_test(scores: pd.DataFrame, first: str = "guided_gradcam", second: str = "guided_backprop") -> dict[str, float]:
-    """Paired comparison of two methods across raters (each rater rated both, as in the paper):
-    each rater's mean score per method, differences ``first - second``, Wilcoxon signed-rank test
-    (two-sided; zero differences dropped, scipy's ``zero_method="wilcox"``).
+    """Paired comparison of two methods across raters (for a design in which each rater rated both,
+    as this kit's form and KTH's study do): each rater's mean score per method, differences
+    ``first - second``, Wilcoxon signed-rank test (two-sided; zero differences dropped, scipy's
+    ``zero_method="wilcox"``). Raters who rated only one method are left out.
 
     Returns:
         ``raters`` (with both methods), ``mean_difference``, ``statistic``, ``p_value`` (NaN when
@@ -561,6 +578,34 @@ def paired_test(scores: pd.DataFrame, first: str = "guided_gradcam", second: str
         test = stats.wilcoxon(differences, zero_method="wilcox", alternative="two-sided")
         result.update(statistic=float(test.statistic), p_value=float(test.pvalue))
     return result
+
+
+def rater_paired_difference(
+    scores: pd.DataFrame, first: str = "guided_gradcam", second: str = "guided_backprop", level: float = 0.95,
+    seed: int = 0,
+) -> tuple[PairedDifference, int]:
+    """The difference ``first - second`` of the mean scores, paired within rater and image, with its
+    interval from resampling raters (cluster bootstrap, :func:`gradcam_lib.stats.paired_difference`
+    with ``clusters`` = rater ids; Davison & Hinkley 1997, Sec. 3.8).
+
+    Each rater answers each (image, method) once, so every (rater, image) with answers for both
+    methods is a pair; a rater's pairs are not independent of each other (the rater's own level and
+    taste), so whole raters are resampled. The images are held fixed: the interval is about other
+    raters judging these images, not other images.
+
+    Returns:
+        ``(difference, raters)``: the :class:`~gradcam_lib.stats.PairedDifference` (its ``n`` counts
+        pairs) and the number of raters with at least one pair.
+    """
+    wide = scores.pivot_table(index=["rater_id", "image_id"], columns="method", values="score", aggfunc="mean")
+    for method in (first, second):
+        if method not in wide:
+            raise KeyError(f"no ratings of method {method!r}")
+    pairs = wide[[first, second]].dropna()
+    raters = pairs.index.get_level_values("rater_id").to_numpy()
+    difference = paired_difference(pairs[first].to_numpy(), pairs[second].to_numpy(), clusters=raters,
+                                   confidence=level, seed=seed)
+    return difference, int(pd.unique(raters).size)
 
 
 def agreement(scores: pd.DataFrame) -> pd.DataFrame:
@@ -587,35 +632,141 @@ class StudyAnalysis:
     per_image: pd.DataFrame
     paired: dict[str, float]
     agreement: pd.DataFrame
+    difference: PairedDifference | None = None
+    difference_raters: int = 0
 
 
 def analyse_study(ratings: pd.DataFrame, key: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> StudyAnalysis:
-    """The chapter's analysis of a ratings table (:func:`read_ratings`) against its key."""
+    """The chapter's analysis of a ratings table (:func:`read_ratings`) against its key: per-method
+    summary over raters, Guided Grad-CAM minus Guided Backprop with its rater-resampling interval
+    (:func:`rater_paired_difference`) and Wilcoxon test (:func:`paired_test`), per image, agreement."""
     scores = score_ratings(ratings, key)
     methods = sorted(scores["method"].unique())
-    paired = paired_test(scores) if set(STUDY_METHODS) <= set(methods) else {}
+    paired, difference, raters = {}, None, 0
+    if set(STUDY_METHODS) <= set(methods):
+        paired = paired_test(scores)
+        difference, raters = rater_paired_difference(scores, level=level, seed=seed)
     return StudyAnalysis(scores, method_summary(scores, "rater_id", n_boot, level, seed), per_image_summary(scores),
-                         paired, agreement(scores))
+                         paired, agreement(scores), difference, raters)
 
 
 # --------------------------------------------------------------------------------------------
-# Power: how many raters tell two mean scores apart
+# Raters as the units: intervals from aggregates, and power
 # --------------------------------------------------------------------------------------------
+#
+# Model (the same for the intervals of published aggregates and for the power analysis): ``raters``
+# independent raters, each giving ``m`` answers per method (one per image). Per answer, method j has
+# sd ``s_j``. Two correlations are unknown without rater ids:
+#   icc  -- between two answers of one rater to different images under one method (Kish's
+#           intra-cluster correlation, taken equal for both methods);
+#   rho  -- across raters, between a rater's mean scores under the two methods.
+# A rater's mean under method j then has variance s_j^2 deff / m with deff = 1 + (m - 1) icc, and
+# the difference of the two methods' means over all raters has variance
+#   (s_1^2 + s_2^2 - 2 rho s_1 s_2) / n_eff,   n_eff = raters * m / deff   (answers per method).
+# icc = 0: the answers are as good as independent (n_eff = raters * m); icc = 1: every rater counts
+# once (n_eff = raters), the most a rater's m answers can be worth less than m independent ones.
+
+
+def design_effect(answers_per_rater: int, icc: float) -> float:
+    """Kish's (1965) design effect ``1 + (m - 1) icc``: the factor by which ``m`` answers per rater,
+    correlated ``icc`` within a rater, inflate the variance of a mean over independent answers."""
+    if answers_per_rater < 1 or not 0 <= icc <= 1:
+        raise ValueError("need at least one answer per rater and 0 <= icc <= 1")
+    return 1.0 + (answers_per_rater - 1) * icc
+
+
+def effective_units(n_answers: int, answers_per_rater: int, icc: float) -> float:
+    """The number of independent answers that ``n_answers`` clustered answers are worth:
+    ``n_answers / design_effect(answers_per_rater, icc)``."""
+    return n_answers / design_effect(answers_per_rater, icc)
 
 
 def paired_difference_sd(sd_first: float, sd_second: float, rho: float, icc: float = 1.0, images: int = 1) -> float:
-    """sd of one rater's difference between the two methods' mean scores.
+    """sd of one rater's difference between their mean scores under the two methods.
 
-    Model: answer = method mean + rater effect (share ``icc`` of the answer variance; correlation
-    ``rho`` between a rater's effects for the two methods) + independent noise; each rater answers
-    ``images`` images per method. With ``icc = 1`` (or one image), a rater's two scores have sd
-    ``sd_first``, ``sd_second`` and correlation ``rho * icc``.
+    ``sqrt((s1^2 + s2^2 - 2 rho s1 s2) deff / images)`` with ``deff = 1 + (images - 1) icc``
+    (see the model above: ``rho`` correlates a rater's two mean scores, ``icc`` a rater's answers
+    to different images under one method). With ``icc = 1`` or one image a rater's mean score is as
+    spread as one answer; ``rho = 0`` is also the case of two independent groups of raters.
     """
-    if not (-1 <= rho <= 1 and 0 <= icc <= 1 and images >= 1):
-        raise ValueError("need -1 <= rho <= 1, 0 <= icc <= 1, images >= 1")
-    shrink = icc + (1 - icc) / images
-    variance = (sd_first**2 + sd_second**2) * shrink - 2 * rho * icc * sd_first * sd_second
+    if not -1 <= rho <= 1:
+        raise ValueError("need -1 <= rho <= 1")
+    variance = (sd_first**2 + sd_second**2 - 2 * rho * sd_first * sd_second) * design_effect(images, icc) / images
     return float(np.sqrt(max(variance, 0.0)))
+
+
+def pooled_variance_factor(raters: int, answers_per_rater: int, icc: float) -> float:
+    """``(N - 1) / (N - deff)``, ``N = raters m``: the sample variance (ddof=1) of ``N`` answers
+    pooled over clustered raters has expectation ``sigma^2 (N - deff) / (N - 1)`` (the pooled mean
+    absorbs part of the rater effects), so ``s^2`` times this factor is unbiased for ``sigma^2``."""
+    n = raters * answers_per_rater
+    return (n - 1) / (n - design_effect(answers_per_rater, icc))
+
+
+def rater_interval(
+    estimate: float, sd_first: float, raters: int, answers_per_rater: int, icc: float,
+    sd_second: float = 0.0, rho: float = 0.0, level: float = 0.95, pooled_sds: bool = False,
+) -> dict[str, float]:
+    """Interval of a mean score (``sd_second = 0``) or of a difference of two methods' mean scores
+    over ``raters`` independent raters, from per-answer sds and assumed ``icc`` and ``rho``:
+
+    ``se^2 = (s1^2 + s2^2 - 2 rho s1 s2) / n_eff`` with ``n_eff = raters m / deff`` (the model above;
+    ``se = paired_difference_sd(...) / sqrt(raters)``), and ``estimate +- t se`` with Student's t
+    on ``raters - 1`` degrees of freedom: the paired t-interval across raters.
+
+    Args:
+        pooled_sds: the sds are the sample sds of all answers pooled over raters (as computed from
+            published counts); ``se^2`` is then multiplied by :func:`pooled_variance_factor`.
+
+    Returns:
+        ``estimate, se, low, high, deff, n_eff`` and ``excludes_zero`` (1.0 or 0.0).
+    """
+    if raters < 2:
+        raise ValueError("need at least 2 raters")
+    deff = design_effect(answers_per_rater, icc)
+    n_eff = raters * answers_per_rater / deff
+    se = paired_difference_sd(sd_first, sd_second, rho, icc, answers_per_rater) / np.sqrt(raters)
+    if pooled_sds:
+        se *= np.sqrt(pooled_variance_factor(raters, answers_per_rater, icc))
+    half = stats.t.ppf((1 + level) / 2, raters - 1) * se
+    low, high = estimate - half, estimate + half
+    return {"estimate": float(estimate), "se": float(se), "low": float(low), "high": float(high), "deff": deff,
+            "n_eff": float(n_eff), "excludes_zero": float(low > 0 or high < 0)}
+
+
+def difference_sensitivity(
+    mean_first: float, mean_second: float, sd_first: float, sd_second: float, raters: int, answers_per_rater: int,
+    rhos: Sequence[float], iccs: Sequence[float], level: float = 0.95, pooled_sds: bool = False,
+) -> pd.DataFrame:
+    """:func:`rater_interval` of ``mean_first - mean_second`` over a grid of the two unknown
+    correlations (long table: ``rho, icc`` and the interval's columns)."""
+    rows = [{"rho": rho, "icc": icc, **rater_interval(mean_first - mean_second, sd_first, raters, answers_per_rater, icc,
+                                                      sd_second, rho, level, pooled_sds)}
+            for rho in rhos for icc in iccs]
+    return pd.DataFrame(rows).astype({"excludes_zero": bool})
+
+
+def largest_icc_excluding_zero(
+    estimate: float, sd_first: float, raters: int, answers_per_rater: int,
+    sd_second: float = 0.0, rho: float = 0.0, level: float = 0.95, pooled_sds: bool = False,
+) -> float:
+    """The ICC below which :func:`rater_interval` excludes 0, in closed form (its t quantile does
+    not depend on the ICC). With ``v = s1^2 + s2^2 - 2 rho s1 s2`` and ``N = raters m``, the interval
+    excludes 0 while ``deff < N estimate^2 / (t^2 v)`` (or, with ``pooled_sds``, while
+    ``deff < c N / (1 + c)``, ``c = N estimate^2 / (t^2 v (N - 1))``); ``icc* = (deff* - 1) / (m - 1)``.
+    A value below 0: no ICC >= 0 shows a difference from 0; 1 or more: every ICC does."""
+    if answers_per_rater < 2:
+        raise ValueError("the ICC matters only with at least 2 answers per rater")
+    variance = sd_first**2 + sd_second**2 - 2 * rho * sd_first * sd_second
+    if variance <= 0:
+        return float("inf") if estimate != 0 else float("-inf")
+    t = stats.t.ppf((1 + level) / 2, raters - 1)
+    n = raters * answers_per_rater
+    deff = n * estimate**2 / (t**2 * variance)
+    if pooled_sds:
+        c = deff / (n - 1)
+        deff = c * n / (1 + c)
+    return float((deff - 1) / (answers_per_rater - 1))
 
 
 def paired_t_power(raters: int | np.ndarray, delta: float, sd_diff: float, alpha: float = 0.05) -> np.ndarray:
@@ -694,9 +845,10 @@ def simulate_wilcoxon_power(
     A study whose differences are all zero counts as not significant.
 
     Returns:
-        ``power`` and ``answer_correlation``: the Pearson correlation of the simulated answers of
-        the two methods (pooled over all studies), smaller than ``rho`` because the answers are
-        coarse, to compare with :func:`paired_t_power` on the same scale.
+        ``power`` with ``power_low, power_high`` (Wilson 95 % interval over the ``n_sims``
+        independent simulated studies) and ``answer_correlation``: the Pearson correlation of the
+        simulated answers of the two methods (pooled over all studies), smaller than ``rho``
+        because the answers are coarse, to compare with :func:`paired_t_power` on the same scale.
     """
     rng = np.random.default_rng(seed)
     latent_first = rng.standard_normal((n_sims, raters))
@@ -713,5 +865,6 @@ def simulate_wilcoxon_power(
     p_values = np.ones(n_sims)
     if testable.any():
         p_values[testable] = stats.wilcoxon(differences[testable], zero_method="wilcox", axis=1).pvalue
-    return {"power": float(np.mean(np.nan_to_num(p_values, nan=1.0) < alpha)),
+    power, low, high = wilson_ci(np.nan_to_num(p_values, nan=1.0) < alpha)
+    return {"power": power, "power_low": low, "power_high": high,
             "answer_correlation": float(np.corrcoef(first.ravel(), second.ravel())[0, 1])}

@@ -115,3 +115,18 @@ def test_gradient_shap_leaves_the_global_rng_alone(linear):
     gradient_shap(linear, torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0]),
                   torch.zeros(1, 2, 3, 3), n_samples=3, stdevs=0.1)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_gradient_shap_is_reproducible_and_leaves_numpy_alone():
+    import numpy as np
+
+    model = _nonlinear()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    references = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    np.random.seed(5)
+    expected = np.random.rand(3)
+    np.random.seed(5)
+    first = gradient_shap(model, x, torch.tensor([0, 1]), references, n_samples=6, stdevs=0.1, seed=3)
+    torch.testing.assert_close(torch.from_numpy(np.random.rand(3)), torch.from_numpy(expected))
+    second = gradient_shap(model, x, torch.tensor([0, 1]), references, n_samples=6, stdevs=0.1, seed=3)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)

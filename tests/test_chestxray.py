@@ -15,13 +15,21 @@ from torchvision import models as tv_models
 
 from gradcam_lib.chestxray import (
     CHEXNET_CLASSES,
+    IG_METHODS,
     STANDIN_FINDINGS,
+    XRAY_METHODS,
     AttributionSettings,
     StandinXrayDataset,
     box_fraction,
     chexnet_state_dict,
+    converged_ig,
     evaluate_boxes_batch,
+    evaluate_chestxray,
+    evaluate_rows,
     finding_index,
+    headline_table,
+    ig_baseline,
+    ig_convergence_table,
     iobb,
     iobb_table,
     kth_box_share,
@@ -30,6 +38,11 @@ from gradcam_lib.chestxray import (
     load_standin,
     load_xray_model,
     map_to_boxes,
+    method_maps,
+    paired_afp,
+    paired_hits,
+    paired_share,
+    standin_transform,
     to_grey,
     wrap_xrv_model,
 )
@@ -256,6 +269,19 @@ def test_map_to_boxes_matches_scikit_image_regions():
     assert map_to_boxes(np.zeros((4, 4))) == []
 
 
+def test_scored_rows_carry_box_areas_hand_computed():
+    from gradcam_lib.chestxray import _score_boxes
+
+    heat = torch.zeros(20, 20)
+    heat[5:8, 3:9] = 1.0  # one flat blob: the same box (3, 5, 8, 7) at both levels
+    heat[15, 15] = 0.1  # below level 60 of 255 after min-max: no box
+    (row,) = _score_boxes(heat, [(2, 4, 9, 9)], (0.5, 0.9))
+    assert row["pred_boxes"] == 1 and row["smallest_pred_area"] == 6 * 3 and row["box_area"] == 8 * 6
+    assert row["hit@0.9"] and row["fp@0.9"] == 0  # the box lies inside the truth: IoBB = 1
+    (empty,) = _score_boxes(torch.zeros(20, 20), [(2, 4, 9, 9)], (0.5,))
+    assert empty["pred_boxes"] == 0 and np.isnan(empty["smallest_pred_area"]) and not empty["hit@0.5"]
+
+
 def test_to_grey_sums_channels():
     maps = torch.arange(24.0).view(1, 2, 3, 2, 2)
     torch.testing.assert_close(to_grey(maps), maps[:, :, 0] + maps[:, :, 1] + maps[:, :, 2])
@@ -285,6 +311,8 @@ def test_published_tables():
     cx8 = chestxray8_localization()
     assert len(cx8) == 40 and cx8.query("T == 0.5 and finding == 'Cardiomegaly'")["acc"].item() == 0.8767
     assert len(kth_box_shares()) == 8
+    # KTH's rows use this chapter's labels (IG / GradientShap with KTH's zero = mean-colour baseline)
+    assert set(kth_box_shares()["method"]) <= set(XRAY_METHODS.values())
 
 
 # --------------------------------------------------------------------------- stand-in
@@ -319,8 +347,8 @@ def test_shipped_standin_model_and_one_evaluated_batch():
     dataset = StandinXrayDataset(3, entry.transform, seed=0)
     samples = [dataset[i] for i in range(3)]
     images = torch.stack([s.image for s in samples])
-    rows = pd.DataFrame(evaluate_boxes_batch(entry, images, samples, ["gradcam", "ig"],
-                                             AttributionSettings(ig_steps=4)))
+    rows = pd.DataFrame(evaluate_boxes_batch(entry, images, samples, ["gradcam", "ig_mean_colour"],
+                                             AttributionSettings(ig_steps=(4,))))
     assert len(rows) == 2 * sum(len(s.boxes) for s in samples)
     assert all(rows["output"] == [STANDIN_FINDINGS.index(f) for f in rows["finding"]])
     first = samples[0]
@@ -328,3 +356,202 @@ def test_shipped_standin_model_and_one_evaluated_batch():
     cam = grad_cam(entry.model, entry.layer, first.image[None], torch.tensor([STANDIN_FINDINGS.index(FINDINGS[label])]))[0]
     row = rows[(rows.image_id == first.image_id) & (rows.method == "gradcam")].iloc[0]
     assert row["kth_share"] == pytest.approx(kth_box_share(cam, first.boxes[0].tolist())[0])
+
+
+# --------------------------------------------------------------------------- IG convergence and baselines
+
+
+def _tanh_cnn() -> nn.Module:
+    """A small smooth non-linear classifier (IG's quadrature error is not zero on it)."""
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.Softplus(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3)).eval()
+
+
+def _gap_by_hand(model: nn.Module, x: torch.Tensor, target: int, attribution: torch.Tensor,
+                 baseline: torch.Tensor) -> float:
+    """|sum(attr) - (f(x) - f(x'))| / |f(x) - f(x')| for one image, written out."""
+    with torch.no_grad():
+        difference = float(model(x[None])[0, target] - model(baseline[None])[0, target])
+    return abs(float(attribution.double().sum()) - difference) / abs(difference)
+
+
+def test_converged_ig_picks_per_image_the_first_step_count_under_the_tolerance():
+    from captum.attr import IntegratedGradients
+
+    model = _tanh_cnn()
+    x = 2 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    targets = torch.tensor([0, 1, 2, 0])
+    baseline = torch.full_like(x, -1.0)
+    schedule = (1, 2, 4, 8, 16, 64)
+    attributions, gaps, used = converged_ig(model, x, targets, baseline, schedule, tolerance=0.05)
+    assert used.tolist() != [used[0].item()] * 4  # the images need different counts: the choice is per image
+    for i in range(4):
+        assert gaps[i] < 0.05
+        # brute force: captum on this image alone, every count of the schedule in turn
+        for count in schedule:
+            alone = IntegratedGradients(model).attribute(x[i : i + 1], baselines=baseline[i : i + 1],
+                                                         target=int(targets[i]), n_steps=count)[0]
+            gap = _gap_by_hand(model, x[i], int(targets[i]), alone, baseline[i])
+            if count < used[i]:
+                assert gap >= 0.05, (i, count)  # a smaller budget really failed the check
+            elif count == used[i]:
+                assert gap < 0.05 and gap == pytest.approx(float(gaps[i]), rel=1e-2, abs=1e-4)
+                torch.testing.assert_close(attributions[i], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_converged_ig_reports_the_gap_where_the_schedule_is_too_short():
+    model = _tanh_cnn()
+    x = 3 * torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    targets = torch.tensor([0, 1, 2])
+    zero = torch.zeros_like(x)
+    attributions, gaps, used = converged_ig(model, x, targets, zero, (1,), tolerance=1e-9)
+    assert used.tolist() == [1, 1, 1]
+    for i in range(3):
+        assert float(gaps[i]) == pytest.approx(_gap_by_hand(model, x[i], int(targets[i]), attributions[i], zero[i]),
+                                               rel=1e-4)
+    assert (gaps > 1e-9).all()  # not converged, and said so
+    with pytest.raises(ValueError, match="step"):
+        converged_ig(model, x, targets, zero, ())
+
+
+def test_ig_baselines_are_named_by_their_pixels():
+    transform = standin_transform()
+    like = torch.empty(2, 3, 5, 5)
+    black = ig_baseline("black", transform, like)
+    zero_pixels = torch.zeros(3, 5, 5, dtype=torch.uint8)
+    torch.testing.assert_close(black, transform.normalise(zero_pixels).expand(2, -1, -1, -1))
+    mean_colour = ig_baseline("mean_colour", transform, like)
+    assert torch.equal(mean_colour, torch.zeros_like(like))
+    # the zero tensor is the mean colour (0.485, 0.456, 0.406) of ImageNet, a grey -- not black
+    np.testing.assert_allclose(transform.to_display(mean_colour[0])[0, 0], (0.485, 0.456, 0.406), atol=1e-6)
+    assert IG_METHODS == {"ig_mean_colour": "mean_colour", "ig_black": "black"}
+    assert all("baseline" in XRAY_METHODS[m] for m in (*IG_METHODS, "gradient_shap"))
+    with pytest.raises(ValueError, match="baseline"):
+        ig_baseline("grey", transform, like)
+
+
+def test_gradient_shap_maps_are_reproducible_and_leave_numpys_rng_alone():
+    """captum's GradientShap draws from numpy's global RNG: the chapter seeds it and restores it."""
+    entry = load_standin()
+    images = torch.stack([StandinXrayDataset(2, entry.transform, seed=2)[i].image for i in range(2)])
+    targets = torch.tensor([0, 3])
+    settings = AttributionSettings(gradient_shap_samples=4, seed=3)
+    np.random.seed(11)
+    expected_next = np.random.random(3)
+    np.random.seed(11)
+    first = method_maps("gradient_shap", entry, images, targets, settings)[0]
+    np.testing.assert_array_equal(np.random.random(3), expected_next)  # the caller's numpy RNG untouched
+    second = method_maps("gradient_shap", entry, images, targets, settings)[0]
+    assert torch.equal(first, second)
+    other = method_maps("gradient_shap", entry, images, targets, AttributionSettings(gradient_shap_samples=4, seed=4))[0]
+    assert not torch.equal(first, other)  # the seed is what fixes the draws
+
+
+def test_in_memory_rows_repeat_the_resumable_run_and_redraw_with_another_seed(tmp_path):
+    entry = load_standin()
+    dataset = StandinXrayDataset(3, entry.transform, seed=4)
+    settings = AttributionSettings(gradient_shap_samples=3, seed=5)
+    stored = evaluate_chestxray(entry, dataset, "standin", tmp_path, ["gradient_shap"], settings, batch_size=2)
+    again = evaluate_rows(entry, dataset, ["gradient_shap"], settings, batch_size=2)
+    np.testing.assert_allclose(again["kth_share"], stored["kth_share"], rtol=0, atol=1e-12)
+    assert list(again["image_id"]) == list(stored["image_id"])
+    redrawn = evaluate_rows(entry, dataset, ["gradient_shap"], AttributionSettings(gradient_shap_samples=3, seed=6),
+                            batch_size=2)
+    assert not np.array_equal(redrawn["kth_pixels"], stored["kth_pixels"])
+
+
+def test_every_ig_row_carries_its_gap_and_steps():
+    entry = load_standin()
+    dataset = StandinXrayDataset(2, entry.transform, seed=1)
+    samples = [dataset[i] for i in range(2)]
+    images = torch.stack([s.image for s in samples])
+    settings = AttributionSettings(ig_steps=(8, 32, 128), ig_tolerance=0.05)
+    rows = pd.DataFrame(evaluate_boxes_batch(entry, images, samples, ["gradcam", "ig_mean_colour", "ig_black"],
+                                             settings))
+    ig = rows[rows["method"].isin(list(IG_METHODS))]
+    assert len(ig) == 2 * sum(len(s.boxes) for s in samples)
+    assert ig["ig_gap"].notna().all() and set(ig["ig_steps"].astype(int)) <= {8, 32, 128}
+    assert rows.loc[rows["method"] == "gradcam", ["ig_gap", "ig_steps"]].isna().all().all()
+    # a map above the tolerance used the whole schedule; one below it stopped at the first count that passed
+    assert ((ig["ig_gap"] < 0.05) | (ig["ig_steps"] == 128)).all()
+    # the reported gap is the completeness gap of that map, recomputed by hand from its steps
+    first = ig.iloc[0]
+    index = next(i for i, s in enumerate(samples) if s.image_id == first["image_id"])
+    target = STANDIN_FINDINGS.index(first["finding"])
+    baseline = ig_baseline(IG_METHODS[first["method"]], entry.transform, images[index : index + 1])[0]
+    from captum.attr import IntegratedGradients
+
+    attribution = IntegratedGradients(entry.model).attribute(images[index : index + 1], baselines=baseline[None],
+                                                             target=target, n_steps=int(first["ig_steps"]))[0]
+    assert first["ig_gap"] == pytest.approx(_gap_by_hand(entry.model, images[index], target, attribution.detach(),
+                                                         baseline), rel=1e-3, abs=1e-5)
+    table = ig_convergence_table(rows.assign(method=rows["method"].map(XRAY_METHODS)))
+    assert list(table["maps"]) == [sum(len(set(s.box_labels.tolist())) for s in samples)] * 2
+    assert table["max gap"].tolist() == pytest.approx(
+        [ig.loc[ig["method"] == m, "ig_gap"].max() for m in IG_METHODS], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- intervals and paired tests
+
+
+def _two_methods() -> pd.DataFrame:
+    """Six images, one box each, plus a second Mass box on image 0 (same map): methods A and B."""
+    rows = []
+    a_share = [0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.4]
+    b_share = [0.1, 0.3, 0.2, 0.6, 0.5, 0.2, 0.0]
+    a_hit = [1, 1, 1, 0, 1, 1, 0]
+    b_hit = [0, 0, 1, 0, 0, 1, 0]
+    units = [(f"im{i}", "Mass", 0) for i in range(6)] + [("im0", "Mass", 1)]
+    for k, (image, finding, box) in enumerate(units):
+        for method, share, hit, fp in (("A", a_share[k], a_hit[k], 3), ("B", b_share[k], b_hit[k], 1)):
+            rows.append({"image_id": image, "finding": finding, "box": box, "method": method, "kth_share": share,
+                         "chance": 0.25, "hit@0.5": bool(hit), "fp@0.5": fp + (image == "im0"),
+                         "ig_gap": float("nan"), "ig_steps": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_paired_tests_pair_the_same_boxes_and_resample_images():
+    from scipy import stats
+
+    from gradcam_lib.stats import cluster_bootstrap_ci
+
+    rows = _two_methods().sample(frac=1.0, random_state=0)  # order must not matter: units are matched by key
+    diff = paired_share(rows, "A", "B")
+    a = np.array([0.9, 0.8, 0.7, 0.6, 0.9, 0.5, 0.4])
+    b = np.array([0.1, 0.3, 0.2, 0.6, 0.5, 0.2, 0.0])
+    assert diff.n == 7 and diff.mean == pytest.approx((a - b).mean())
+    # the interval is the one that resamples whole images (the two boxes of im0 together)
+    images = np.array([f"im{i}" for i in range(6)] + ["im0"])
+    ordered = pd.DataFrame({"i": images, "box": [0] * 6 + [1], "d": a - b}).sort_values(["i", "box"])
+    _, low, high = cluster_bootstrap_ci(ordered["d"].to_numpy(), ordered["i"].to_numpy())
+    assert (diff.low, diff.high) == pytest.approx((low, high))
+    chance = paired_share(rows, "A")
+    assert chance.mean == pytest.approx(a.mean() - 0.25) and chance.excludes_zero
+    # McNemar by hand: A alone hits im0/0, im1, im4; both hit im2, im5; neither im3, im0/1
+    test = paired_hits(rows, "A", "B")
+    assert (test.only_a, test.only_b, test.n) == (3, 0, 7)
+    assert test.p_value == pytest.approx(stats.binomtest(3, 3, 0.5).pvalue)
+    # AFP pairs maps, not boxes: im0's two boxes share one map with 4 vs 2 false boxes
+    afp = paired_afp(rows, "A", "B")
+    assert afp.n == 6 and afp.mean == pytest.approx(2.0) and (afp.low, afp.high) == (2.0, 2.0)
+    with pytest.raises(KeyError, match="C"):
+        paired_share(rows, "A", "C")
+
+
+def test_headline_table_intervals_are_over_images():
+    from gradcam_lib.stats import cluster_bootstrap_ci
+
+    rows = _two_methods()
+    table = headline_table(rows).set_index("method")
+    a = rows[rows["method"] == "A"]
+    assert table.loc["A", "box share"] == pytest.approx(a["kth_share"].mean())
+    assert table.loc["A", "acc@0.5"] == pytest.approx(5 / 7) and table.loc["B", "acc@0.5"] == pytest.approx(2 / 7)
+    assert (table.loc["A", "boxes"], table.loc["A", "maps"], table.loc["A", "images"]) == (7, 6, 6)
+    _, low, high = cluster_bootstrap_ci(a["kth_share"].to_numpy(), a["image_id"].to_numpy())
+    assert (table.loc["A", "share low"], table.loc["A", "share high"]) == pytest.approx((low, high))
+    assert table.loc["A", "share low"] <= table.loc["A", "box share"] <= table.loc["A", "share high"]
+    assert table.loc["A", "afp@0.5"] == pytest.approx((4 + 3 * 5) / 6)  # per map: im0 counted once
+    # one image holding every box: no independent units to resample, no interval
+    single = headline_table(rows.assign(image_id="im0")).set_index("method")
+    assert np.isnan(single.loc["A", "share low"]) and np.isnan(single.loc["A", "acc low"])

@@ -357,3 +357,70 @@ def test_composite_sources_name_the_pasted_crops_of_each_class():
         assert data.source_of(sample.image_id, sample.labels[0]) == sources[sample.labels[0]]
     with pytest.raises(KeyError, match="not an image"):
         data.source_of("composite-9-0", 1)
+
+
+# --------------------------------------------------------------------------- whole-image geometry
+
+
+def test_whole_image_resize_maps_boxes_by_hand(ilsvrc_root: Path) -> None:
+    """The paper's geometry (image.scale(img, 224, 224)): the 400x300 fixture image is resized to
+    224x224, x scale 224/400 = 0.56, y scale 224/300; nothing is cut.
+    Box (100, 50, 299, 249) -> continuous [100, 300) x [50, 250)
+      x: [56, 168) -> pixel centres 56.5..167.5 -> columns 56..167
+      y: [37.33, 186.67) -> rows 37..186
+    Box (300, 100, 399, 280) (xmax 450 clipped to 399): x [168, 224) -> 168..223;
+      y [74.67, 209.81) -> rows 75..209
+    Box (10, 10, 40, 40): x [5.6, 22.96) -> 6..22; y [7.47, 30.61) -> 7..30 -- kept, where the
+    centre crop dropped it."""
+    whole = PLAIN.with_geometry("resize")
+    assert (whole.crop, whole.mean, whole.std, whole.geometry) == (224, PLAIN.mean, PLAIN.std, "resize")
+    first = ILSVRCValDataset(ilsvrc_root, whole)[0]
+    named = ILSVRCValDataset(ilsvrc_root, ImageTransform.whole_image(224, PLAIN.mean, PLAIN.std))[0]
+    assert torch.equal(named.image, first.image) and torch.equal(named.boxes, first.boxes)
+    assert first.image.shape == (3, 224, 224)
+    assert first.boxes.tolist() == [[56, 37, 167, 186], [168, 75, 223, 209], [6, 7, 22, 30]]
+    assert first.box_labels.tolist() == [0, 281, 281] and first.labels == (0, 281)
+
+
+def test_whole_image_resize_moves_pixels_like_the_boxes() -> None:
+    picture = np.zeros((300, 400, 3), dtype=np.uint8)
+    picture[:, :100] = (255, 0, 0)  # columns 0..99 red: 0..55 after the resize
+    picture[:, 100:] = (0, 0, 255)
+    tensor, boxes, keep = PLAIN.with_geometry("resize")(Image.fromarray(picture), torch.tensor([[0, 0, 99, 299]]))
+    pixels = _pixels(tensor)
+    assert boxes.tolist() == [[0, 0, 55, 223]] and keep.tolist() == [True]
+    assert pixels[:, :54].tolist() == [[[255, 0, 0]] * 54] * 224  # inside the box, away from the blurred edge
+    assert (pixels[:, 58:] == (0, 0, 255)).all()
+    # the default geometry is unchanged: resize 256 keeps the aspect ratio, then the centre crop
+    assert ImageTransform().geometry == "crop"
+    _, cropped, _ = PLAIN(Image.fromarray(picture), torch.tensor([[0, 0, 99, 299]]))
+    assert cropped.tolist() == [[0, 0, 26, 223]]  # x: [0, 85.25) - 58 = [-58, 27.25) -> columns 0..26
+    with pytest.raises(ValueError, match="geometry"):
+        ImageTransform(geometry="stretch")
+
+
+# --------------------------------------------------------------------------- devkit blacklist
+
+
+def test_ilsvrc_blacklist_skips_the_listed_image_numbers(ilsvrc_root: Path, tmp_path: Path) -> None:
+    from gradcam_lib.datasets import build_dataset
+    from gradcam_lib.datasets.ilsvrc import image_number, read_blacklist
+
+    listed = tmp_path / "ILSVRC2013_clsloc_validation_blacklist.txt"
+    listed.write_text("2\n\n7\n")  # 1-based: ILSVRC2012_val_00000002 (and one not in the fixture)
+    assert read_blacklist(listed) == {2, 7} and image_number("ILSVRC2012_val_00000042") == 42
+    dataset = ILSVRCValDataset(ilsvrc_root, PLAIN, blacklist=listed)
+    assert [dataset[i].image_id for i in range(len(dataset))] == ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000003"]
+    assert dataset.skipped == ("ILSVRC2012_val_00000002",)
+    assert ILSVRCValDataset(ilsvrc_root, PLAIN).skipped == ()
+    # start / limit select val positions first; the blacklist then drops what it names among them
+    held_out = build_dataset("ilsvrc", PLAIN, n_images=1, data_root=str(ilsvrc_root), blacklist=str(listed), start=1)
+    assert len(held_out) == 0 and held_out.skipped == ("ILSVRC2012_val_00000002",)
+    rest = build_dataset("ilsvrc", PLAIN, n_images=None, data_root=str(ilsvrc_root), blacklist=str(listed), start=1)
+    assert [s.image_id for s in rest] == ["ILSVRC2012_val_00000003"]
+    # the CSV index goes through the same filter
+    index = write_index(ILSVRCValDataset(ilsvrc_root, PLAIN), tmp_path / "val.csv")
+    assert ILSVRCValDataset(index, PLAIN, blacklist=listed).skipped == ("ILSVRC2012_val_00000002",)
+    listed.write_text("2\nthree\n")
+    with pytest.raises(ValueError, match="line 2"):
+        ILSVRCValDataset(ilsvrc_root, PLAIN, blacklist=listed)

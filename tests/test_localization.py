@@ -1,4 +1,5 @@
-"""gradcam_lib.localization against hand-computed cases and scikit-image's labelling."""
+"""gradcam_lib.localization against hand-computed cases, scikit-image's labelling, a literal port
+of the devkit's eval_clsloc.m loop, and brute-force loops for MaxBoxAcc."""
 
 from __future__ import annotations
 
@@ -6,20 +7,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy import stats
 from skimage.measure import label, regionprops
 from toy_models import ChannelMeans
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.datasets.transforms import ImageTransform
 from gradcam_lib.localization import (
+    MAX_BOX_ACC_V2_IOUS,
+    THRESHOLD_GRID,
+    _sweep_python,
+    error_interval,
     error_table,
     heatmap_to_box,
     image_outcome,
     iou,
+    iou_curves,
     iou_threshold,
     localize_batch,
+    max_box_acc,
+    max_box_acc_ci,
+    max_box_acc_from_ious,
+    pick_threshold,
+    threshold_sweep,
 )
 from gradcam_lib.models import ModelEntry
+from gradcam_lib.stats import wilson_ci
 
 
 def test_box_of_the_largest_segment_by_pixels_not_by_extent():
@@ -49,6 +63,8 @@ def test_all_zero_map_gives_none_and_nan_is_refused():
         heatmap_to_box(bad)
     with pytest.raises(ValueError, match="H, W"):
         heatmap_to_box(torch.ones(1, 7, 7))
+    with pytest.raises(ValueError, match="NaN"):
+        threshold_sweep(bad)
 
 
 def test_agrees_with_scikit_image_on_random_maps():
@@ -72,13 +88,38 @@ def test_iou_uses_inclusive_pixels():
     assert iou((3, 3, 3, 3), (3, 3, 3, 3)) == 1.0
 
 
-def test_iou_threshold_tiny_box_rule():
+# --------------------------------------------------------------------------- CLS-LOC rules
+
+
+def test_clsloc_threshold_is_half_whatever_the_box_size_and_the_det_rule_is_an_option():
     assert iou_threshold((0, 0, 199, 99)) == 0.5
-    assert iou_threshold((0, 0, 9, 9)) == pytest.approx(100 / 400)
-    assert iou_threshold((0, 0, 9, 9), tiny_box_rule=False) == 0.5
+    assert iou_threshold((0, 0, 9, 9)) == 0.5  # eval_clsloc.m: ov < 0.50, no relaxation
+    assert iou_threshold((0, 0, 9, 9), tiny_box_rule=True) == pytest.approx(100 / 400)  # DET devkit
+    assert iou_threshold((0, 0, 199, 99), tiny_box_rule=True) == 0.5
 
 
-def _sample() -> Sample:
+def _one_class(box: tuple[int, int, int, int], label: int = 3) -> Sample:
+    return Sample(torch.zeros(3, 60, 60), (label,), torch.tensor([box]), torch.tensor([label]), "one")
+
+
+def test_iou_of_exactly_one_half_is_a_hit_and_just_below_is_not():
+    guess = (0, 0, 9, 9)  # 100 pixels
+    at_half = _one_class((0, 0, 9, 19))  # 200 pixels containing the guess: IoU = 100 / 200 = 0.5
+    below = _one_class((0, 0, 9, 20))  # 210 pixels: IoU = 100 / 210 < 0.5
+    assert iou(guess, (0, 0, 9, 19)) == 0.5
+    assert image_outcome([3], [guess], at_half)["loc_top1"] == 1.0
+    assert image_outcome([3], [guess], below)["loc_top1"] == 0.0
+    # the DET rule would accept the second: its box is 10 x 21, needs min(0.5, 210 / (20 * 31)) = 0.339
+    assert image_outcome([3], [guess], below, tiny_box_rule=True)["loc_top1"] == 1.0
+    # the same boundary through the threshold sweep (the path localize_batch takes)
+    heatmap = np.zeros((60, 60))
+    heatmap[0:10, 0:10] = 1.0
+    assert threshold_sweep(heatmap, (0.5,), at_half.boxes).largest_hit.tolist() == [True]
+    assert threshold_sweep(heatmap, (0.5,), below.boxes).largest_hit.tolist() == [False]
+    assert threshold_sweep(heatmap, (0.5,), below.boxes, tiny_box_rule=True).largest_hit.tolist() == [True]
+
+
+def _two_classes() -> Sample:
     return Sample(
         image=torch.zeros(3, 100, 100),
         labels=(3, 7),
@@ -88,28 +129,237 @@ def _sample() -> Sample:
     )
 
 
-def test_ilsvrc_rule_per_image_and_error_rates():
-    sample = _sample()
-    right_box = (12, 12, 50, 50)
-    wrong_box = (60, 10, 99, 40)
-    # top-1 right class, box on the other object; the third guess is right on both counts
-    out = image_outcome([3, 1, 7, 2, 5], [wrong_box, right_box, (60, 60, 90, 90), None, None], sample)
-    assert out == {"cls_top1": True, "cls_top5": True, "loc_top1": False, "loc_top5": True}
-    # class 7 with the box of class 3: wrong localisation
-    out2 = image_outcome([7, 0, 1, 2, 4], [right_box, right_box, right_box, right_box, None], sample)
-    assert out2 == {"cls_top1": True, "cls_top5": True, "loc_top1": False, "loc_top5": False}
-    out3 = image_outcome([0, 1, 2, 4, 5], [right_box] * 5, sample)
-    assert out3 == {"cls_top1": False, "cls_top5": False, "loc_top1": False, "loc_top5": False}
+def test_multi_class_image_scores_the_mean_over_its_classes():
+    """eval_clsloc.m: e(i) = sum over the image's n ground-truth classes of [no guess right for
+    that class], error = e./n. Hand-computed on an image with classes 3 and 7."""
+    sample = _two_classes()
+    box3 = (12, 12, 50, 50)  # IoU with class 3's box: 38 * 38 / (40 * 40 + 39 * 39 - 38 * 38) > 0.5
+    box7 = (60, 60, 90, 90)  # IoU with class 7's box: 900 / 961
+    wrong = (60, 10, 99, 40)
+    # top-1 is class 3 with a wrong box; the third guess localises class 7: top-5 right for 7 only
+    out = image_outcome([3, 1, 7, 2, 5], [wrong, box3, box7, None, None], sample)
+    assert out == {"cls_top1": 0.5, "cls_top5": 1.0, "loc_top1": 0.0, "loc_top5": 0.5}
+    # both classes localised within the top 5; top-1 localises class 3 only
+    out2 = image_outcome([3, 7, 0, 1, 2], [box3, box7, None, None, None], sample)
+    assert out2 == {"cls_top1": 0.5, "cls_top5": 1.0, "loc_top1": 0.5, "loc_top5": 1.0}
+    # class 7 with the box of class 3: wrong for 7; class 3 never guessed
+    out3 = image_outcome([7, 0, 1, 2, 4], [box3] * 5, sample)
+    assert out3 == {"cls_top1": 0.5, "cls_top5": 0.5, "loc_top1": 0.0, "loc_top5": 0.0}
+    out4 = image_outcome([0, 1, 2, 4, 5], [box3] * 5, sample)
+    assert out4 == {"cls_top1": 0.0, "cls_top5": 0.0, "loc_top1": 0.0, "loc_top5": 0.0}
+    single = image_outcome([3, 0, 1, 2, 4], [box3] * 5, _one_class((10, 10, 49, 49)))
+    assert single == {"cls_top1": 1.0, "cls_top5": 1.0, "loc_top1": 1.0, "loc_top5": 1.0}
     rows = pd.DataFrame(
         [
             {"image_id": f"i{n}", "threshold": t, "loc_gt_known": n == 0, **o}
-            for n, o in enumerate([out, out2, out3, out])
+            for n, o in enumerate([out, out2, out3, out4])
             for t in (0.15, 0.3)
         ]
     ).assign(dataset="d", model="m", method="gradcam")
     table = error_table(rows, threshold=0.15).iloc[0]
-    expected = {"cls_top1": 25.0, "cls_top5": 25.0, "loc_top1": 100.0, "loc_top5": 50.0, "loc_gt_known": 75.0, "images": 4}
+    # errors = 100 * (1 - mean share): cls top-1 (0.5+0.5+0.5+0)/4, loc top-5 (0.5+1+0+0)/4
+    expected = {"cls_top1": 62.5, "cls_top5": 37.5, "loc_top1": 87.5, "loc_top5": 62.5, "loc_gt_known": 75.0, "images": 4}
     assert table[list(expected)].to_dict() == pytest.approx(expected)
+
+
+def _eval_clsloc_image(gt_labels, gt, pred_labels, pred_boxes) -> float:
+    """A literal port of eval_clsloc.m's loop for one image (gt: [(box, class)]): e(i) / n(i)."""
+    e = 0
+    for k in gt_labels:  # for k = 1:n  (sum)
+        d = []
+        for j, guess in enumerate(pred_labels):  # for j = 1:num_guesses  (min)
+            d_jk = int(k != guess)
+            if d_jk == 0:
+                ov_vector = [iou(pred_boxes[j], box) if pred_boxes[j] is not None else 0.0 for box, c in gt if c == k]
+                f_j = [int(ov < 0.50) for ov in ov_vector]
+            else:
+                f_j = [1]
+            d.append(min(max(f, d_jk) for f in f_j))  # d(i,j) = min(max([f_j; d_jk]))
+        e += min(d)  # min over j
+    return e / len(gt_labels)
+
+
+def test_image_outcome_matches_a_port_of_the_devkit_on_random_cases():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        classes = sorted(rng.choice(6, size=int(rng.integers(1, 4)), replace=False).tolist())
+        boxes, box_labels = [], []
+        for c in classes:
+            for _ in range(int(rng.integers(1, 3))):
+                x, y = rng.integers(0, 40, 2)
+                boxes.append([int(x), int(y), int(x + rng.integers(3, 20)), int(y + rng.integers(3, 20))])
+                box_labels.append(c)
+        sample = Sample(torch.zeros(3, 64, 64), tuple(classes), torch.tensor(boxes), torch.tensor(box_labels), "r")
+        guesses = rng.permutation(6)[:5].tolist()
+        guess_boxes = []
+        for _ in guesses:
+            if rng.random() < 0.1:
+                guess_boxes.append(None)
+            else:
+                x, y = rng.integers(0, 40, 2)
+                guess_boxes.append((int(x), int(y), int(x + rng.integers(3, 20)), int(y + rng.integers(3, 20))))
+        gt = list(zip([tuple(b) for b in boxes], box_labels))
+        for k in (1, 5):
+            expected = 1 - _eval_clsloc_image(classes, gt, guesses[:k], guess_boxes[:k])
+            assert image_outcome(guesses, guess_boxes, sample)[f"loc_top{k}"] == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------- threshold sweep
+
+
+def _random_maps(seed: int) -> list[np.ndarray]:
+    generator = torch.Generator().manual_seed(seed)
+    smooth = [F.interpolate(torch.rand(1, 1, 7, 7, generator=generator), size=(48, 56), mode="bilinear",
+                            align_corners=False)[0, 0].numpy() for _ in range(4)]
+    noisy = [(torch.rand(40, 30, generator=generator) ** 3).numpy() for _ in range(3)]
+    plateaus = [np.round(torch.rand(24, 24, generator=generator).numpy() * 4) / 4 for _ in range(3)]  # ties
+    return smooth + noisy + plateaus
+
+
+def test_sweep_gives_heatmap_to_box_at_every_threshold():
+    grid = THRESHOLD_GRID + (1.0, 0.15, 0.333)
+    for heatmap in _random_maps(0):
+        sweep = threshold_sweep(heatmap, grid)
+        for index, threshold in enumerate(grid):
+            assert sweep.box(index) == heatmap_to_box(heatmap, threshold), (threshold, heatmap.shape)
+
+
+def test_sweep_matches_one_labelling_per_threshold():
+    rng = np.random.default_rng(1)
+    for heatmap in _random_maps(1):
+        h, w = heatmap.shape
+        gt = [[int(x), int(y), int(min(w - 1, x + rng.integers(2, 20))), int(min(h - 1, y + rng.integers(2, 20)))]
+              for x, y in zip(rng.integers(0, w - 2, 3), rng.integers(0, h - 2, 3))]
+        sweep = threshold_sweep(heatmap, THRESHOLD_GRID, gt)
+        peak = heatmap.max()
+        cuts = np.array([t * peak for t in THRESHOLD_GRID])
+        levels = np.searchsorted(cuts, heatmap, side="right")
+        reference = _sweep_python(levels, len(THRESHOLD_GRID), np.array(gt), np.full(len(gt), 0.5))
+        for ours, theirs in zip((sweep.largest_boxes, sweep.largest_iou, sweep.largest_hit, sweep.best_iou,
+                                 sweep.components), reference):
+            assert np.array_equal(ours, theirs)
+
+
+def test_sweep_of_an_all_zero_map_has_no_box():
+    sweep = threshold_sweep(np.zeros((5, 5)), (0.0, 0.5), [[0, 0, 4, 4]])
+    assert sweep.box(0) is None and not sweep.largest_hit.any() and not sweep.best_iou.any()
+
+
+# --------------------------------------------------------------------------- MaxBoxAcc
+
+
+def _hand_case() -> tuple[list[np.ndarray], list[list[list[int]]]]:
+    """Four 20 x 20 maps (see test_max_box_acc_hand_computed)."""
+    nested = np.zeros((20, 20))
+    nested[0:12, 0:12] = 0.5
+    nested[2:6, 2:6] = 1.0
+    square = np.zeros((20, 20))
+    square[0:12, 0:12] = 1.0
+    two = np.zeros((20, 20))
+    two[12:20, 12:20] = 1.0  # 64 pixels: the largest segment
+    two[0:4, 0:4] = 1.0  # 16 pixels: the object
+    maps = [nested, nested, square, two]
+    boxes = [[[0, 0, 11, 11]], [[2, 2, 5, 5]], [[0, 0, 11, 11]], [[0, 0, 3, 3]]]
+    return maps, boxes
+
+
+def test_max_box_acc_hand_computed():
+    """Boxes by threshold t (fraction of the max):
+    image 1 (nested, gt = outer 12 x 12): t = 0 whole image (IoU 144/400 = 0.36); 0 < t <= 0.5
+      outer square (1.0); t > 0.5 inner 4 x 4 (16/144 = 0.11).
+    image 2 (nested, gt = inner 4 x 4): t = 0: 16/400; 0 < t <= 0.5: 0.11; t > 0.5: 1.0.
+    image 3 (square, gt = it): t = 0: 0.36; t > 0: 1.0.
+    image 4 (two squares, gt = the small one): largest segment = the big one (IoU 0) for t > 0,
+      whole image (16/400) at t = 0; the small one's own box matches exactly (all components).
+    V1 (delta 0.5): share 0 at t = 0, 2/4 for 0 < t <= 0.5 (images 1, 3) and for t > 0.5 (2, 3).
+    V2, all components: deltas 0.3 / 0.5 / 0.7 each reach 3/4; the largest-only V2 reaches 2/4.
+    A per-image best threshold would give 3/4 (V1): the maximum is over one shared threshold."""
+    maps, boxes = _hand_case()
+    assert max_box_acc(maps, boxes) == pytest.approx(0.5)
+    assert max_box_acc(maps, boxes, iou_thresholds=(0.3,)) == pytest.approx(0.5)  # t = 0 gives 1, 3 only
+    assert max_box_acc(maps, boxes, iou_thresholds=MAX_BOX_ACC_V2_IOUS, all_components=True) == pytest.approx(0.75)
+    assert max_box_acc(maps, boxes, iou_thresholds=MAX_BOX_ACC_V2_IOUS) == pytest.approx(0.5)
+    assert max_box_acc(maps, boxes, thresholds=(0.0,), iou_thresholds=(0.3,)) == pytest.approx(0.5)
+    assert max_box_acc(maps, boxes, thresholds=(0.0,)) == 0.0
+    assert max_box_acc([maps[3]], [[]]) == 0.0  # no box: a miss
+    with pytest.raises(ValueError, match="box lists"):
+        max_box_acc(maps, boxes[:2])
+
+
+def _brute_force_max_box_acc(maps, boxes, deltas, thresholds, all_components):
+    accuracies = []
+    for delta in deltas:
+        best = 0.0
+        for threshold in thresholds:
+            hits = 0
+            for heatmap, gt in zip(maps, boxes):
+                if not heatmap.max() > 0:
+                    continue
+                if all_components:
+                    regions = regionprops(label(heatmap >= threshold * heatmap.max(), connectivity=2))
+                    candidates = [(r.bbox[1], r.bbox[0], r.bbox[3] - 1, r.bbox[2] - 1) for r in regions]
+                else:
+                    candidates = [heatmap_to_box(heatmap, threshold)]
+                hits += any(iou(c, g) >= delta for c in candidates if c is not None for g in gt)
+            best = max(best, hits / len(maps))
+        accuracies.append(best)
+    return float(np.mean(accuracies))
+
+
+@pytest.mark.parametrize(("deltas", "all_components"), [((0.5,), False), (MAX_BOX_ACC_V2_IOUS, True), ((0.3, 0.7), False)])
+def test_max_box_acc_against_a_brute_force_loop(deltas, all_components):
+    rng = np.random.default_rng(2)
+    maps, boxes = [], []
+    for heatmap in _random_maps(2) * 2:
+        h, w = heatmap.shape
+        x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+        maps.append(heatmap)
+        boxes.append([[x, y, int(x + rng.integers(3, w // 2)), int(y + rng.integers(3, h // 2))]])
+    grid = tuple(i / 20 for i in range(20))
+    expected = _brute_force_max_box_acc(maps, boxes, deltas, grid, all_components)
+    assert max_box_acc(maps, boxes, deltas, grid, all_components) == pytest.approx(expected, abs=1e-12)
+
+
+def test_max_box_acc_interval_is_the_cluster_bootstrap_of_the_maximum():
+    rng = np.random.default_rng(4)
+    ious = rng.random((30, 12))
+    clusters = np.array(list("abcdef") * 5)
+    value, low, high = max_box_acc_ci(ious, (0.3, 0.5), clusters, n_resamples=300, seed=7)
+    assert value == max_box_acc_from_ious(ious, (0.3, 0.5))
+    # reference: the same draws, resampled matrices built by hand
+    names = np.unique(clusters)
+    draws = np.random.default_rng(7).integers(0, len(names), size=(300, len(names)))
+    values = [max_box_acc_from_ious(np.concatenate([ious[clusters == names[d]] for d in draw]), (0.3, 0.5))
+              for draw in draws]
+    assert (low, high) == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])))
+
+
+def test_iou_curves_and_pick_threshold():
+    rows = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "threshold": [0.1, 0.2, 0.1, 0.2],
+                         "gt_iou": [0.6, 0.4, 0.2, 0.7], "loc_gt_known": [True, False, False, True]})
+    ids, grid, ious = iou_curves(rows)
+    assert ids == ["a", "b"] and grid.tolist() == [0.1, 0.2] and ious.tolist() == [[0.6, 0.4], [0.2, 0.7]]
+    assert pick_threshold(rows) == 0.1  # a tie (1/2 at both): the smaller threshold
+    rows.loc[1, "loc_gt_known"] = True
+    assert pick_threshold(rows) == 0.2
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_wilson_interval_matches_scipy_on_hits_and_extends_to_shares():
+    for hits in ([True] * 7, [True, False] * 3 + [True], [False] * 5 + [True] * 2):
+        ours = wilson_ci(hits)
+        result = stats.binomtest(int(sum(hits)), len(hits)).proportion_ci(method="wilson")
+        assert ours == pytest.approx((np.mean(hits), result.low, result.high))
+    # a share of 1/2 on each of 4 images: the same interval as 2 hits in 4 (hand: [0.150, 0.850])
+    assert wilson_ci([0.5] * 4) == pytest.approx(wilson_ci([1, 0, 1, 0]))
+    assert wilson_ci([0.5] * 4)[1:] == pytest.approx((0.15003, 0.84997), abs=1e-5)
+    error, low, high = error_interval([1, 1, 0, 0])
+    assert (error, low, high) == pytest.approx((50.0, 15.003, 84.997), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- end to end
 
 
 def test_localize_batch_end_to_end_on_a_model_with_known_maps():
@@ -125,6 +375,39 @@ def test_localize_batch_end_to_end_on_a_model_with_known_maps():
     assert [(r["image_id"], r["threshold"]) for r in rows] == [("a", 0.15), ("a", 0.5), ("b", 0.15), ("b", 0.5)]
     first = rows[0]
     assert (first["top1_class"], first["xmin"], first["ymin"], first["xmax"], first["ymax"]) == (2, 10, 5, 30, 19)
-    assert first["cls_top1"] and first["loc_top1"] and first["loc_gt_known"]
+    assert first["cls_top1"] == first["loc_top1"] == 1.0 and first["loc_gt_known"] and first["gt_iou"] == 1.0
     # class 4 is in the top 5 but its map lies elsewhere than the (deliberately wrong) box
-    assert not rows[2]["cls_top1"] and rows[2]["cls_top5"] and not rows[2]["loc_top5"] and not rows[2]["loc_gt_known"]
+    assert rows[2]["cls_top1"] == 0.0 and rows[2]["cls_top5"] == 1.0 and rows[2]["loc_top5"] == 0.0
+    assert not rows[2]["loc_gt_known"] and rows[2]["gt_iou"] == 0.0
+    known_only = localize_batch(entry, torch.stack([image]), [truth], "gradcam", (0.15,), top_k=0)
+    assert set(known_only[0]) == {"image_id", "threshold", "gt_class", "loc_gt_known", "gt_iou", "gt_iou_any", "classes"}
+    assert known_only[0]["loc_gt_known"]
+
+
+def test_localize_batch_agrees_with_the_per_threshold_reference():
+    """Rows of a multi-class batch = image_outcome on heatmap_to_box's boxes, threshold by threshold."""
+    model = ChannelMeans()
+    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    generator = torch.Generator().manual_seed(5)
+    images = F.interpolate(torch.rand(3, 6, 6, 8, generator=generator), size=(36, 48), mode="bilinear") - 0.3
+    samples = [
+        Sample(images[0], (1, 3), torch.tensor([[0, 0, 20, 20], [10, 5, 40, 30]]), torch.tensor([1, 3]), "p"),
+        Sample(images[1], (0, 2, 5), torch.tensor([[5, 5, 30, 30], [0, 0, 47, 35], [2, 3, 12, 9]]),
+               torch.tensor([0, 2, 5]), "q"),
+        Sample(images[2], (4,), torch.tensor([[20, 10, 47, 35]]), torch.tensor([4]), "r"),
+    ]
+    grid = (0.0, 0.1, 0.15, 0.3, 0.5, 0.7, 0.9)
+    rows = localize_batch(entry, images, samples, "gradcam", grid)
+    logits = images.mean(dim=(-2, -1))
+    cams = images.clamp(min=0)
+    for row in rows:
+        index = ["p", "q", "r"].index(row["image_id"])
+        sample = samples[index]
+        top = logits[index].topk(5).indices.tolist()
+        boxes = [heatmap_to_box(cams[index, c], row["threshold"]) for c in top]
+        expected = image_outcome(top, boxes, sample)
+        assert {k: row[k] for k in expected} == pytest.approx(expected)
+        known = heatmap_to_box(cams[index, sample.labels[0]], row["threshold"])
+        best = max((iou(known, g) for g in sample.boxes_of(sample.labels[0]).tolist()), default=0.0) if known else 0.0
+        assert row["gt_iou"] == pytest.approx(best) and row["loc_gt_known"] == (best >= 0.5)
+        assert row["classes"] == len(sample.labels)

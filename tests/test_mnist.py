@@ -21,6 +21,7 @@ from gradcam_lib.mnist import (
     load_mnist_cnn,
     load_mnist_digits,
     mnist_split,
+    seeded_small_cnn,
     train_classifier,
 )
 
@@ -66,11 +67,23 @@ def test_training_is_deterministic():
     data = Split(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10)
     models = []
     for _ in range(2):
-        torch.manual_seed(5)
-        models.append(train_classifier(SmallCNN(), data, epochs=2, batch_size=16, seed=1))
+        models.append(train_classifier(seeded_small_cnn(seed=5), data, epochs=2, batch_size=16, seed=1))
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not models[0].training
+    assert any(not torch.equal(a, b) for a, b in zip(models[0].parameters(), seeded_small_cnn(seed=5).parameters()))
+
+
+def test_seeding_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    first, again, other = seeded_small_cnn(seed=3), seeded_small_cnn(seed=3), seeded_small_cnn(3, 32, seed=4)
+    data = Split(torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 10)
+    train_classifier(seeded_small_cnn(seed=2), data, epochs=1, batch_size=8, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # neither init nor training moved the caller's RNG
+    for a, b in zip(first.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(first.conv.weight, seeded_small_cnn(seed=4).conv.weight)
+    assert other.fc1.in_features == 20 * 14 * 14  # CIFAR-10 geometry: (32 - 4) / 2 = 14
 
 
 def test_least_confident_and_samples():

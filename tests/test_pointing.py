@@ -1,5 +1,7 @@
 """Pointing game: hit rule against a Euclidean distance transform, tie rule, tolerance edge,
-difficult pairs, accuracy aggregation and the rejection curve against hand counts and sklearn."""
+TorchRay's smoothing against scipy and a brute-force loop, difficult pairs, accuracy aggregation,
+the rejection curve and its calibration against hand counts and sklearn, and the cluster bootstrap
+against a brute-force resampling loop and the shared ``cluster_bootstrap_ci``."""
 
 from __future__ import annotations
 
@@ -14,17 +16,28 @@ from toy_models import ChannelMeans
 
 from gradcam_lib.datasets import ImageTransform, Sample
 from gradcam_lib.datasets.voc import VOCSample
+from gradcam_lib.datasets.composite import CompositeDataset
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.pointing import (
     box_distances,
+    calibrate_tau,
+    centre_point,
+    class_accuracy_ci,
+    cluster_group_means,
     is_difficult,
     max_point,
+    pair_clusters,
+    paired_class_accuracy_difference,
     pointing_accuracy,
     pointing_batch,
     pointing_hit,
     rejection_at,
     rejection_curve,
+    rejection_outcomes,
+    smooth_saliency,
+    subset_difference,
 )
+from gradcam_lib.stats import cluster_bootstrap_ci
 
 
 def _peak_at(x: int, y: int, shape: tuple[int, int] = (40, 50)) -> torch.Tensor:
@@ -40,9 +53,9 @@ def test_hits_match_a_distance_transform_everywhere():
     for x0, y0, x1, y1 in boxes:
         mask[y0 : y1 + 1, x0 : x1 + 1] = True
     distance = ndimage.distance_transform_edt(~mask)
-    for tolerance in (0, 3, 15):
+    for tolerance in (1, 3, 15, 15.5):
         ours = np.array([[pointing_hit(_peak_at(x, y), boxes, tolerance) for x in range(50)] for y in range(40)])
-        assert np.array_equal(ours, distance <= tolerance)
+        assert np.array_equal(ours, distance < tolerance)  # TorchRay: (u^2 + v^2) < tolerance^2
     ys, xs = np.nonzero(np.ones((40, 50)))
     ours = np.array([box_distances((x, y), boxes).min().item() for x, y in zip(xs, ys)])
     np.testing.assert_allclose(ours, distance[ys, xs])
@@ -50,12 +63,19 @@ def test_hits_match_a_distance_transform_everywhere():
 
 def test_tolerance_edge_and_inside():
     box = [[20, 20, 20, 20]]
-    assert pointing_hit(_peak_at(35, 20), box, 15)  # exactly 15 px: a hit (TorchRay's d < 15 misses it)
-    assert pointing_hit(_peak_at(29, 32), box, 15)  # (9, 12): 15 px
-    assert not pointing_hit(_peak_at(36, 20), box, 15)
-    assert pointing_hit(_peak_at(20, 20), box, 0) and not pointing_hit(_peak_at(21, 20), box, 0)
-    with pytest.raises(ValueError):
-        pointing_hit(_peak_at(1, 1), box, -1)
+    assert not pointing_hit(_peak_at(35, 20), box, 15)  # exactly 15 px: a miss, as TorchRay's d < 15
+    assert not pointing_hit(_peak_at(29, 32), box, 15)  # (9, 12): 15 px
+    assert pointing_hit(_peak_at(34, 20), box, 15)  # 14 px
+    assert pointing_hit(_peak_at(31, 30), box, 15)  # (11, 10): sqrt(221) = 14.87 px
+    assert pointing_hit(_peak_at(20, 20), box, 1) and not pointing_hit(_peak_at(21, 20), box, 1)  # 1: inside
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            pointing_hit(_peak_at(1, 1), box, bad)
+
+
+def test_centre_point_is_torchrays():
+    assert centre_point(224, 224) == (112.0, 112.0)  # TorchRay: (w / 2, h / 2)
+    assert centre_point(375, 500) == (250.0, 187.5)
 
 
 def test_ties_constant_maps_and_bad_input():
@@ -82,6 +102,44 @@ def test_bilinear_plateau_points_to_its_middle_not_its_corner():
     up = nn.functional.interpolate(coarse, size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
     assert int(np.argmax(up.numpy())) == 0
     assert max_point(up) == (7, 7)
+
+
+def _torchray_imsmooth_loop(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Brute force: every output pixel as the double sum of kernel x replicate-padded input."""
+    radius = int(np.ceil(4 * sigma))
+    kernel = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+    kernel /= kernel.sum()
+    height, width = image.shape
+    out = np.zeros_like(image)
+    for y in range(height):
+        for x in range(width):
+            total = 0.0
+            for i, ki in enumerate(kernel):
+                yy = min(max(y + i - radius, 0), height - 1)
+                for j, kj in enumerate(kernel):
+                    total += ki * kj * image[yy, min(max(x + j - radius, 0), width - 1)]
+            out[y, x] = total
+    return out
+
+
+def test_smoothing_matches_a_loop_and_scipy():
+    rng = np.random.default_rng(3)
+    image = rng.random((12, 20))
+    sigma = 0.1 * 20  # fraction 0.1 of the longer side: sigma 2, radius ceil(8) = 8
+    ours = smooth_saliency(torch.tensor(image)[None, None], 0.1)[0, 0].numpy()
+    np.testing.assert_allclose(ours, _torchray_imsmooth_loop(image, sigma), atol=1e-12)
+    # scipy's radius int(4 sigma + 0.5) equals ceil(4 sigma) here; mode "nearest" is replicate padding
+    np.testing.assert_allclose(ours, ndimage.gaussian_filter(image, sigma, mode="nearest", truncate=4.0), atol=1e-12)
+    # 224 x 224 at TorchRay's 0.02: sigma 4.48, radius 18; a constant map stays constant (kernel sums to 1)
+    big = torch.full((2, 3, 224, 224), 0.7, dtype=torch.float64)
+    torch.testing.assert_close(smooth_saliency(big), big)
+    spike = torch.zeros(1, 60, 60, dtype=torch.float64)
+    spike[0, 30, 30] = 1.0
+    blurred = smooth_saliency(spike, 0.02)  # sigma 1.2, radius 5
+    assert max_point(blurred[0]) == (30, 30) and blurred[0, 30, 36] == 0 and blurred[0, 30, 35] > 0
+    assert smooth_saliency(spike, 0.0) is spike
+    with pytest.raises(ValueError):
+        smooth_saliency(spike, -0.1)
 
 
 def _sample(boxes, labels, side=100, image_id="s") -> Sample:
@@ -133,6 +191,26 @@ def test_rejection_rule_by_hand():
     assert rejection_at(rows, 1.0)["precision"] == 100.0
 
 
+def test_rejection_outcomes_and_calibration_by_hand():
+    rows = _topk_rows()
+    right = rejection_outcomes(rows, 0.55)
+    # accepted 0.9 (hit) 0.8 (present, miss) 0.7 (absent) 0.6 (hit); rejected 0.5 0.4 (absent) 0.3 (present) 0.2 (absent)
+    assert right.tolist() == [True, False, False, True, True, True, False, True]
+    assert rejection_outcomes(rows, -np.inf).tolist() == rows["hit"].tolist()  # accept all
+    assert rejection_outcomes(rows, np.inf).tolist() == (~rows["present"]).tolist()  # reject all
+    # accuracy by the number of accepted (top) guesses a = 0..8: right = hits among the a + absent among the rest
+    by_accepted = [4, 5, 5, 4, 5, 4, 3, 4, 3]  # a = 0 (reject all) ... 8 (accept all)
+    assert [rejection_outcomes(rows, t).sum() for t in [np.inf, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, -np.inf]] == by_accepted
+    # maximum 5 at a = 1, 2, 4: the lowest tau interval is a = 4, i.e. (0.5, 0.6] -> midpoint 0.55
+    assert calibrate_tau(rows) == pytest.approx(0.55)
+    absent = rows.assign(present=False, hit=False)
+    assert calibrate_tau(absent) == np.inf  # nothing to find: reject all
+    found = rows.assign(present=True, hit=True)
+    assert calibrate_tau(found) == -np.inf  # everything hits: accept all
+    with pytest.raises(ValueError):
+        calibrate_tau(rows.iloc[:0])
+
+
 def test_rejection_curve_precision_matches_sklearn():
     rows = _topk_rows()
     curve = rejection_curve(rows)
@@ -166,3 +244,133 @@ def test_pointing_batch_end_to_end_on_a_model_with_known_maps():
     assert top["hit"].tolist() == [True, False, False]
     assert top["peak"].tolist() == pytest.approx([9 / 3600, 8 / 3600, 7 / 3600])  # weight = mean gradient = 1 / (H W)
     assert set(top["method"]) == {"gradcam"}
+
+
+def _brute_cluster_resamples(values, groups, clusters, n_resamples, seed):
+    """Reference: concatenate the drawn clusters' rows and take each group's mean with pandas, with
+    the same draws (one ``rng.integers`` call of shape (n_resamples, n_clusters), sorted cluster ids)."""
+    frame = pd.DataFrame({"v": values, "g": groups, "c": [str(c) for c in clusters]})
+    names = np.unique(frame["c"])
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(n_resamples, len(names)))
+    group_names = np.unique(frame["g"])
+    out = np.full((n_resamples, len(group_names)), np.nan)
+    for r, drawn in enumerate(draws):
+        sample = pd.concat([frame[frame["c"] == names[k]] for k in drawn])
+        means = sample.groupby("g")["v"].mean()
+        out[r] = [means.get(g, np.nan) for g in group_names]
+    return out
+
+
+def _clustered_pairs():
+    rng = np.random.default_rng(7)
+    n = 40
+    clusters = rng.choice(["a", "b", "c", "d", "e"], size=n)
+    labels = rng.choice([1, 2, 3], size=n)
+    hits_a = rng.random(n) < 0.7
+    hits_b = rng.random(n) < 0.4
+    return clusters, labels, hits_a, hits_b
+
+
+def test_cluster_group_means_match_a_brute_force_resampling():
+    clusters, labels, hits_a, _ = _clustered_pairs()
+    names, means, draws = cluster_group_means(hits_a, labels, clusters, n_resamples=200, seed=5, chunk=64)
+    assert names.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(means[:, 0], [hits_a[labels == g].mean() for g in (1, 2, 3)])
+    reference = _brute_cluster_resamples(hits_a.astype(float), labels, clusters, 200, 5)
+    np.testing.assert_allclose(draws[:, :, 0], reference, equal_nan=True)
+
+
+def test_pair_accuracy_with_one_group_matches_the_shared_cluster_bootstrap():
+    clusters, _, hits_a, _ = _clustered_pairs()
+    _, means, draws = cluster_group_means(hits_a, np.zeros(len(hits_a)), clusters, n_resamples=2000, seed=0)
+    mean, low, high = cluster_bootstrap_ci(hits_a.astype(float), clusters, n_resamples=2000, seed=0)
+    assert means[0, 0] == pytest.approx(mean)
+    assert np.quantile(draws[:, 0, 0], [0.025, 0.975]) == pytest.approx([low, high])
+
+
+def test_class_accuracy_interval_and_paired_difference_by_hand():
+    # two clusters, one class each: class 1 = 2 hits of 2 in cluster "x", class 2 = 0 of 2 in "y".
+    # Point: (100 + 0) / 2 = 50. A resample holds {x, x}: 100, {y, y}: 0, or {x, y}: 50, with
+    # probabilities 1/4, 1/4, 1/2 -> the 95 % percentile interval is [0, 100].
+    hits = np.array([1, 1, 0, 0], dtype=bool)
+    labels = np.array([1, 1, 2, 2])
+    clusters = np.array(["x", "x", "y", "y"])
+    mean, low, high = class_accuracy_ci(hits, labels, clusters, n_resamples=4000)
+    assert (mean, low, high) == (50.0, 0.0, 100.0)
+    _, _, draws = cluster_group_means(hits, labels, clusters, n_resamples=4000)
+    share = np.mean(np.isclose(np.nanmean(draws[:, :, 0], axis=1), 0.5))
+    assert share == pytest.approx(0.5, abs=0.03)
+    # identical methods: the difference is exactly 0 in every resample
+    same = paired_class_accuracy_difference(hits, hits, labels, clusters)
+    assert (same.mean, same.low, same.high, same.excludes_zero) == (0.0, 0.0, 0.0, False)
+    # A hits everything, B only class 1: +50 points in every resample that holds class 2 ...
+    b = np.array([1, 1, 0, 0], dtype=bool)
+    diff = paired_class_accuracy_difference(np.ones(4, bool), b, labels, clusters, n_resamples=4000)
+    assert diff.mean == 50.0 and diff.n == 4
+    # ... resamples: {x, x} -> 0, {x, y} -> 50, {y, y} -> 100
+    assert (diff.low, diff.high) == (0.0, 100.0) and not diff.excludes_zero
+
+
+def test_paired_class_difference_matches_brute_force_and_is_paired():
+    clusters, labels, hits_a, hits_b = _clustered_pairs()
+    diff = paired_class_accuracy_difference(hits_a, hits_b, labels, clusters, n_resamples=120, seed=2)
+    frame = pd.DataFrame({"a": hits_a, "b": hits_b, "g": labels})
+    point = frame.groupby("g")["a"].mean().mean() - frame.groupby("g")["b"].mean().mean()
+    assert diff.mean == pytest.approx(100 * point)
+    ra = np.nanmean(_brute_cluster_resamples(hits_a.astype(float), labels, clusters, 120, 2), axis=1)
+    rb = np.nanmean(_brute_cluster_resamples(hits_b.astype(float), labels, clusters, 120, 2), axis=1)
+    assert [diff.low, diff.high] == pytest.approx(list(100 * np.quantile(ra - rb, [0.025, 0.975])))
+
+
+def test_subset_difference_by_hand_and_brute_force():
+    clusters, _, hits_a, _ = _clustered_pairs()
+    subset = np.arange(len(hits_a)) % 3 == 0
+    gap = subset_difference(hits_a, subset, clusters, n_resamples=120, seed=4)
+    assert gap.mean == pytest.approx(100 * (hits_a[subset].mean() - hits_a[~subset].mean()))
+    reference = _brute_cluster_resamples(hits_a.astype(float), subset, clusters, 120, 4)
+    expected = 100 * np.nanquantile(reference[:, 1] - reference[:, 0], [0.025, 0.975])
+    assert [gap.low, gap.high] == pytest.approx(list(expected))
+    with pytest.raises(ValueError):
+        subset_difference(hits_a, np.ones(len(hits_a), bool), clusters)
+
+
+def test_pair_clusters_use_the_composite_source_objects():
+    dataset = CompositeDataset(3, ImageTransform(), seed=4, max_objects=3)
+    ids, labels, expected = [], [], []
+    for index in range(3):
+        for label, source in dataset.sources(index).items():
+            ids.append(f"composite-4-{index}")
+            labels.append(label)
+            expected.append(source)
+    assert pair_clusters(ids, labels, dataset).tolist() == expected
+    assert all("#" in source for source in expected)  # <photo id>#<box index>
+    assert pair_clusters(["a", "a", "b"], [1, 2, 1], object()).tolist() == ["a", "a", "b"]  # images otherwise
+
+
+class _Linear(nn.Module):
+    """logit_c = sum(weight[c] * x): the input gradient of class c is weight[c], whatever the input."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.features = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,kchw->bk", self.features(x), self.weight)
+
+
+def test_pointing_batch_smooths_the_gradient_as_torchray():
+    """Class 1's gradient: a lone spike of 1 at (5, 5), far from its box, and a 9 x 9 plateau of 0.5
+    on the box around (45, 45). Raw, the spike is the maximum (a miss); smoothed with sigma 1.2 px
+    (0.02 x 60) the spike drops to about 1 / (2 pi 1.2^2) = 0.11 and the plateau's middle stays 0.5."""
+    weight = torch.zeros(2, 3, 60, 60)
+    weight[1, 0, 5, 5] = 1.0
+    weight[1, 0, 41:50, 41:50] = 0.5
+    model = _Linear(weight)
+    entry = ModelEntry("linear", model, model.features, "features", ImageTransform(), ("a", "b"))
+    sample = _sample([[40, 40, 50, 50]], [1], side=60)
+    raw = pd.DataFrame(pointing_batch(entry, sample.image[None], [sample], ["backprop"], top_k=2, smooth=0.0))
+    smoothed = pd.DataFrame(pointing_batch(entry, sample.image[None], [sample], ["backprop"], top_k=2, smooth=0.02))
+    pick = lambda rows: rows[rows["method"] == "backprop"]["hit"].item()  # noqa: E731
+    assert not pick(raw) and pick(smoothed)
+    assert smoothed[smoothed["method"] == "backprop"]["peak"].item() == pytest.approx(0.5, abs=1e-3)  # the kernel reaches 1 px past the plateau

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from html.parser import HTMLParser
 
 import numpy as np
@@ -337,7 +338,126 @@ def test_analyse_study_end_to_end_on_hand_made_ratings():
     assert summary.loc["guided_gradcam", "raters"] == 3 and summary.loc["guided_gradcam", "answers"] == 6
     assert (analysis.per_image["mean"] == 1.0).all() and (analysis.per_image["answers"] == 3).all()
     assert analysis.paired["mean_difference"] == 0 and np.isnan(analysis.paired["p_value"])
+    # every rater gives both methods the same score: the difference is 0 in every rater resample
+    assert analysis.difference_raters == 3 and analysis.difference.n == 6
+    assert (analysis.difference.mean, analysis.difference.low, analysis.difference.high) == (0, 0, 0)
     assert len(analysis.agreement) == 3
+
+
+def paired_scores(differences_by_rater: dict[str, list[float]]) -> pd.DataFrame:
+    """Scores with Guided Backprop 0 and Guided Grad-CAM = the given difference, per rater and image."""
+    rows = []
+    for rater, differences in differences_by_rater.items():
+        for image, difference in enumerate(differences):
+            rows += [{"rater_id": rater, "image_id": f"i{image}", "method": "guided_backprop", "score": 0.0},
+                     {"rater_id": rater, "image_id": f"i{image}", "method": "guided_gradcam", "score": difference}]
+    return pd.DataFrame(rows)
+
+
+def test_rater_paired_difference_resamples_raters_hand_computed():
+    # two raters, 13 images each: one always 0, one always 1. Resampling raters gives the mean
+    # 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the 95 % percentile interval is [0, 1] exactly;
+    # resampling the 26 pairs as if independent would give about 0.5 +- 0.19.
+    scores = paired_scores({"a": [0.0] * 13, "b": [1.0] * 13})
+    difference, raters = us.rater_paired_difference(scores)
+    assert raters == 2 and difference.n == 26 and difference.mean == pytest.approx(0.5)
+    assert (difference.low, difference.high) == (0.0, 1.0)
+    each_pair_a_rater = scores.assign(rater_id=scores["rater_id"] + scores["image_id"])
+    narrow, _ = us.rater_paired_difference(each_pair_a_rater)
+    assert 0.2 < narrow.low < 0.4 and 0.6 < narrow.high < 0.8
+
+
+def test_rater_paired_difference_matches_exact_enumeration_of_rater_resamples():
+    # four raters with 3, 1, 2, 4 pairs; an unpaired answer (a rater who skipped one method on an
+    # image) is left out. Brute force: all 4^4 equally likely resamples of raters.
+    differences = {"r1": [2.0, 1.0, 0.0], "r2": [-2.0], "r3": [1.0, -1.0], "r4": [0.0, 1.0, 2.0, 2.0]}
+    scores = paired_scores(differences)
+    unpaired = pd.DataFrame([{"rater_id": "r2", "image_id": "extra", "method": "guided_gradcam", "score": 2.0}])
+    difference, raters = us.rater_paired_difference(pd.concat([scores, unpaired], ignore_index=True), seed=3)
+    sums = {r: sum(d) for r, d in differences.items()}
+    sizes = {r: len(d) for r, d in differences.items()}
+    assert raters == 4 and difference.n == 10
+    assert difference.mean == pytest.approx(sum(sums.values()) / sum(sizes.values()))
+    draws = np.array([sum(sums[r] for r in pick) / sum(sizes[r] for r in pick)
+                      for pick in itertools.product(differences, repeat=4)])
+    below = lambda x: np.mean(draws < x - 1e-12)
+    at_most = lambda x: np.mean(draws <= x + 1e-12)
+    for bound, level in ((difference.low, 0.025), (difference.high, 0.975)):
+        assert below(bound) <= level + 0.006 and at_most(bound) >= level - 0.006
+
+
+# ------------------------------------------------------------------------------------ aggregates
+
+
+def test_design_effect_and_effective_units_closed_forms():
+    assert us.design_effect(13, 0.0) == 1.0 and us.design_effect(13, 1.0) == 13.0
+    assert us.design_effect(13, 0.25) == pytest.approx(4.0)
+    assert us.effective_units(468, 13, 1.0) == pytest.approx(36.0)  # each rater counts once
+    assert us.effective_units(468, 13, 0.0) == 468
+    with pytest.raises(ValueError):
+        us.design_effect(13, 1.5)
+
+
+@pytest.mark.parametrize("rho, icc", [(0.0, 0.0), (0.25, 0.1), (0.5, 0.2), (0.75, 1.0), (-0.3, 0.5)])
+def test_rater_interval_is_the_closed_form_over_the_effective_n(rho, icc):
+    sd_a, sd_b, raters, m, estimate = 1.3731, 1.2850, 36, 13, -0.1645
+    n_eff = raters * m / (1 + (m - 1) * icc)
+    variance = (sd_a**2 + sd_b**2 - 2 * rho * sd_a * sd_b) / n_eff
+    result = us.rater_interval(estimate, sd_a, raters, m, icc, sd_second=sd_b, rho=rho)
+    assert result["n_eff"] == pytest.approx(n_eff) and result["se"] ** 2 == pytest.approx(variance)
+    half = stats.t.ppf(0.975, raters - 1) * np.sqrt(variance)
+    assert (result["low"], result["high"]) == pytest.approx((estimate - half, estimate + half))
+    assert result["excludes_zero"] == float(abs(estimate) > half)
+    # one method: the interval of its mean, sd_a^2 / n_eff
+    single = us.rater_interval(0.27, sd_a, raters, m, icc)
+    assert single["se"] ** 2 == pytest.approx(sd_a**2 / n_eff)
+    table = us.difference_sensitivity(0.1, 0.1 - estimate, sd_a, sd_b, raters, m, [rho], [icc])
+    assert table.iloc[0]["low"] == pytest.approx(result["low"]) and table.iloc[0]["high"] == pytest.approx(result["high"])
+    # sds of the pooled answers: the variance is scaled by (N - 1) / (N - deff)
+    pooled = us.rater_interval(estimate, sd_a, raters, m, icc, sd_second=sd_b, rho=rho, pooled_sds=True)
+    n = raters * m
+    assert pooled["se"] ** 2 == pytest.approx(variance * (n - 1) / (n - (1 + (m - 1) * icc)))
+
+
+def test_pooled_sample_variance_of_clustered_answers_has_the_stated_bias():
+    # 5 raters x 13 answers, icc 0.5: E[s^2] = sigma^2 (N - deff) / (N - 1) = 58 / 64 sigma^2
+    rng = np.random.default_rng(1)
+    raters, m, icc, studies = 5, 13, 0.5, 20000
+    answers = np.sqrt(icc) * rng.standard_normal((studies, raters, 1)) + np.sqrt(1 - icc) * rng.standard_normal((studies, raters, m))
+    mean_variance = answers.reshape(studies, -1).var(axis=1, ddof=1).mean()
+    assert mean_variance == pytest.approx(1 / us.pooled_variance_factor(raters, m, icc), rel=0.01)
+    assert 1 / us.pooled_variance_factor(raters, m, icc) == pytest.approx(58 / 64)
+
+
+def test_rater_interval_matches_simulated_raters():
+    # Gaussian raters with exactly the model's structure: answer = sqrt(icc) u_rater + sqrt(1 - icc) e_image,
+    # (u, e) per method with sds (sd_a, sd_b) and correlation rho, so a rater's two mean scores
+    # correlate rho and two answers of one rater to one method correlate icc.
+    rng = np.random.default_rng(0)
+    sd = np.array([1.37, 1.29])
+    rho, icc, raters, m, studies = 0.5, 0.2, 36, 13, 4000
+    cov = np.array([[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]])
+    rater_level = rng.multivariate_normal([0, 0], cov, size=(studies, raters, 1))
+    image_level = rng.multivariate_normal([0, 0], cov, size=(studies, raters, m))
+    answers = np.sqrt(icc) * rater_level + np.sqrt(1 - icc) * image_level + np.array([0.3, 0.1])
+    differences = answers[..., 0].mean(axis=(1, 2)) - answers[..., 1].mean(axis=(1, 2))
+    result = us.rater_interval(0.0, sd[0], raters, m, icc, sd_second=sd[1], rho=rho)
+    assert differences.std() == pytest.approx(result["se"], rel=0.04)
+    half = result["high"] - result["estimate"]
+    coverage = np.mean(np.abs(differences - 0.2) < half)
+    assert 0.945 < coverage < 0.97  # t quantile on 35 df with the sds known: 0.958
+
+
+def test_largest_icc_excluding_zero_is_where_the_interval_reaches_zero():
+    grid = np.linspace(0, 1, 2001)
+    for rho, pooled in itertools.product((0.0, 0.25, 0.5, 0.75), (False, True)):
+        bound = us.largest_icc_excluding_zero(-0.1645, 1.3731, 36, 13, sd_second=1.2850, rho=rho, pooled_sds=pooled)
+        excludes = np.array([us.rater_interval(-0.1645, 1.3731, 36, 13, icc, 1.2850, rho, pooled_sds=pooled)["excludes_zero"]
+                             for icc in grid])
+        assert (excludes == (grid < bound)).all()
+    # a single method whose bound falls inside (0, 1) only with the pooled-sd correction
+    assert us.largest_icc_excluding_zero(0.4359, 1.2850, 36, 13) > 1 > us.largest_icc_excluding_zero(0.4359, 1.2850, 36, 13, pooled_sds=True)
+    assert us.largest_icc_excluding_zero(0.0, 1.0, 36, 13) < 0  # a zero estimate is never shown non-zero
 
 
 # ------------------------------------------------------------------------------------ power
@@ -347,8 +467,12 @@ def test_paired_difference_sd_closed_forms():
     assert us.paired_difference_sd(1.0, 1.0, 0.0) == pytest.approx(np.sqrt(2))
     assert us.paired_difference_sd(1.0, 1.0, 1.0) == pytest.approx(0.0)
     assert us.paired_difference_sd(3.0, 4.0, 0.5) == pytest.approx(np.sqrt(9 + 16 - 12))
-    # rater effects only (icc = 0): averaging 4 images halves the sd, whatever rho
-    assert us.paired_difference_sd(1.0, 1.0, 0.9, icc=0.0, images=4) == pytest.approx(np.sqrt(2) / 2)
+    # independent answers (icc = 0): averaging 4 images halves the sd of a rater's difference
+    assert us.paired_difference_sd(1.0, 1.0, 0.5, icc=0.0, images=4) == pytest.approx(1.0 / 2)
+    # icc = 1: a rater's 13 answers are worth one
+    assert us.paired_difference_sd(1.3, 1.2, 0.4, icc=1.0, images=13) == pytest.approx(us.paired_difference_sd(1.3, 1.2, 0.4))
+    # icc = 0.25, 13 images: variance times (1 + 12 / 4) / 13
+    assert us.paired_difference_sd(1.0, 1.0, 0.0, icc=0.25, images=13) == pytest.approx(np.sqrt(2 * 4 / 13))
     with pytest.raises(ValueError):
         us.paired_difference_sd(1.0, 1.0, 1.5)
 
@@ -387,6 +511,9 @@ def test_simulated_wilcoxon_power_holds_its_size_and_grows_with_correlation():
     p = us.tilt_answer_distribution([1, 1, 1, 1, 1], 0.5, 1.3)
     null = us.simulate_wilcoxon_power(p, p, raters=40, rho=0.3, n_sims=3000, seed=0)
     assert null["power"] == pytest.approx(0.05, abs=0.02)
+    hits = round(null["power"] * 3000)
+    wilson = stats.binomtest(hits, 3000).proportion_ci(method="wilson")
+    assert (null["power_low"], null["power_high"]) == pytest.approx((wilson.low, wilson.high))
     assert 0 < null["answer_correlation"] < 0.3  # coarse answers correlate less than their latent scores
     q = us.tilt_answer_distribution([1, 1, 1, 1, 1], 1.0, 1.3)
     low, high = (us.simulate_wilcoxon_power(q, p, raters=40, rho=rho, n_sims=1500, seed=1)["power"] for rho in (0.0, 0.8))

@@ -59,15 +59,22 @@ def build_dataset(
     seed: int = 0,
     max_objects: int = 2,
     split: str = "test",
+    blacklist: str | None = None,
+    start: int = 0,
 ) -> Dataset[Sample]:
     """A chapter's data set by name, in one model's geometry.
 
     Args:
         name: ``composite`` (generated from ``seed``: ``n_images`` images of up to ``max_objects``
             objects), ``photos`` (the embedded photographs; ``n_images`` ignored), ``ilsvrc``
-            (ILSVRC2012 val under ``data_root``, the first ``n_images``) or ``voc`` (PASCAL VOC 2007
-            ``split`` under ``data_root``, the first ``n_images`` ids).
+            (ILSVRC2012 val under ``data_root``, ``n_images`` images from number ``start``, less
+            those on ``blacklist``) or ``voc`` (PASCAL VOC 2007 ``split`` under ``data_root``, the
+            first ``n_images`` ids).
         transform: the model's :class:`ImageTransform`.
+        blacklist: ILSVRC only: the CLS-LOC devkit's blacklist file
+            (``ILSVRC2013_clsloc_validation_blacklist.txt``); its images are skipped.
+        start: ILSVRC only: how many val images (file-name order) to skip first -- e.g. a
+            held-out calibration part.
 
     Raises:
         ValueError: unknown name, or a real data set without ``data_root``.
@@ -79,7 +86,7 @@ def build_dataset(
     if name == "photos":
         return load_photos(transform)
     if name == "ilsvrc":
-        return ILSVRCValDataset(data_root, transform, limit=n_images)
+        return ILSVRCValDataset(data_root, transform, limit=n_images, blacklist=blacklist, start=start)
     if name == "voc":
         return VOCDataset(data_root, transform, split=split, limit=n_images)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -10,7 +10,11 @@ or a folder holding
   ``root/Annotations/``, ``root/val/`` (beside the images) or ``root/`` that has any.
 
 ``images_dir``/``annotations_dir`` override the search. The items are the images that have an XML,
-in file-name order. Boxes: the XML's ``xmin..xmax`` are read as 0-based *inclusive* pixel
+in file-name order; ``start``/``limit`` select a run of them (e.g. a held-out calibration part of
+val and the test part after it), and the images listed in the CLS-LOC devkit's blacklist
+(``ILSVRC2013_clsloc_validation_blacklist.txt``: one 1-based image number per line, number ``i``
+being ``ILSVRC2012_val_%08d``; 1 762 images) are then left out, as ``eval_clsloc.m`` leaves them out
+of the localisation error. Boxes: the XML's ``xmin..xmax`` are read as 0-based *inclusive* pixel
 coordinates (the devkit computes widths as ``xmax - xmin + 1``) and clipped to the image size the
 XML states; the labels are the indices of the objects' wnids in the sorted list of the 1000
 ILSVRC2012 wnids, which is torchvision's class order (``imagenet_wnids.txt``, made by
@@ -44,6 +48,8 @@ __all__ = [
     "find_layout",
     "read_image",
     "write_index",
+    "read_blacklist",
+    "image_number",
     "INDEX_COLUMNS",
 ]
 
@@ -174,6 +180,37 @@ def find_layout(
     return images, annotations
 
 
+def read_blacklist(path: str | os.PathLike[str]) -> frozenset[int]:
+    """The image numbers of a devkit blacklist file (one 1-based integer per line; blank lines
+    ignored).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a line that is not a positive integer (the message names the line).
+    """
+    numbers = set()
+    for line_number, line in enumerate(Path(path).read_text(encoding="ascii").splitlines(), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{path}, line {line_number}: {text!r} is not a 1-based image number")
+        numbers.add(int(text))
+    return frozenset(numbers)
+
+
+def image_number(image_id: str) -> int:
+    """``ILSVRC2012_val_00000042`` -> 42, the devkit's 1-based image index.
+
+    Raises:
+        ValueError: the id does not end in ``_<digits>``.
+    """
+    tail = image_id.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        raise ValueError(f"{image_id!r} is not an ILSVRC val image name (ILSVRC2012_val_%08d)")
+    return int(tail)
+
+
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
     """Decode an image file fully (any mode; the transform converts to RGB).
 
@@ -197,8 +234,14 @@ class ILSVRCValDataset(Dataset[Sample]):
     Args:
         root: the data set folder, or a CSV index written by :func:`write_index`.
         transform: the model's transform (boxes follow it).
-        limit: keep only the first ``limit`` images (in file-name order).
+        limit: keep only the first ``limit`` images (in file-name order) from ``start``.
         images_dir, annotations_dir: override the folder search (folder mode only).
+        blacklist: the devkit's blacklist file; its images are left out of the selection
+            (:attr:`skipped` lists them).
+        start: skip the first ``start`` images (file-name order) before ``limit`` applies.
+
+    Attributes:
+        skipped: ids of the selected images left out because the blacklist names them.
 
     Raises:
         FileNotFoundError: folders missing, or an XML whose image is not there (the message names
@@ -212,7 +255,11 @@ class ILSVRCValDataset(Dataset[Sample]):
         limit: int | None = None,
         images_dir: str | os.PathLike[str] | None = None,
         annotations_dir: str | os.PathLike[str] | None = None,
+        blacklist: str | os.PathLike[str] | None = None,
+        start: int = 0,
     ) -> None:
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
         self.transform = transform
         root = Path(root)
         if root.suffix.lower() == ".csv":
@@ -221,7 +268,13 @@ class ILSVRCValDataset(Dataset[Sample]):
             pairs = _read_index(root)
         else:
             pairs = _scan_folder(*find_layout(root, images_dir, annotations_dir))
-        pairs = pairs[:limit] if limit is not None else pairs
+        pairs = pairs[start : start + limit] if limit is not None else pairs[start:]
+        self.skipped: tuple[str, ...] = ()
+        if blacklist is not None:
+            numbers = read_blacklist(blacklist)
+            listed = [image_number(_image_id(a)) in numbers for _, a in pairs]
+            self.skipped = tuple(_image_id(a) for (_, a), out in zip(pairs, listed) if out)
+            pairs = [pair for pair, out in zip(pairs, listed) if not out]
         self.image_paths: list[Path] = [p for p, _ in pairs]
         self._annotations: list[Path | Annotation] = [a for _, a in pairs]
 
@@ -241,6 +294,10 @@ class ILSVRCValDataset(Dataset[Sample]):
         labels = torch.tensor(annotation.labels, dtype=torch.long)
         image = read_image(self.image_paths[index])
         return build_sample(image, boxes, labels, annotation.image_id, self.transform)
+
+
+def _image_id(annotation: Path | Annotation) -> str:
+    return annotation.image_id if isinstance(annotation, Annotation) else annotation.stem
 
 
 def _scan_folder(images: Path, annotations: Path) -> list[tuple[Path, Path | Annotation]]:

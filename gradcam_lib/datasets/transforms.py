@@ -3,6 +3,14 @@ through exactly the same resize and crop as the pixels (the KTH reproduction sca
 anisotropically while the image kept its aspect ratio, which misplaced every box of a non-square
 image).
 
+Two geometries (:attr:`ImageTransform.geometry`):
+
+* ``"crop"`` (default): resize the shorter side to ``resize``, centre-crop ``crop`` x ``crop`` --
+  torchvision's ImageNet evaluation transform; parts of a non-square image (and of its boxes) are
+  cut;
+* ``"resize"``: resize the whole image to ``crop`` x ``crop``, ignoring its aspect ratio -- the
+  Grad-CAM paper's code (``image.scale(img, 224, 224)`` in ``misc/utils.lua``); nothing is cut.
+
 Box convention everywhere in gradcam_lib: ``(xmin, ymin, xmax, ymax)`` in *inclusive* pixel
 coordinates (the ILSVRC devkit's), i.e. the box covers columns ``xmin..xmax``. A box is mapped by
 turning it into the continuous rectangle ``[xmin, xmax + 1) x [ymin, ymax + 1)``, sending that
@@ -13,7 +21,7 @@ centres lie inside the result. Boxes that end up covering no pixel of the crop a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -55,16 +63,35 @@ def continuous_to_inclusive(boxes: torch.Tensor, height: int, width: int) -> tup
     return out, keep
 
 
+GEOMETRIES = ("crop", "resize")
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """Resize the shorter side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1],
     normalise by ``mean``/``std`` -- the torchvision ImageNet evaluation transform -- and map boxes
-    through the same geometry."""
+    through the same geometry. With ``geometry="resize"`` the whole image is resized to ``crop`` x
+    ``crop`` instead (the Grad-CAM paper's code; ``resize`` is then unused)."""
 
     resize: int = 256
     crop: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    geometry: str = "crop"
+
+    def __post_init__(self) -> None:
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+
+    def with_geometry(self, geometry: str) -> ImageTransform:
+        """The same transform (size, normalisation) with another geometry (``"crop"`` / ``"resize"``)."""
+        return replace(self, geometry=geometry)
+
+    @classmethod
+    def whole_image(cls, size: int = 224, mean: tuple[float, ...] = IMAGENET_MEAN,
+                    std: tuple[float, ...] = IMAGENET_STD) -> ImageTransform:
+        """Resize the whole image to ``size`` x ``size`` (no crop), as the Grad-CAM paper's code does."""
+        return cls(size, size, mean, std, geometry="resize")
 
     def __call__(
         self, image: Image.Image, boxes: torch.Tensor | None = None
@@ -75,19 +102,23 @@ class ImageTransform:
 
         Returns:
             ``(tensor (3, crop, crop) float32 normalised, boxes (M, 4) long inclusive in the
-            crop's pixels, keep (N,) bool: which input boxes survived the crop)``.
+            output's pixels, keep (N,) bool: which input boxes survived the crop -- all of them
+            with ``geometry="resize"``)``.
         """
         image = to_rgb(image)
         width, height = image.size
         if boxes is None:
             boxes = torch.zeros((0, 4), dtype=torch.long)
         boxes = torch.as_tensor(boxes).reshape(-1, 4)
-        geometry = v2.Compose(
-            [
-                v2.Resize(self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True),
-                v2.CenterCrop(self.crop),
-            ]
-        )
+        if self.geometry == "resize":
+            geometry = v2.Resize((self.crop, self.crop), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        else:
+            geometry = v2.Compose(
+                [
+                    v2.Resize(self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True),
+                    v2.CenterCrop(self.crop),
+                ]
+            )
         pixels = TF.pil_to_tensor(image)
         rectangles = tv_tensors.BoundingBoxes(
             inclusive_to_continuous(boxes).to(torch.float32),

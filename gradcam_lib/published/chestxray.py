@@ -3,7 +3,8 @@ findings on 880 images).
 
 "KTH" = the DD2412 reproduction, recomputed from its stored result files: mean share of the
 top-15 % pixels (>= 0.85 after per-image min-max of the positive part) inside the finding's box,
-over the 984 boxes. Its label map did not follow CheXNet's output order (only Effusion was right),
+over the 984 boxes; IG and GradientShap with captum's zero baseline (zero in the normalised input
+space, i.e. the mean colour). Its label map did not follow CheXNet's output order (only Effusion was right),
 so the CheXNet row is suspect.
 
 "ChestX-ray8" = Wang et al., ChestX-ray8, CVPR 2017, Table 4: localisation accuracy (Acc.) and
@@ -17,7 +18,9 @@ import pandas as pd
 
 __all__ = ["kth_box_shares", "chestxray8_localization"]
 
-_KTH_METHODS = ("Grad-CAM", "Grad-CAM++", "Integrated Gradients", "GradientShap (captum)")
+#: KTH's methods under this book's labels: KTH's notes say "zero baseline" for captum's IG (50 steps)
+#: and GradientShap; on CheXNet's ImageNet-normalised input a zero tensor is the mean colour (a grey).
+_KTH_METHODS = ("Grad-CAM", "Grad-CAM++", "IG (mean-colour baseline)", "GradientShap (mean-colour baseline)")
 _KTH_ROWS = [
     ("CheXNet DenseNet-121", (0.1313, 0.2537, 0.2713, 0.2583)),
     ("a second DenseNet-121", (0.2068, 0.2791, 0.4245, 0.4131)),

@@ -3,10 +3,13 @@
 "paper" = Selvaraju et al., Grad-CAM (ICCV 2017 / IJCV 2019), Sec. 5.2 "Evaluating Trust": 54 AMT
 workers compared explanations of VGG-16 and AlexNet on PASCAL VOC images that both classify
 correctly, on a scale of -2..+2 where + means the more accurate model (VGG-16) was judged more
-reasonable. Only the two means were published.
+reasonable. Only the two means were published: no spread, no number of images or answers per
+worker, and the paper does not say whether the same workers rated both methods.
 
 "KTH" = the DD2412 reproduction: a Google Form, 36 respondents, 13 ILSVRC images, 468 answers per
 method on the same -2..+2 scale; the answer counts below were recomputed from its stored responses.
+468 = 36 x 13: every respondent answered every image under both methods (a design paired by rater
+and image), but the counts are pooled, so neither the pairing nor the clustering can be measured.
 Its image set was chosen with VGG-16-BN predictions while the maps came from plain VGG-16.
 """
 

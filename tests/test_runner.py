@@ -1,0 +1,76 @@
+"""The runner builds each profile apart: book/ is never rewritten, and a failed chapter stops the
+build with a non-zero exit that names the chapter and the cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gradcam_lib.runner import Book, main
+
+
+def _write_book(root: Path) -> None:
+    book = root / "book"
+    (book / "params" / "default").mkdir(parents=True)
+    (book / "params" / "broken").mkdir(parents=True)
+    notebook = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("fail = False\nprofile = 'default'")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# A chapter"),
+        parameters,
+        nbformat.v4.new_code_cell("if fail:\n    raise ValueError('the data set is missing')\nprint('ran', profile)"),
+    ]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, book / "01_chapter.ipynb")
+    (book / "intro.md").write_text("# The book\n\nIntro.\n")
+    (book / "params" / "default" / "01_chapter.yaml").write_text("profile: default\n")
+    (book / "params" / "broken" / "01_chapter.yaml").write_text("profile: broken\nfail: true\n")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failing_chapter_leaves_book_untouched_and_exits_non_zero(tmp_path, capsys):
+    _write_book(tmp_path)
+    before = _snapshot(tmp_path / "book")
+    assert main(["--profile", "broken", "--no-build"], Book(tmp_path)) == 1
+    assert _snapshot(tmp_path / "book") == before
+    message = capsys.readouterr().err
+    assert "01_chapter (broken) failed in cell 3 of the executed copy (starting `if fail:`)" in message and "the data set is missing" in message
+    failed = json.loads((tmp_path / "_build" / "broken" / "src" / "book" / "01_chapter.ipynb").read_text())
+    assert any(o.get("output_type") == "error" for c in failed["cells"] for o in c.get("outputs", []))
+
+
+def test_a_profile_executes_into_its_own_copy_and_says_so(tmp_path):
+    _write_book(tmp_path)
+    before = _snapshot(tmp_path / "book")
+    assert main(["--profile", "default", "--no-build"], Book(tmp_path)) == 0
+    assert _snapshot(tmp_path / "book") == before
+    src = tmp_path / "_build" / "default" / "src"
+    executed = nbformat.read(src / "book" / "01_chapter.ipynb", as_version=4)
+    assert "ran default" in executed.cells[-1].outputs[0]["text"]
+    assert "`default`" in (src / "book" / "intro.md").read_text()
+    assert (src / "results").resolve() == (tmp_path / "results").resolve()
+
+
+def test_update_committed_writes_only_default_and_only_after_success(tmp_path):
+    _write_book(tmp_path)
+    chapter = tmp_path / "book" / "01_chapter.ipynb"
+    assert main(["--update-committed", "--no-build"], Book(tmp_path)) == 0
+    assert "ran default" in nbformat.read(chapter, as_version=4).cells[-1].outputs[0]["text"]
+    assert str(tmp_path) not in chapter.read_text()  # no absolute paths of this machine
+    with pytest.raises(SystemExit):
+        main(["--profile", "broken", "--update-committed", "--no-build"], Book(tmp_path))
+
+
+def test_unknown_profile_and_chapter_are_refused(tmp_path):
+    _write_book(tmp_path)
+    with pytest.raises(SystemExit, match="no parameter profile 'nope'"):
+        main(["--profile", "nope"], Book(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["--chapters", "99_missing"], Book(tmp_path))
