@@ -175,7 +175,7 @@ def shap_expected_gradients(
 
     targets = _targets(targets, len(images))
     rows = []
-    with explanation_scope(model):
+    with explanation_scope(model), numpy_rng_fork(seed):  # shap reseeds numpy's global RNG: restored after
         for image, target in zip(images.detach(), targets.tolist()):
             explainer = shap.GradientExplainer(_TargetLogit(model, target), background.to(images.device))
             values = explainer.shap_values(image[None], nsamples=n_samples, rseed=seed)

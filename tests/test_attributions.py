@@ -130,3 +130,13 @@ def test_gradient_shap_is_reproducible_and_leaves_numpy_alone():
     torch.testing.assert_close(torch.from_numpy(np.random.rand(3)), torch.from_numpy(expected))
     second = gradient_shap(model, x, torch.tensor([0, 1]), references, n_samples=6, stdevs=0.1, seed=3)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_shap_expected_gradients_leaves_numpy_alone(linear):
+    import numpy as np
+
+    np.random.seed(11)
+    expected = np.random.rand(2)
+    np.random.seed(11)
+    shap_expected_gradients(linear, torch.randn(1, 2, 3, 3), torch.tensor([0]), torch.zeros(1, 2, 3, 3), n_samples=3)
+    np.testing.assert_array_equal(np.random.rand(2), expected)
