@@ -60,7 +60,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torchattacks
-from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 

@@ -44,8 +44,8 @@ label order from another model, so that only Effusion reached CheXNet's right ou
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path

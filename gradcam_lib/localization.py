@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage, stats
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from gradcam_lib.acceleration import precision
