@@ -27,8 +27,12 @@ test: install
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env book/*.ipynb
 
+# JupyterLab on the book; --allow-root only when run as root (containers, cloud notebooks).
+# LAB_ARGS passes more options (e.g. LAB_ARGS="--no-browser --port=8890").
+LAB_ARGS ?=
 lab: install
-	$(VENV)/bin/jupyter lab book/
+	@echo "JupyterLab on book/: MyST renders (jupyterlab-myst); each chapter is paired with book/<chapter>.py (jupytext)"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _build results

@@ -126,14 +126,36 @@ def run_chapter(book: Book, chapter: Path, profile: str, src: Path) -> float:
 
 
 def commit_notebook(executed: Path, chapter: Path) -> None:
-    """Copy an executed notebook over the committed one, without this machine's paths: papermill
-    records the absolute input and output paths in the notebook's metadata."""
+    """Copy an executed notebook over the committed one, without this machine's paths (papermill
+    records the absolute input and output paths in the notebook's metadata) and without the empty
+    ``tags`` papermill gives every cell, then rewrite its jupytext pair (``jupytext.toml``)."""
     notebook = json.loads(executed.read_text(encoding="utf-8"))
     record = notebook.get("metadata", {}).get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in record:
             record[key] = chapter.name
+    for cell in notebook.get("cells", []):
+        if cell.get("metadata", {}).get("tags") == []:
+            del cell["metadata"]["tags"]
     chapter.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_pair(chapter)
+
+
+def paired_text(notebook: Path) -> str:
+    """The py:percent text that jupytext pairs with ``notebook``, under the repository's
+    ``jupytext.toml`` (code and prose, no outputs)."""
+    import jupytext
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(notebook.parent))
+    return jupytext.writes(jupytext.read(notebook), fmt="py:percent", config=config)
+
+
+def write_pair(notebook: Path) -> Path:
+    """Write ``notebook``'s jupytext pair beside it (``<chapter>.py``); returns its path."""
+    pair = notebook.with_suffix(".py")
+    pair.write_text(paired_text(notebook), encoding="utf-8")
+    return pair
 
 
 def build_html(book: Book, profile: str, src: Path) -> Path:
