@@ -158,8 +158,40 @@ def write_pair(notebook: Path) -> Path:
     return pair
 
 
+MATHJAX = "mathjax@3.2.2"  # the release Sphinx's default CDN address names (mathjax@3, es5/tex-mml-chtml.js)
+
+
+def stage_mathjax(book: Book, src: Path) -> bool:
+    """Serve MathJax from the built site, so that formulas render without network: the npm
+    registry's ``mathjax`` package is fetched once into the repository's ``_build/mathjax`` (not committed), its
+    CommonHTML bundle is copied into the copy (``_mathjax/``, served as ``_static/mathjax``) and the copy's ``_config.yml``
+    points Sphinx's ``mathjax_path`` there. Without npm the pages keep the CDN address (with a
+    warning). Returns whether MathJax is served locally."""
+    cache = ROOT / "_build" / "mathjax"
+    bundle = cache / "node_modules" / "mathjax" / "es5"
+    if not bundle.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            print("warning: npm not found, so MathJax is loaded from its CDN (formulas need network)", file=sys.stderr)
+            return False
+        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache), MATHJAX],
+                       check=True)
+    # Not under the copy's _static/: Jupyter Book adds every .js file found there to every page.
+    shutil.copytree(bundle, src / "_mathjax" / "mathjax", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*svg*.js", "*-full*.js", "mml-*.js", "node-main.js"))
+    config_path = src / "_config.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx["mathjax_path"] = "mathjax/tex-mml-chtml.js"  # relative to _static
+    sphinx["html_static_path"] = [*sphinx.get("html_static_path", []), "_mathjax"]  # -> _static/mathjax
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return True
+
+
 def build_html(book: Book, profile: str, src: Path) -> Path:
-    """Compile the executed copy into ``_build/<profile>/html`` with Jupyter Book 1.x."""
+    """Compile the executed copy into ``_build/<profile>/html`` with Jupyter Book 1.x (MathJax
+    served from the site, :func:`stage_mathjax`)."""
+    stage_mathjax(book, src)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     work = book.build_dir(profile) / "jupyter-book"
     subprocess.run([str(jupyter_book), "build", str(src), "--path-output", str(work)], check=True)

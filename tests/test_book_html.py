@@ -1,0 +1,122 @@
+"""The built book as a reader opens it, offline: a build of the committed notebooks (nothing is
+executed; the runner's build step, seconds to a minute) served on a local port and loaded in
+headless Chromium whose proxy points nowhere, so any request that would leave the machine fails.
+
+Every page loads with no console error and fetches nothing from outside, every image loads, and
+formulas are rendered by the MathJax the site serves itself (runner.stage_mathjax).
+Needs Debian's chromium and chromium-driver (as tests/test_user_study_browser.py) and npm.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gradcam_lib.runner import Book, build_html, prepare_copy
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None or shutil.which("npm") is None,
+                                reason="needs chromium, chromedriver (apt) and npm (MathJax for the site)")
+# Console errors that are not the book's: the browser's own favicon request, and sphinx-thebe (loaded
+# by Jupyter Book 1.x on every page) declaring its `const THEBE_JS_URL` twice on pages with code.
+UPSTREAM = ("favicon.ico", "Identifier 'THEBE_JS_URL' has already been declared")
+MATH_PAGES = ("book/02_pointing_game.html", "book/07_fidelity_contrastivity.html")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """The committed book built into a temporary folder and served on a free local port."""
+    root = tmp_path_factory.mktemp("book")
+    shutil.copytree(ROOT / "book", root / "book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(ROOT / name, root / name)
+    book = Book(root)
+    html = build_html(book, "committed", prepare_copy(book, "committed"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield html, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--window-size=1300,1400",
+                     "--proxy-server=http://127.0.0.1:9"):  # nothing listens there: the outside is unreachable
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_page(driver, url: str) -> dict:
+    driver.get_log("browser")  # forget the previous page's messages
+    driver.get(url)
+    driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const settle = () => setTimeout(done, 300);
+        if (window.MathJax && MathJax.startup && MathJax.startup.promise) MathJax.startup.promise.then(settle, settle);
+        else if (document.readyState === "complete") settle(); else window.addEventListener("load", settle);
+    """)
+    errors = [m["message"] for m in driver.get_log("browser") if m["level"] == "SEVERE"]
+    return driver.execute_script("""
+        return {
+          resources: performance.getEntriesByType("resource").map(e => e.name),
+          broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+          images: document.images.length,
+          math: document.querySelectorAll("mjx-container").length,
+          raw_math: document.querySelectorAll(".math:not(:has(mjx-container))").length,
+        };""") | {"errors": [e for e in errors if not any(known in e for known in UPSTREAM)]}
+
+
+def test_the_site_serves_its_own_mathjax(site) -> None:
+    html, _ = site
+    assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    page = (html / MATH_PAGES[0]).read_text(encoding="utf-8")
+    assert "cdn.jsdelivr.net" not in page and "_static/mathjax/tex-mml-chtml.js" in page
+
+
+def test_every_page_loads_offline(site, browser) -> None:
+    html, base = site
+    pages = ["index.html", *sorted(str(p.relative_to(html)) for p in (html / "book").glob("*.html"))]
+    assert len(pages) >= 10, pages
+    for name in pages:
+        seen = open_page(browser, f"{base}/{name}")
+        outside = [url for url in seen["resources"] if not url.startswith(base)]
+        assert seen["errors"] == [], (name, seen["errors"])
+        assert outside == [], (name, outside)
+        assert seen["broken"] == [], (name, seen["broken"])
+        if name in MATH_PAGES:
+            assert seen["math"] > 0 and seen["raw_math"] == 0, (name, seen)
+
+
+def test_offline_browser_notices_an_outside_request(site, browser, tmp_path) -> None:
+    """The check above can fail: a page that loads a script from a CDN logs an error here."""
+    html, base = site
+    (html / "cdn_probe.html").write_text(
+        '<html><head><script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
+        '</head><body>$x$</body></html>', encoding="utf-8")
+    seen = open_page(browser, f"{base}/cdn_probe.html")
+    assert seen["errors"] and seen["math"] == 0, seen
