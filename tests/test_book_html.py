@@ -13,6 +13,7 @@ import functools
 import http.server
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,37 @@ def test_offline_browser_notices_an_outside_request(site, browser, tmp_path) -> 
         '</head><body>$x$</body></html>', encoding="utf-8")
     seen = open_page(browser, f"{base}/cdn_probe.html")
     assert seen["errors"] and seen["math"] == 0, seen
+
+
+def test_api_page_covers_the_public_surface(site) -> None:
+    """Every module that the package top level exports from has its section on the API page, and
+    the built page documents the public functions from their docstrings."""
+    import re
+
+    import gradcam_lib
+
+    documented = set(re.findall(r"automodule:: gradcam_lib\.(\w+)", (ROOT / "book" / "api.md").read_text()))
+    assert set(gradcam_lib._PUBLIC.values()) <= documented
+    html, _ = site
+    page = (html / "book" / "api.html").read_text(encoding="utf-8")
+    for name, module in gradcam_lib._PUBLIC.items():
+        assert f'id="gradcam_lib.{module}.{name}"' in page or f'id="gradcam_lib.{name}"' in page, name
+
+
+def test_sidebar_links_every_chapter_and_search_finds_pointing(site, browser) -> None:
+    import yaml
+    from selenium.webdriver.common.by import By
+
+    html, base = site
+    chapters = [entry["file"] for entry in yaml.safe_load((ROOT / "_toc.yml").read_text())["chapters"]]
+    open_page(browser, f"{base}/book/intro.html")
+    links = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "nav.bd-docs-nav a")}
+    missing = [c for c in chapters if not any(link and link.endswith(f"{c}.html") for link in links)]
+    assert missing == [], (missing, sorted(links))
+    open_page(browser, f"{base}/search.html?q=pointing")
+    deadline = time.monotonic() + 30
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#search-results li a")]
+        time.sleep(0.3)
+    assert any(href.endswith("book/02_pointing_game.html") for href in found), found
