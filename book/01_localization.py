@@ -33,7 +33,7 @@
 # another seed (`seed + 1000`) here, the first `calibration_images` validation images for ILSVRC --
 # and then reported on the test split.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/01_localization.yaml)
 profile = "default"
 runs = [["efficientnet_lite0", "gradcam"], ["efficientnet_lite0", "backprop"], ["efficientnet_lite2", "gradcam"]]
@@ -58,7 +58,7 @@ bf16 = False  # GPU fast path: bfloat16 autocast (maps within a few % of fp32; s
 figure_model = "efficientnet_lite0"
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 runs = [["efficientnet_lite0", "gradcam"], ["efficientnet_lite0", "backprop"], ["efficientnet_lite2", "gradcam"]]
@@ -81,7 +81,7 @@ channels_last = False
 bf16 = False
 
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -128,7 +128,7 @@ if not any(hasattr(dataset, "skipped") for _, dataset in splits):
 # batch, so an interrupted run resumes where it stopped. The calibration split maps only the
 # ground-truth class.
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = pd.concat(
     [
         evaluate_localization(entries[model], data[model, name], name, out_dir, method, thresholds,
@@ -164,7 +164,7 @@ calibration_rows = pd.concat(
 # two tables measure different things**: the comparisons to read are between methods and models
 # within one run.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 def run_rows(frame: pd.DataFrame, name: str, model: str, method: str) -> pd.DataFrame:
     return frame[(frame["dataset"] == name) & (frame["model"] == model) & (frame["method"] == method)]
@@ -204,7 +204,7 @@ errors = pd.DataFrame(
 )
 errors
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 # classification errors depend on the model only (every method boxes the same top-5 guesses)
 for name in datasets:
@@ -221,7 +221,7 @@ classification = pd.DataFrame(
 )
 classification
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 published.localization_errors()  # ILSVRC2012 val, 15 % threshold, errors in % (no intervals published)
 
@@ -235,7 +235,7 @@ published.localization_errors()  # ILSVRC2012 val, 15 % threshold, errors in % (
 # what a fixed protocol delivers, and is an upper bound on the other two columns. Its intervals
 # resample images (composites: source objects) and re-take the maximum in every resample.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 picked = {(model, method): pick_threshold(calibration_rows[(calibration_rows["model"] == model)
                                                            & (calibration_rows["method"] == method)])
@@ -276,7 +276,7 @@ box_accuracy
 # crop-224 keeps the aspect ratio, cuts the borders -- on the composites, their empty 1/16 margin, so
 # that the objects fill a larger share of the input -- and can cut ground-truth boxes (on ILSVRC).
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 check_name = datasets[0]
 other = "crop" if geometry == "resize" else "resize"
 geometry_rows = {}
@@ -291,7 +291,7 @@ for shape in (geometry, other):
                                                  "gradcam", thresholds, batch_size, device, num_workers, tiny_box_rule,
                                                  channels_last, bf16, top_k=0)
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 at15 = {shape: at_threshold(frame, threshold) for shape, frame in geometry_rows.items()}
 geometry_groups = {shape: clusters_of(data[figure_model, check_name], frame.index, frame["gt_class"])
@@ -312,7 +312,7 @@ geometry_table
 #
 # For the top-1 class of each photograph; the hand-made ground-truth box is drawn in green.
 
-# %%
+# %% tags=["hide-input"]
 entry = entries[figure_model]
 photos = build_dataset("photos", transforms[figure_model], n_images, data_root, seed)
 images = torch.stack([s.image for s in photos]).to(device)
@@ -339,7 +339,7 @@ fig.tight_layout()
 # Grad-CAM's maps depend on the class: on a composite image with two objects of different classes,
 # each class's map should light up its own object (paper Fig. 1).
 
-# %%
+# %% tags=["hide-input"]
 composite = data[figure_model, "composite"] if "composite" in datasets else build_dataset(
     "composite", transforms[figure_model], n_images, data_root, seed)
 sample = next(s for s in (composite[i] for i in range(len(composite))) if len(set(s.box_labels.tolist())) >= 2)
@@ -361,7 +361,7 @@ fig.tight_layout()
 # Green: ground truth. The top-1 Grad-CAM box at 15 % is cyan when it localises one of the image's
 # classes by the CLS-LOC rule and red when it does not.
 
-# %%
+# %% tags=["hide-input"]
 at = rows[(rows["model"] == figure_model) & (rows["method"] == "gradcam") & np.isclose(rows["threshold"], threshold)]
 shown = at[at["dataset"] == ("composite" if "composite" in datasets else datasets[0])].head(8)
 lookup = {composite[i].image_id: composite[i] for i in range(min(len(composite), 64))}
@@ -386,7 +386,7 @@ fig.tight_layout()
 # threshold over the whole grid, for every run, on the test splits and on the calibration split;
 # dotted: 15 %, dashed: the threshold each run picks on the calibration split.
 
-# %%
+# %% tags=["hide-input"]
 curves = pd.concat([rows.assign(split="test"), calibration_rows.assign(split="calibration")], ignore_index=True)
 curve = (curves.groupby(["split", "dataset", "model", "method", "threshold"])[["loc_gt_known", "loc_top1"]].mean()
          .rsub(1).mul(100).reset_index()
@@ -472,7 +472,7 @@ for ax in grid.axes.flat:
 # EfficientNet-Lite's un-rectified `_conv_head` (about 37 % of its activations negative), and
 # reported the best threshold on the images it scored.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 compared = [name for name in datasets if name != "photos"]  # seven photographs cannot rank anything

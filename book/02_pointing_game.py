@@ -42,7 +42,7 @@
 # a held-out calibration split** (the composite of another seed) and score it on the test split
 # against accepting or rejecting every guess.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/02_pointing_game.yaml)
 profile = "default"
 model = "efficientnet_lite0"
@@ -66,7 +66,7 @@ seed = 0  # composite test split, and every bootstrap's generator
 num_workers = 0
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 model = "efficientnet_lite0"
@@ -88,7 +88,7 @@ seed = 0
 num_workers = 0
 
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -131,7 +131,7 @@ calibration = {name: build_dataset(name, entries[name].transform, n_images, None
 # the rejection methods only. Rows go to `results/<profile>/02_pointing_game/` after every batch (an
 # interrupted run resumes). Each pair's cluster is its source object (composites) or its image.
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = pd.concat(
     [evaluate_pointing(entries[name], data[name], name, out_dir, methods, rejection_methods, top_k, tolerance,
                        batch_size, device, num_workers, smooth) for name in datasets],
@@ -161,7 +161,7 @@ gt = gt.merge(units, on=["dataset", "image_id", "label"], how="left")
 # EfficientNet-Lite0 (ImageNet) on the generated composite benchmark, so compare methods *within* a
 # block, not across blocks.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 def with_intervals(group: pd.DataFrame) -> pd.Series:
     hits, labels, clusters = group["hit"].to_numpy(bool), group["label"].to_numpy(), group["cluster"].to_numpy()
@@ -202,7 +202,7 @@ with pd.option_context("display.width", 250, "display.max_columns", 30):
 # 2 x 2 table (difficult / rest x hit / miss) in place of McNemar, the two groups being different
 # pairs.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 COMPARISONS = [(m, "centre") for m in methods] + [("gradcam", m) for m in methods if m != "gradcam"]
 
@@ -255,7 +255,7 @@ with pd.option_context("display.width", 250, "display.max_columns", 30):
 # the yellow dot is the centre baseline's point. Gradient and guided-backprop maps are shown smoothed,
 # as they are scored.
 
-# %%
+# %% tags=["hide-input"]
 name = datasets[0]
 entry, dataset = entries[name], data[name]
 shown = [s for s in (dataset[i] for i in range(len(dataset))) if len(set(s.box_labels.tolist())) >= 2][:3]
@@ -292,7 +292,7 @@ fig.tight_layout()
 # $\tau$ on the scale of the share of a method's guesses that it rejects. They describe the test
 # split, and no threshold is read off them.
 
-# %%
+# %% tags=["hide-input"]
 tests_top, calibration_top = {}, {}
 for name in datasets:
     top = rows[(rows["dataset"] == name) & (rows["kind"] == "topk")]
@@ -332,7 +332,7 @@ if len(curves):
 # difference in points with its image-cluster interval, and McNemar's exact test on the guesses; as
 # above, a difference is shown only when both agree.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 RULES = {"accept all": -np.inf, "reject all": np.inf}
 rejection_rows, rejection_tests, outcomes = [], [], {}
@@ -429,7 +429,7 @@ with pd.option_context("display.width", 250, "display.max_columns", 30):
 # of its top-left pixel; the mean over classes runs over the classes that have pairs (TorchRay
 # divides by all 20 / 80 classes, the same thing on the full data sets).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 

@@ -34,7 +34,7 @@
 # methods is paired on the same images: a paired bootstrap of the mean difference (by source object
 # on composites), McNemar's exact test for the hit / miss "confidence increased".
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/03_occlusion.yaml)
 profile = "default"
 model = "efficientnet_lite0"
@@ -59,7 +59,7 @@ seed = 0  # data set generation (composite) and every bootstrap
 num_workers = 0
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 model = "efficientnet_lite0"
@@ -83,7 +83,7 @@ seed = 0
 num_workers = 0
 
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
@@ -123,7 +123,7 @@ NAMES = HEATMAP_METHODS
 # not rank the two (the performance appendix measures them); what this cell checks is the last
 # column, the maps' largest difference.
 
-# %%
+# %% tags=["hide-input"]
 speed_batch = torch.stack([data[i].image for i in range(min(speed_images, len(data)))]).to(device)
 with torch.no_grad():
     speed_targets = entry.model(speed_batch).argmax(1)
@@ -138,7 +138,7 @@ print(speed.round({"seconds": 2, "cpu_seconds": 2, "forwards_per_s": 1, "max_abs
 # Per image: the occlusion map of its top-1 class, every method's map and the measures; rows go to
 # `results/<profile>/03_occlusion/` after every batch (an interrupted run resumes).
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = evaluate_faithfulness(entry, data, dataset, out_dir, batch_size, device, num_workers, methods=methods,
                              causal_methods=causal_methods, patch=patch, stride=stride, fill=fill,
                              occlusion_batch=occlusion_batch, size=size, n_steps=n_steps)
@@ -156,7 +156,7 @@ print(f"{len(first)} images in {len(set(units.values()))} independent units "
 # permutation), so it compares two orderings of cell numbers, not the two maps. Grad-CAM against the
 # occlusion map, per image:
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 kth = rows[rows["method"] == "gradcam"][["image_id", "rank_correlation", "kth_argsort"]]
 print(kth.rename(columns={"rank_correlation": "Spearman of ranks", "kth_argsort": "Spearman of argsort (KTH)"})
@@ -172,7 +172,7 @@ print(kth.rename(columns={"rank_correlation": "Spearman of ranks", "kth_argsort"
 # 2007 val images with VGG-16 (no spread published); KTH's are 120 ILSVRC images and are not rank
 # correlations (previous cell). The second table compares the methods pairwise on the same images.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 correlated = rows.dropna(subset=["kth_argsort"])
 intervals = method_intervals(correlated, units, ["rank_correlation", "kth_argsort"], confidence, seed)
@@ -190,7 +190,7 @@ table[["images", "undefined"]] = table[["images", "undefined"]].map(lambda n: "-
 print(f"{100 * confidence:.0f} % intervals: {ours['interval'].iloc[0]} over {ours['units'].iloc[0]} independent units")
 print(table.round(3).to_string(index=False, na_rep="-"))
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 PAIRS = [("gradcam", "guided_backprop"), ("guided_gradcam", "guided_backprop"), ("guided_gradcam", "gradcam")]
 rank_tests = pd.DataFrame([paired_comparison(correlated, a, b, "rank_correlation", units, confidence, seed)
@@ -199,7 +199,7 @@ shown = rank_tests.assign(difference=[f"{NAMES[a]} - {NAMES[b]}" for a, b in zip
                           verdict=np.where(rank_tests["shown"], "difference shown", "no difference shown"))
 print(shown[["difference", "mean", "low", "high", "n", "verdict"]].round(3).to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 per_image = correlated.assign(method=correlated["method"].map(NAMES))
 sns.boxplot(data=per_image, x="rank_correlation", y="method", color="lightgrey", showfliers=False, ax=ax)
@@ -213,7 +213,7 @@ ax.set(xlabel="Spearman rank correlation with the occlusion map (per image)", yl
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 
-# %%
+# %% tags=["hide-input"]
 occ = speed_maps["ours"][0].cpu()
 sample = data[0]
 picture = entry.transform.to_display(sample.image)
@@ -236,7 +236,7 @@ fig.tight_layout()
 # (Grad-CAM++, Score-CAM), ResNet-50 on ImageNet val (RISE). The second table is Grad-CAM++ minus
 # Grad-CAM on the same images.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 causal = rows.dropna(subset=["y"])
 causal_measures = ["drop", "increase", "deletion_auc", "insertion_auc"]
@@ -256,7 +256,7 @@ print(f"{100 * confidence:.0f} % intervals over {causal_intervals['units'].iloc[
       + ", ".join(sorted(set(causal_intervals["interval"]))))
 print(table.to_string(index=False, na_rep="-"))
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if {"gradcam", "gradcam_pp"} <= set(causal_methods):
     causal_tests = pd.DataFrame([paired_comparison(causal, "gradcam_pp", "gradcam", m, units, confidence, seed)
@@ -266,7 +266,7 @@ if {"gradcam", "gradcam_pp"} <= set(causal_methods):
                               verdict=np.where(causal_tests["shown"], "difference shown", "no difference shown"))
           [["measure", "mean", "n", "verdict", "evidence"]].round(3).to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 curves = pd.concat([curves_of(causal, kind).assign(curve=kind) for kind in ("deletion", "insertion")])
 curves["method"] = curves["method"].map(NAMES)
 grid = sns.relplot(data=curves, x="fraction", y="probability", hue="method", col="curve", kind="line", marker="o",
@@ -331,7 +331,7 @@ plt.show()
 # class, the area is their trapezoid `auc`; pixels of equal saliency are taken in row-major order
 # (RISE: numpy's `argsort` order). Our k pixels per step are H W / `n_steps` (RISE: 224 per step).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 level = f"{100 * confidence:.0f} %"

@@ -33,7 +33,7 @@
 # No rating in this chapter is invented: the only simulated raters are those of the power analysis,
 # and they are labelled as simulated wherever they appear.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/04_user_study.yaml)
 profile = "default"
 stronger_model = "efficientnet_lite2"  # the more accurate model (paper: VGG-16)
@@ -62,7 +62,7 @@ simulated_raters = [54, 200, 400]
 simulated_rhos = [0.0, 0.5, 0.9]
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 stronger_model = "efficientnet_lite2"
@@ -80,7 +80,7 @@ interval_rhos = [0.0, 0.25, 0.5, 0.75]
 interval_iccs = [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -119,12 +119,12 @@ def icc_bound_text(bound: float) -> str:
 # Files go to `results/<profile>/04_user_study/`: `for_raters/rating_form.html` (send this) and
 # `key/key.csv` (keep this; it says which model is A).
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 study = us.build_study(stronger, weaker, dataset, out_dir, n_images, n_items, data_root, seed,
                        size=display_size, quality=jpeg_quality, batch_size=batch_size, device=device,
                        num_workers=num_workers)
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 key = study.key
 print(f"study {key['study_id'].iloc[0]}: {len(study.items)} images both models classify correctly, {len(key)} questions")
@@ -135,7 +135,7 @@ items_table.columns.name = None
 print("side of the stronger model per question:")
 print(items_table.to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 form_kib = study.form_path.stat().st_size / 1024
 print(f"form: {study.form_path.name}, {form_kib:.0f} KiB, self-contained; key: {study.key_path}")
 
@@ -144,7 +144,7 @@ print(f"form: {study.form_path.name}, {form_kib:.0f} KiB, self-contained; key: {
 # method's explanation from the more accurate model and from the weaker one (in the form they appear
 # as "Robot A" and "Robot B" in a random order, without the names).
 
-# %%
+# %% tags=["hide-input"]
 methods = list(us.STUDY_METHODS)
 columns = [(model, method) for method in methods for model in (stronger.name, weaker.name)]
 fig, axes = plt.subplots(len(study.items), 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.75 * len(study.items)),
@@ -172,7 +172,7 @@ fig.tight_layout()
 # key. For a real study, generate the stimuli with a fresh `seed` and do not publish the key until the
 # ratings are in.*
 
-# %%
+# %% tags=["hide-input"]
 us.notebook_form(study.html, height=560)
 
 # %% [markdown]
@@ -200,7 +200,7 @@ us.notebook_form(study.html, height=560)
 # method's mean only `icc` matters; the table gives its interval at both ends (`icc = 0` and
 # `icc = 1`) and the `icc` below which it excludes 0.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 counts = published.trust_counts()
 means = published.trust_means()
@@ -226,7 +226,7 @@ side_by_side = pd.DataFrame(
         "95% CI, icc 1": interval(m, 1.0), "CI > 0 for icc": icc_bound_text(kth_mean_bounds[m])} for m in kth.index])
 print(side_by_side.round(3).to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 mean_ggc, mean_gb = kth.loc["Guided Grad-CAM", "mean"], kth.loc["Guided Backprop", "mean"]
 sd_ggc, sd_gb = kth.loc["Guided Grad-CAM", "sd"], kth.loc["Guided Backprop", "sd"]
@@ -247,7 +247,7 @@ difference_bounds = {rho: us.largest_icc_excluding_zero(kth_difference, sd_ggc, 
                      for rho in interval_rhos}
 print("the interval excludes 0 for icc: " + "; ".join(f"rho {rho:g}: {icc_bound_text(b)}" for rho, b in difference_bounds.items()))
 
-# %%
+# %% tags=["hide-input"]
 fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.9), gridspec_kw={"width_ratios": [1.3, 1, 1.3]})
 shares = counts.assign(share=counts["count"] / counts.groupby("method")["count"].transform("sum"))
 sns.barplot(data=shares, x="answer", y="share", hue="method", ax=left)
@@ -323,7 +323,7 @@ fig.tight_layout()
 # follows from the noncentral t distribution. `rho = 0` is also the answer for a *between-subjects*
 # design (each rater sees one method): that many raters per method, twice as many in all.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 delta = paper_difference
 rows = []
@@ -338,7 +338,7 @@ power_table = pd.DataFrame(rows)
 print(f"difference {delta:.2f}, alpha {alpha}, target power {target_power}; raters_needed for the paired t-test")
 print(power_table.round(3).to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 grid = np.unique(np.geomspace(10, 1000, 60).astype(int))
 curves = us.power_curve(grid, delta, sd_ggc, sd_gb, rhos, iccs, images_per_rater, alpha)
 curves["panel"] = curves["icc"].map(lambda icc: f"icc = 1 ({images_per_rater} answers worth one)" if icc == 1
@@ -364,7 +364,7 @@ plot.set_titles("{col_name}", size=9)
 # that correlation. The simulated power is a share of `n_sims` independent simulated studies; its
 # 95 % Wilson interval is given with it.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 pooled = counts.groupby("answer")["count"].sum().to_numpy()
 probs_ggc = us.tilt_answer_distribution(pooled, paper_means["Guided Grad-CAM"], sd_ggc)
@@ -406,7 +406,7 @@ print(simulated.round(3).to_string(index=False))
 #    ```python
 #    from gradcam_lib import user_study as us
 #    ratings = us.read_ratings(Path("ratings").glob("*.csv"))
-#    key = pd.read_csv("results/full/04_user_study/key/key.csv", dtype={"study_id": str})
+#    key = us.read_key("results/full/04_user_study/key/key.csv")  # ids stay text (55631e2294 is no number)
 #    analysis = us.analyse_study(ratings, key)
 #    analysis.summary      # per method: raters, answers, mean, sd, bootstrap CI (raters resampled)
 #    analysis.difference   # Guided Grad-CAM - Guided Backprop, paired by rater and image, CI from resampling raters
@@ -475,7 +475,7 @@ print(simulated.round(3).to_string(index=False))
 # interval (the `analyse_study` output has the ratings to compute them from), so that the next one can
 # be sized properly.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 published_means = pd.concat([paper_means, kth["mean"]])

@@ -33,9 +33,8 @@
 #
 # **Which SHAP explainer, and why.** `shap.GradientExplainer`: SHAP values as expected gradients
 # over a set of reference images. It needs nothing but autograd, so it is exact about every
-# operation of the network. `shap.DeepExplainer` (DeepLIFT rules) hooks known module types and
-# misses functional calls -- torchvision's DenseNet ends in `F.relu`, the same blind spot that
-# breaks module-hooking Guided Backprop -- and `KernelExplainer` / `PartitionExplainer` need
+# operation of the network. `shap.DeepExplainer` applies DeepLIFT rules to the module types it knows, so
+# its result depends on how a network writes its nonlinearities, and `KernelExplainer` / `PartitionExplainer` need
 # thousands of forward passes per image on superpixels. Captum's GradientShap with a single
 # mean-colour baseline, which KTH used, is the same estimator with a one-image "distribution": in
 # effect a stochastic Integrated Gradients. The reference images of `GradientExplainer` are X-rays
@@ -78,7 +77,7 @@
 # same code on NIH ChestX-ray14 with CheXNet or torchxrayvision's NIH model.
 # ```
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/05_chest_xray.yaml)
 profile = "default"
 model = "standin"  # "standin" | "chexnet" (needs checkpoint) | "xrv:densenet121-res224-nih"
@@ -103,7 +102,7 @@ seed = 0
 num_workers = 0
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 model = "standin"
@@ -128,7 +127,7 @@ seed = 0
 num_workers = 0
 
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -167,7 +166,7 @@ labels = {m: XRAY_METHODS[m] for m in methods}
 #
 # Looked up in the model's own class list (`entry.class_names`), never written down separately:
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 present = sorted({FINDINGS[k] for i in range(len(data)) for k in data[i].box_labels.tolist()}, key=FINDINGS.index)
 mapping = pd.DataFrame({"finding": present, "model output": [finding_index(entry.class_names, f) for f in present]})
@@ -177,7 +176,7 @@ print(f"{entry.name}: {len(entry.class_names)} outputs, Grad-CAM layer {entry.la
       f"{len(data)} images with boxes")
 print(mapping.to_string(index=False))
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if dataset == "standin" and n_classification:
     held_out = StandinXrayDataset(n_classification, entry.transform, seed=seed + 4, min_findings=0)
@@ -191,7 +190,7 @@ if dataset == "standin" and n_classification:
 # an interrupted run resumes where it stopped. Each method explains the output of the box's finding
 # (the finding is known: this measures localisation, not classification).
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = evaluate_chestxray(entry, data, dataset, out_dir, methods, settings, batch_size, device, num_workers)
 rows["method"] = rows["method"].map(XRAY_METHODS)
 units = rows["image_id"].nunique()
@@ -203,7 +202,7 @@ units = rows["image_id"].nunique()
 # schedule with a completeness gap under the tolerance), and the largest and median gap over the
 # maps. The gap and the steps of each map are columns of the results (`ig_gap`, `ig_steps`).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 convergence = ig_convergence_table(rows, ig_tolerance)
 print(f"IG step schedule {list(ig_steps)}, tolerance {ig_tolerance:.0%} of |f(x) - f(baseline)|; one row per IG method:")
@@ -221,7 +220,7 @@ display(convergence.round(4))
 # per-finding columns here rest on 6 to 14 boxes each; the intervals of the next table are over
 # all of them.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 kth = kth_table(rows)
 order = [f for f in FINDINGS if f in set(kth["finding"])] + ["overall"]
@@ -240,7 +239,7 @@ print(main_table.round(3).to_string(index=False, na_rep="-"))
 # Per method, over all boxes: KTH's box share and ChestX-ray8's accuracy and AFP at T(IoBB) = 0.5,
 # each with a 95 % interval that resamples whole images (the independent units).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 head = headline_table(rows, 0.5, seed).set_index("method").reindex(list(labels.values()))
 interval = lambda m, lo, hi: f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -264,7 +263,7 @@ display(headline)
 # `gradient_shap_redraws` other seeds (same images, same batches), and each draw is compared, on the
 # same boxes, with IG (mean-colour baseline) and with both CAMs:
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 redraws = []
 if has_redraws := (gradient_shap_redraws and {"gradient_shap", "ig_mean_colour", "gradcam", "gradcam_pp"} <= set(labels)):
@@ -291,7 +290,7 @@ if has_redraws := (gradient_shap_redraws and {"gradient_shap", "ig_mean_colour",
 # beside ChestX-ray8's Table 4 (their own ResNet-50 heatmaps, on ChestX-ray14's boxes) for the same
 # findings:
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 iobb = iobb_table(rows)
 paper = chestxray8_localization().assign(method="ChestX-ray8 Table 4")
@@ -307,7 +306,7 @@ for value in ("acc", "afp"):
 # Accuracy against the threshold T(IoBB), per finding; ChestX-ray8's Table 4 in black (lines at
 # the same height hide each other: the pixel-level methods often all sit at 1.0):
 
-# %%
+# %% tags=["hide-input"]
 plot = iobb[iobb["finding"] != "overall"]
 grid = sns.relplot(data=plot, x="T", y="acc", hue="method", hue_order=list(labels.values()), style="method",
                    style_order=list(labels.values()), markers=True, dashes=False, col="finding", col_order=order[:-1],
@@ -326,7 +325,7 @@ grid.axes.flat[0].legend(handles=[line], fontsize=7, loc="center left");
 # smallest box that ChestX-ray8's generator drew from a map to the finding's box: its minimum over
 # the CAMs' maps, its median over the pixel-level maps.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 cams = [labels[m] for m in ("gradcam", "gradcam_pp") if m in labels]
 pixel_level = [labels[m] for m in ("ig_mean_colour", "ig_black", "gradient_shap", "shap") if m in labels]
@@ -349,7 +348,7 @@ display(size_table.round(2))
 # GradientShap's maps here come from another random draw than the tables' (the four images form
 # one batch), so its box counts differ from a table row's.
 
-# %%
+# %% tags=["hide-input"]
 examples = []
 for finding in order[:-1]:
     index = next(i for i in range(len(data)) if FINDINGS.index(finding) in data[i].box_labels.tolist())
@@ -437,7 +436,7 @@ fig.tight_layout()
 # are the largest and Nodule's the smallest (the `chance` row); Table 4 alone does not show that box
 # size is the cause.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 findings = order[:-1]
@@ -541,7 +540,7 @@ claims
 # the headline numbers with their intervals over images, IG's convergence, and the SHAP explainer
 # used:
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 print(main_table.round(3).to_string(index=False, na_rep="-"))
 print(f"\nWith 95 % intervals over the {units} images:")

@@ -38,7 +38,7 @@
 # by about 0.4 %; the test suite checks that ours uses each model's exact constants). KTH ran
 # scipy-style differential evolution with 150 generations of 175 candidates, not Su et al.'s setting.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/06_sensitivity.yaml)
 profile = "default"
 # [model, dataset, images, popsize (total per image), maxiter (generations)]
@@ -61,7 +61,7 @@ data_root = None  # ILSVRC2012 val folder for dataset "ilsvrc"
 seed = 0
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 runs = [["mnist_cnn", "mnist", 64, 63, 10], ["mnist_cnn", "mnist", 64, 20, 1], ["efficientnet_lite0", "photos", 7, 20, 1], ["efficientnet_lite2", "photos", 7, 20, 1]]
@@ -79,7 +79,7 @@ data_root = None
 seed = 0
 
 
-# %%
+# %% tags=["hide-input"]
 import itertools
 import time
 from pathlib import Path
@@ -140,7 +140,7 @@ data = {(model, dataset, n): attack_set(model, dataset, n) for model, dataset, n
 # succeeds. Each digit is attacked by both, so the comparison is paired: McNemar's exact test on the
 # successes and a paired bootstrap interval of the difference in success rate.
 
-# %%
+# %% tags=["hide-input"]
 if compare_torchattacks:
     model_name, n_compare, popsize_c, maxiter_c = compare_torchattacks
     entry = entries[model_name]
@@ -157,7 +157,7 @@ if compare_torchattacks:
                                                       (100 * v for v in wilson_ci(r.success.numpy()))))}
         for name, r in (("gradcam_lib (batched)", ours), ("torchattacks 3.3.0", theirs))])
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if compare_torchattacks:
     print(comparison.round(1).to_string(index=False))
@@ -171,7 +171,7 @@ if compare_torchattacks:
 # `results/<profile>/06_sensitivity/` after every batch. The two MNIST runs attack the same digits,
 # one with the photographs' budget so that success rates are compared only at equal budget.
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = pd.concat([evaluate_sensitivity(entries[model], data[model, dataset, n], dataset, out_dir,
                                       de_config(popsize, maxiter), seed, batch_size, device, eval_batch)
                   for model, dataset, n, popsize, maxiter in runs], ignore_index=True)
@@ -187,7 +187,7 @@ table.insert(0, "run", [run_name(*key) for key in zip(table["model"], table["dat
 # (population, generations and one pixel): the runs are independent samples, so by Fisher's exact
 # test.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 display(table[["run", "attempted", "successes", "success_%", "success_low", "success_high", "queries"]].round(1))
 same_budget = []
@@ -217,7 +217,7 @@ else:
 # run the `full` profile for ours on those models (with Su et al.'s setting, so even there the
 # attacks differ).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 value_columns = ["run", "successes"] + [f"{w}_{s}" for w in ("before", "after")
                                         for s in ("mean", "mean_low", "mean_high", "sd", "min", "max")]
@@ -230,7 +230,7 @@ zero_columns = ["run", "successes"] + [f"{w}_{s}" for w in ("before", "after")
 display(table[zero_columns].round(1))
 display(kth_sensitivity())
 
-# %%
+# %% tags=["hide-input"]
 print("attack time per image (s), this machine:")
 print(table[["run", "s_per_image"]].round(3).to_string(index=False))
 if compare_torchattacks:
@@ -259,7 +259,7 @@ if compare_torchattacks:
 # randomisation test gives p < 0.05; runs with fewer than `min_units` = 10 successful attacks get
 # neither interval nor test.
 
-# %%
+# %% tags=["hide-input"]
 null_tests, maps_by_run = {}, {}
 for model, dataset, n, popsize, maxiter in runs:
     name = run_name(model, dataset, popsize, maxiter)
@@ -280,7 +280,7 @@ for model, dataset, n, popsize, maxiter in runs:
         null_tests[name, when, "rank"] = random_pixel_test(pixel_percentiles(heat), x, y, random_draws, seed)
         null_tests[name, when, "zero"] = random_pixel_test((heat == 0).double(), x, y, random_draws, seed)
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 null_table = pd.DataFrame([
     {"run": name, "map": when, "n": rank.n, "rank": rank.observed, "random pixel": rank.null,
@@ -299,7 +299,7 @@ display(null_table.round({"rank": 1, "random pixel": 1, "difference": 1, "low": 
 # the original class on the original image; right, the map of the new class on the attacked image,
 # with the value at the pixel and its rank (the map's random-pixel null in brackets).
 
-# %%
+# %% tags=["hide-input"]
 shown = [(name, k) for name, (hit, _, _) in maps_by_run.items() for k in range(min(2, len(hit)))]
 if shown:
     fig, axes = viz.figure_grid(len(shown), 2, cell=2.4)
@@ -322,7 +322,7 @@ if shown:
 # Each attacked image's rank (dots) beside its own map's random-pixel null (grey bars), per run and
 # map.
 
-# %%
+# %% tags=["hide-input"]
 if maps_by_run:
     jitter = np.random.default_rng(seed)
     labels = [f"{name} / {when}" for name in maps_by_run for when in ("before", "after")]
@@ -390,7 +390,7 @@ if maps_by_run:
 # 24 x 24 convolution before pooling and ReLU, and attacked by our solver in scipy's `best1bin`
 # setting) are not comparable with these.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 if compare_torchattacks:

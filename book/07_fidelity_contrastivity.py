@@ -60,7 +60,7 @@
 # that its classifier head reads (the output of the conv-pool-ReLU block, the tensor KTH used);
 # EfficientNet-Lite0's is the rectified output of its head convolution (7 x 7).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/07_fidelity_contrastivity.yaml)
 profile = "default"
 # [model, dataset, images, classes compared, IG step counts tried, SHAP samples, SHAP background images]
@@ -78,7 +78,7 @@ device = "cpu"
 seed = 0
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 runs = [["mnist_cnn", "mnist", 100, 10, [16, 32, 64, 128], 20, 50], ["efficientnet_lite0", "photos", 7, 2, [16], 8, 4]]
@@ -95,7 +95,7 @@ device = "cpu"
 seed = 0
 
 
-# %%
+# %% tags=["hide-input"]
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook check, via shap
@@ -160,7 +160,7 @@ if "mnist" in [d for _, d, *_ in runs]:
 # Integrated Gradients tries the step counts of the run in turn and keeps the first at which every
 # explained-class map's completeness gap is under 5 %.
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 frames = []
 for model, dataset, n, n_classes, ig_steps, shap_samples, _ in runs:
     entry, images, labels, background = loaded[model, dataset]
@@ -184,7 +184,7 @@ table = summary_table(rows)
 # that only contrastivity uses: where a class's logit barely changes between the baseline and the
 # image, the relative gap divides by a number close to 0.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 ig_rows = rows[(rows["method"] == "ig") & (rows["rule"] == "Pope")]
 baseline_name = {"mnist": "0 = black", "cifar10": "0 = black", "photos": "0 = mean colour"}
@@ -207,7 +207,7 @@ convergence.round(3)
 # (stroke pixels on MNIST) in the mask. Brackets: 95 % bootstrap intervals over images. KTH's rows are
 # its MNIST network (10 000 test digits) and a CIFAR-10 GoogLeNet; their SHAP is DeepExplainer.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 def with_ci(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame.apply(lambda r: f"{r[column]:.3f} [{r[column + '_lo']:.3f}, {r[column + '_hi']:.3f}]", axis=1)
@@ -226,7 +226,7 @@ def shown(rule: str, columns: dict[str, str]) -> pd.DataFrame:
 shown("KTH", {"fidelity": "fidelity (KTH)", "fidelity_uniform": "null: uniform", "fidelity_support": "null: support",
               "contrastivity": "contrastivity (KTH)"})
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 kth_fidelity_contrastivity()
 
@@ -238,7 +238,7 @@ kth_fidelity_contrastivity()
 # binarised maps of the top-1 and the top-2 class. The nulls: the accuracy drop of the random masks.
 # `McNemar p`: exact test of the hits before against the hits after the occlusion, on the same images.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 pope_table = shown("Pope", {"accuracy_drop": "fidelity (Pope)", "accuracy_drop_uniform": "null: uniform",
                             "accuracy_drop_support": "null: support", "contrastivity_pair": "contrastivity (Pope)"})
@@ -258,7 +258,7 @@ pope_table
 # photographs, where a bootstrap interval is too narrow to trust); `shown`: the interval excludes 0
 # *and* p < 0.05. With 7 photographs the smallest attainable p is 2 / 128 = 0.016 (all seven agree).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 from gradcam_lib.fidelity import sign_flip_p
 
@@ -292,7 +292,7 @@ with pd.option_context("display.max_rows", 200, "display.width", 200, "display.m
 # For a few digits and photographs: the explained class's map and its KTH mask at p = 10 for each
 # method (the mask is what fidelity removes).
 
-# %%
+# %% tags=["hide-input"]
 panels = []
 for model, dataset, n, n_classes, ig_steps, shap_samples, _ in runs:
     entry, images, labels, background = loaded[model, dataset]
@@ -318,7 +318,7 @@ fig.tight_layout()
 # Each dot is an image (KTH's fidelity at the larger percentile): the map's mask against the two
 # nulls, as a function of the share of the *support* that the mask removes.
 
-# %%
+# %% tags=["hide-input"]
 long = rows[(rows["rule"] == "KTH") & (rows["level"] == float(max(percentiles)))].melt(
     id_vars=["dataset", "method", "kept_support"], value_vars=["fidelity", "fidelity_uniform", "fidelity_support"],
     var_name="mask", value_name="drop")
@@ -335,7 +335,7 @@ plt.show()
 # logit with the same background; we compare their maps (Pearson correlation per digit) and the
 # fidelity of their KTH masks at p = 10.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 mnist_runs = [r for r in runs if r[1] == "mnist"]
 explainers = None
@@ -420,7 +420,7 @@ if deep_shap_images and mnist_runs:
 # 12 x 12 output of the conv-pool-ReLU block; an earlier version of this chapter used the 24 x 24
 # convolution before pooling and ReLU). KTH reported no random-mask null.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 at = {(r["dataset"], r["method"], r["rule"], r["level"]): r for r in table.to_dict("records")}

@@ -45,7 +45,7 @@
 #   p < 0.05). Settings are never pooled: the same ten images under sixteen settings are ten images,
 #   not 160 observations.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; see book/params/<profile>/08_adversarial.yaml)
 profile = "default"
 models = ["efficientnet_lite0"]
@@ -66,7 +66,7 @@ figure_attacks = [["fgsm", "untargeted", 2], ["pgd", "untargeted", 8], ["pgd", "
 figure_images = 2
 results_dir = "../results"
 
-# %% tags=["injected-parameters"]
+# %% tags=["injected-parameters", "hide-input"]
 # Parameters
 profile = "default"
 models = ["efficientnet_lite0"]
@@ -87,7 +87,7 @@ figure_attacks = [["fgsm", "untargeted", 2], ["pgd", "untargeted", 8], ["pgd", "
 figure_images = 2
 
 
-# %%
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -117,7 +117,7 @@ correct = {key: correctly_classified(entries[key[0]], dataset, batch_size, devic
 attacked = {model: ConcatDataset([Subset(data[model, name], correct[model, name]) for name in datasets])
             for model in entries}
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 counts = pd.DataFrame([{"model": model, "dataset": name, "images": len(data[model, name]),
                         "correctly classified (attacked)": len(correct[model, name])}
@@ -131,7 +131,7 @@ print(counts.to_string(index=False))
 # `results/<profile>/08_adversarial/` after every batch (an interrupted run resumes). Each row then
 # gets its unit (`cluster`: the photograph of its true-class object).
 
-# %% tags=["remove-stderr"]
+# %% tags=["remove-stderr", "hide-input"]
 rows = pd.concat(
     [with_clusters(evaluate_attacks(entries[model], attacked[model], "+".join(datasets), out_dir, specs, methods,
                                     seed, batch_size, device, num_workers),
@@ -140,7 +140,7 @@ rows = pd.concat(
     ignore_index=True,
 )
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 clean_rows = rows[(rows["attack"] == "none") & rows["attacked"].astype(bool) & (rows["method"] == methods[0])]
 units = clean_rows.groupby(["model", "cluster"]).size().rename("attacked images").reset_index()
@@ -152,7 +152,7 @@ print(units.to_string(index=False))
 # First the attacks themselves: per setting, the attacked images (`photos`: the photographs behind
 # them), the successful attacks and the success rate with its 95 % interval.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 table = attack_table(rows)
 short = {"gradcam": "CAM", "guided_backprop": "GBP"}
@@ -187,7 +187,7 @@ print(success[setting + ["images", "units", "successes", "success % [95 % CI]"]]
 # images. A mean without an interval has fewer than 5 photographs behind it; a dash: no successful
 # attack.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 maps = labelled(table).assign(
     method=lambda t: t["method"].map(lambda m: short.get(m, m)),
@@ -199,7 +199,7 @@ maps = labelled(table).assign(
 print(maps[setting + ["method", "successes", "vanished", "n", "rho", "IoU", "after->obj %", "new->obj % [95 % CI]",
                       "clean->obj %"]].to_string(index=False, na_rep="-"))
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 baseline = clean_pointing(rows).assign(method=lambda t: t["method"].map(HEATMAP_METHODS))
 baseline["points at object % [95 % CI]"] = [ci(*v, 0) for v in
@@ -215,7 +215,7 @@ print(baseline[["model", "method", "images", "points at object % [95 % CI]"]].to
 # (`n`), with the mean difference a - b, its 95 % bootstrap interval over photographs and, for hit /
 # miss outcomes, McNemar's exact p over the images. `shown`: the interval excludes 0 (and p < 0.05).
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 def side(attack, mode, eps, method="gradcam"):
     return {"attack": attack, "mode": mode, "eps": eps / 255, "method": method}
@@ -261,7 +261,7 @@ print(paired.to_string(index=False))
 # slightly so that their bars do not overlap; a missing point: no successful attack; a point without
 # a bar: too few photographs for an interval).
 
-# %%
+# %% tags=["hide-input"]
 panels = {"success_pct": "attack success (%)", "rank_corr": "rank correlation, true class",
           "box_iou": "box IoU, true class", "points_new": "new class points at object (%)"}
 styles = {("fgsm", "untargeted"): "C0", ("fgsm", "targeted"): "C1", ("pgd", "untargeted"): "C2", ("pgd", "targeted"): "C3"}
@@ -299,7 +299,7 @@ fig.tight_layout()
 # white = the map's 99th percentile). Green: the ground-truth box of the true class; the white cross
 # marks each map's maximum point (none on an all-zero map).
 
-# %%
+# %% tags=["hide-input"]
 entry = entries[figure_model]
 pool = attacked[figure_model]
 candidates = [pool[i] for i in range(min(2 * figure_images, len(pool)))]
@@ -364,7 +364,7 @@ fig.tight_layout()
 # No number was published for this task. KTH's examples, for the record (their eps in pixel units is
 # 0.05 x the channel's std):
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 print(kth_adversarial_examples().to_string(index=False))
 print("KTH eps in grey levels per channel:", [round(e * 255, 2) for e in kth_eps_in_pixels()])
@@ -416,7 +416,7 @@ print("KTH eps in grey levels per channel:", [round(e * 255, 2) for e in kth_eps
 #    photograph perfectly correlated) and are wide. The `full` profile runs VGG-16 on ILSVRC val,
 #    whose images are independent.
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 for model in models:

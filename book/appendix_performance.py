@@ -11,15 +11,16 @@
 # **Why Grad-CAM can cost about one forward pass.** Grad-CAM needs dy^c/dA at the target layer only.
 # `gradcam_lib` re-roots the layer's output as a leaf of the autograd graph and switches parameter
 # gradients off, so the backward pass crosses only the layers after the target layer; the five
-# classes of the top-5 protocol share one forward pass. captum needs a second forward pass to learn
-# the predicted class, and pytorch-grad-cam backpropagates into every parameter and runs once per
-# class.
+# classes of the top-5 protocol share one forward pass. captum needs the target class up front (a
+# separate forward pass to learn the predicted class); pytorch-grad-cam maps the top-1 class in its
+# own pass but one class per call (top-5: five calls) and backpropagates into every parameter
+# (`tests/test_comparisons.py` checks each of these statements).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 # Parameters
 results_csv = "../bench/results.csv"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -32,7 +33,7 @@ shown = table.assign(interval=lambda t: t.apply(lambda r: f"[{r.ratio_low:.2f}, 
 shown[["model", "batch", "method", "library", "ratio", "interval", "rounds", "baseline", "max_rel_diff_vs_ours"]].round(3)
 
 
-# %%
+# %% tags=["hide-input"]
 methods = [m for m in shown["method"].unique() if not m.startswith(("localisation", "inference"))]
 biggest = shown.groupby("model")["batch"].transform("max") == shown["batch"]
 data = shown[biggest & shown["method"].isin(methods)]
@@ -59,7 +60,7 @@ grid.figure.suptitle("largest batch of each model; baseline: forward pass, or in
 # The first row, a forward pass timed against itself, shows the harness's own noise.
 #
 
-# %%
+# %% tags=["hide-input"]
 targets = {  # method prefix -> largest allowed ratio
     "Grad-CAM top-5": 1.15, "Guided Backprop": 1.10, "Occlusion": 1 / 0.9, "localisation loop": 1 / 0.8}
 ours = table[table["library"] == "gradcam_lib"]

@@ -1,12 +1,29 @@
 """gradcam_lib: Grad-CAM (Selvaraju et al., ICCV 2017), its relatives and the evaluation protocols
 of the book, batched, tested against captum, pytorch-grad-cam and closed forms.
 
-    >>> from gradcam_lib import load_model, grad_cam
-    >>> entry = load_model("efficientnet_lite0")
-    >>> maps = grad_cam(entry.model, entry.layer, images, torch.tensor([[285, 281]]))  # (B, K, H, W)
+    >>> from gradcam_lib import grad_cam, load_model
+    >>> from gradcam_lib.datasets.samples import load_raw_photos
+    >>> entry = load_model("efficientnet_lite0")  # shipped weights; pretrained=False: random ones
+    >>> images = entry.transform(load_raw_photos()[0].image)[0][None]  # PIL image -> (1, 3, 224, 224)
+    >>> grad_cam(entry.model, entry.layer, images, [[285, 281]]).shape  # two classes, one pass
+    torch.Size([1, 2, 224, 224])
 
-The public functions are importable from here (loaded on first use, so ``import gradcam_lib`` stays
-cheap); each lives in the module named in ``_PUBLIC``.
+The public surface, importable from here (loaded on first use, so ``import gradcam_lib`` stays
+cheap; ``_PUBLIC`` names each one's module):
+
+* explanations (:mod:`~gradcam_lib.explain`): ``grad_cam``, ``grad_cam_pp``, ``grad_cam_top_k``,
+  ``input_gradient``, ``guided_backprop``, ``guided_grad_cam``, ``heatmaps``,
+  ``explanation_scope``; (:mod:`~gradcam_lib.attributions`): ``integrated_gradients``,
+  ``converged_integrated_gradients``, ``completeness_gap``;
+* models and data: ``load_model`` (``MODEL_NAMES`` in :mod:`~gradcam_lib.models`: efficientnet_lite0
+  / lite2 offline, vgg16, alexnet, googlenet, resnet50, densenet121), ``build_dataset``, ``Sample``;
+* metrics: ``heatmap_to_box``, ``iou``, ``max_box_acc``, ``pointing_hit``, ``rank_correlation``,
+  ``occlusion_map``;
+* statistics, runs, claims: ``mcnemar``, ``paired_difference``, ``cluster_bootstrap_ci``,
+  ``wilson_ci``, ``run_resumable``, ``Claims``.
+
+Figures are in :mod:`gradcam_lib.viz` (``show_overlay``, ``show_guided``, ``draw_box``); the README's
+"Using the library" section shows a whole session.
 """
 
 from __future__ import annotations

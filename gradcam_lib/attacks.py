@@ -70,7 +70,7 @@ from gradcam_lib.faithfulness import rank_correlation
 from gradcam_lib.localization import heatmap_to_box, iou
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.pointing import pointing_hit
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import (
     McNemar,
     PairedDifference,
@@ -84,28 +84,28 @@ from gradcam_lib.stats import (
 __all__ = [
     "ATTACKS",
     "COLUMNS",
-    "AttackSpec",
     "AttackOutcome",
+    "AttackSpec",
+    "Comparison",
     "PixelSpaceModel",
-    "to_pixels",
-    "run_attack",
-    "attack_success",
-    "random_targets",
-    "points_at",
     "attack_and_explain",
-    "correctly_classified",
     "attack_batch",
-    "evaluate_attacks",
+    "attack_success",
     "attack_table",
     "clean_pointing",
-    "photograph_of",
-    "with_clusters",
+    "compare_settings",
+    "correctly_classified",
     "effective_units",
-    "share_interval",
+    "evaluate_attacks",
     "mean_interval",
     "paired_outcomes",
-    "compare_settings",
-    "Comparison",
+    "photograph_of",
+    "points_at",
+    "random_targets",
+    "run_attack",
+    "share_interval",
+    "to_pixels",
+    "with_clusters",
 ]
 
 ATTACKS: dict[str, str] = {"fgsm": "FGSM", "pgd": "PGD"}
@@ -133,6 +133,9 @@ def _channel_view(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 class PixelSpaceModel(nn.Module):
     """``x in [0, 1] -> model((x - mean) / std)``: the module that the attacks see, so that eps is
     measured in pixels and clipping to [0, 1] keeps the image valid."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -238,7 +241,9 @@ def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images).argmax(dim=1)
 
 
-def attack_success(new_class: torch.Tensor, true_class: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+def attack_success(
+    new_class: torch.Tensor, true_class: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Untargeted (``target`` None): top-1 changed away from the true class. Targeted: top-1 is the
     target. Returns ``(B,)`` bool."""
     if target is None:
@@ -250,7 +255,7 @@ def random_targets(true_class: torch.Tensor, image_ids: Sequence[str], num_class
     """One target class per image, uniform over the classes other than its true class, drawn from
     ``(seed, image_id)`` alone: the same image gets the same target in any batch and any run."""
     targets = []
-    for label, image_id in zip(true_class.tolist(), image_ids):
+    for label, image_id in zip(true_class.tolist(), image_ids, strict=False):
         rng = np.random.default_rng([seed, zlib.crc32(image_id.encode("utf-8"))])
         draw = int(rng.integers(num_classes - 1))
         targets.append(draw + (draw >= label))
@@ -331,7 +336,7 @@ def attack_and_explain(
     pixels = to_pixels(images, mean, std)
     true_class = true_class.to(images.device)
     target = random_targets(true_class, image_ids, len(entry.class_names), seed) if spec.targeted else None
-    labels = target if spec.targeted else true_class
+    labels = target if target is not None else true_class  # target is None iff not spec.targeted
     batch_seed = int(run_key({"seed": seed, "spec": spec, "ids": list(image_ids)}), 16)
     adversarial = run_attack(pixel_model, pixels, labels, spec, batch_seed)
     attacked = pixel_model.normalise(adversarial)
@@ -342,7 +347,9 @@ def attack_and_explain(
     for method in methods:
         full = torch.full((len(images), 3, *images.shape[-2:]), float("nan"))
         if len(explained):
-            clean = before[method] if before is not None else heatmaps(method, entry.model, entry.layer, images, true_class)
+            clean = (
+                before[method] if before is not None else heatmaps(method, entry.model, entry.layer, images, true_class)
+            )
             classes = torch.stack([true_class, new_class], dim=1)[explained]
             after = heatmaps(method, entry.model, entry.layer, attacked[explained], classes)
             full[explained.cpu()] = torch.cat([clean.to(after.device)[explained][:, None], after], dim=1).cpu()
@@ -404,7 +411,7 @@ def correctly_classified(
     keep, start = [], 0
     for images, samples in loader:
         predicted = _predict(entry.model, images.to(device)).tolist()
-        keep += [start + i for i, (label, s) in enumerate(zip(predicted, samples)) if label in s.labels]
+        keep += [start + i for i, (label, s) in enumerate(zip(predicted, samples, strict=True)) if label in s.labels]
         start += len(samples)
     return keep
 
@@ -469,7 +476,8 @@ def evaluate_attacks(
     ``results_dir/<model>_attacks_<dataset>_<settings hash>.csv`` (the hash covers the model, its
     Grad-CAM layer, the data, the attacks and the scoring); returns all rows."""
     # the Grad-CAM layer is part of the key: rows computed at another layer are never reused
-    settings = {"model": entry.name, "layer": entry.layer_name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+    settings = {"model": entry.name, "weights": model_fingerprint(entry.model), "layer": entry.layer_name,
+                "dataset": dataset_name, "data": dataset_fingerprint(dataset),
                 "specs": [vars(s) for s in specs], "methods": list(methods), "seed": seed,
                 "threshold": threshold, "tolerance": tolerance}
     path = Path(results_dir) / f"{entry.name}_attacks_{dataset_name}_{run_key(settings)}.csv"
@@ -510,10 +518,10 @@ def with_clusters(rows: pd.DataFrame, datasets: Sequence[Dataset]) -> pd.DataFra
     which :func:`attack_table` and :func:`paired_outcomes` resample by."""
     pairs = rows[["image_id", "true_class"]].drop_duplicates()
     units = {(i, c): photograph_of(i, int(c), datasets) for i, c in pairs.itertuples(index=False)}
-    return rows.assign(cluster=[units[i, c] for i, c in zip(rows["image_id"], rows["true_class"])])
+    return rows.assign(cluster=[units[i, c] for i, c in zip(rows["image_id"], rows["true_class"], strict=True)])
 
 
-def effective_units(clusters: Sequence[object]) -> float:
+def effective_units(clusters: Sequence[object] | np.ndarray) -> float:
     """Kish's effective sample size ``(sum m_c)^2 / sum m_c^2`` of units in clusters of sizes
     ``m_c`` when the units of a cluster are perfectly correlated (Kish 1965, *Survey Sampling*,
     Sec. 11.7): the number of clusters when they are equally large, the number of units when each
@@ -523,7 +531,7 @@ def effective_units(clusters: Sequence[object]) -> float:
 
 
 def share_interval(
-    hits: Sequence[float] | np.ndarray, clusters: Sequence[object] | None = None, confidence: float = 0.95
+    hits: Sequence[float] | np.ndarray, clusters: Sequence[object] | np.ndarray | None = None, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """``(share, low, high)`` of a hit rate over images (NaN entries left out): Wilson's score
     interval, on the images when they are independent (``clusters`` None) or, when they come in
@@ -684,7 +692,7 @@ def attack_table(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     for key, group in attacked.groupby(keys, sort=False):
         clusters = group["cluster"].to_numpy(dtype=object) if "cluster" in rows else None
         share, low, high = share_interval(group["success"].astype(float), clusters, confidence)
-        record = dict(zip(keys, key))
+        record = dict(zip(keys, key, strict=True))
         record.update(images=group["image_id"].nunique(), units=group["cluster"].nunique(),
                       successes=int(group["success"].sum()),
                       success_pct=100 * share, success_low=100 * low, success_high=100 * high)

@@ -25,11 +25,11 @@ from torch import nn
 from gradcam_lib.explain import explanation_scope
 
 __all__ = [
-    "integrated_gradients",
     "black_baseline",
     "completeness_gap",
     "converged_integrated_gradients",
     "gradient_shap",
+    "integrated_gradients",
     "shap_expected_gradients",
 ]
 
@@ -176,7 +176,7 @@ def shap_expected_gradients(
     targets = _targets(targets, len(images))
     rows = []
     with explanation_scope(model), numpy_rng_fork(seed):  # shap reseeds numpy's global RNG: restored after
-        for image, target in zip(images.detach(), targets.tolist()):
+        for image, target in zip(images.detach(), targets.tolist(), strict=True):
             explainer = shap.GradientExplainer(_TargetLogit(model, target), background.to(images.device))
             values = explainer.shap_values(image[None], nsamples=n_samples, rseed=seed)
             rows.append(torch.from_numpy(np.asarray(values, dtype=np.float32)).reshape(image.shape))

@@ -44,12 +44,12 @@ label order from another model, so that only Effusion reached CheXNet's right ou
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -60,65 +60,70 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import models as tv_models
 
-from gradcam_lib.attributions import (black_baseline, converged_integrated_gradients, gradient_shap,
-                                      shap_expected_gradients)
+from gradcam_lib.attributions import (
+    black_baseline,
+    converged_integrated_gradients,
+    gradient_shap,
+    shap_expected_gradients,
+)
 from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from gradcam_lib.explain import grad_cam, grad_cam_pp
-from gradcam_lib.models import ModelEntry, rectify_densenet_features
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.models import ModelEntry, read_checkpoint, rectify_densenet_features
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
+from gradcam_lib.validate import check_box, check_boxes, check_map
 
 Box = tuple[int, int, int, int]
 
 __all__ = [
+    "BOX_UNIT",
+    "CHESTXRAY8_LEVELS",
     "CHEXNET_CLASSES",
-    "XRAY_METHODS",
-    "IG_METHODS",
     "IG_BASELINES",
+    "IG_METHODS",
     "IG_TOLERANCE",
     "IOBB_THRESHOLDS",
-    "CHESTXRAY8_LEVELS",
     "STANDIN_FINDINGS",
     "STANDIN_SIZE",
-    "finding_index",
-    "chexnet_state_dict",
-    "load_chexnet",
-    "wrap_xrv_model",
-    "load_xrv",
-    "standin_densenet",
-    "standin_transform",
-    "load_standin",
-    "load_xray_model",
-    "render_standin",
-    "StandinXrayDataset",
     "XRAY_DATASETS",
-    "build_xray_dataset",
-    "classification_auc",
-    "background_images",
-    "to_grey",
-    "box_fraction",
-    "kth_box_share",
-    "iobb",
-    "map_to_boxes",
+    "XRAY_METHODS",
     "AttributionSettings",
-    "ig_baseline",
-    "converged_ig",
-    "method_maps",
+    "StandinXrayDataset",
     "attribution_maps",
+    "background_images",
+    "box_fraction",
+    "build_xray_dataset",
+    "chexnet_state_dict",
+    "classification_auc",
+    "converged_ig",
     "evaluate_boxes_batch",
     "evaluate_chestxray",
     "evaluate_rows",
-    "kth_table",
-    "iobb_table",
-    "BOX_UNIT",
-    "paired_units",
+    "finding_index",
     "headline_table",
+    "ig_baseline",
     "ig_convergence_table",
-    "paired_share",
-    "paired_hits",
+    "iobb",
+    "iobb_table",
+    "kth_box_share",
+    "kth_table",
+    "load_chexnet",
+    "load_standin",
+    "load_xray_model",
+    "load_xrv",
+    "map_to_boxes",
+    "method_maps",
     "paired_afp",
+    "paired_hits",
+    "paired_share",
+    "paired_units",
+    "render_standin",
+    "standin_densenet",
+    "standin_transform",
+    "to_grey",
+    "wrap_xrv_model",
 ]
 
 #: CheXNet's 14 outputs in its own order (arnoweng/CheXNet ``CLASS_NAMES``).
@@ -166,7 +171,9 @@ def finding_index(class_names: Sequence[str], finding: str) -> int:
     raise KeyError(f"the model has no output for {finding!r}; its classes are {[n for n in class_names if n]}")
 
 
-_OLD_DENSE_LAYER = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_OLD_DENSE_LAYER = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 def chexnet_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -209,8 +216,8 @@ def load_chexnet(path: str | Path, device: str | torch.device = "cpu", layer_nam
         path: ``model.pth.tar`` of arnoweng/CheXNet, or any state dict of the same network.
         layer_name: the Grad-CAM layer; ``features`` is the last rectified feature map (1024
             channels: ``norm5``, then the appended ``relu5`` of
-            :func:`gradcam_lib.models.rectify_densenet_features`); KTH used ``features.denseblock4.denselayer16.conv2`` (the last 32
-            channels only).
+            :func:`gradcam_lib.models.rectify_densenet_features`); KTH used
+            ``features.denseblock4.denselayer16.conv2`` (the last 32 channels only).
 
     Raises:
         FileNotFoundError: no such file.
@@ -219,10 +226,14 @@ def load_chexnet(path: str | Path, device: str | torch.device = "cpu", layer_nam
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CheXNet checkpoint {path} does not exist")
-    state = chexnet_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = chexnet_state_dict(
+        read_checkpoint(path, "CheXNet checkpoint", "download arnoweng/CheXNet's model.pth.tar again")
+    )
     model = tv_models.densenet121(weights=None, num_classes=len(CHEXNET_CLASSES))
     model.load_state_dict(state)
-    return _entry("chexnet", rectify_densenet_features(model), layer_name, _imagenet_transform(224), CHEXNET_CLASSES, device)
+    return _entry(
+        "chexnet", rectify_densenet_features(model), layer_name, _imagenet_transform(224), CHEXNET_CLASSES, device
+    )
 
 
 class _GreyInput(nn.Module):
@@ -243,11 +254,12 @@ def wrap_xrv_model(model: nn.Module, name: str, device: str | torch.device = "cp
     (with '' for outputs it was not trained on), logits out (its calibration ``op_threshs`` and
     sigmoid are switched off), input scaled to [-1024, 1024] at 224 px as ``xrv.datasets.normalize``
     does, Grad-CAM on its ``features``."""
-    model.op_threshs = None
-    model.apply_sigmoid = False
+    xrv: Any = model  # torchxrayvision's attributes, which nn.Module's type does not declare
+    xrv.op_threshs = None
+    xrv.apply_sigmoid = False
     transform = ImageTransform(224, 224, (0.5,) * 3, (0.5 / 1024,) * 3)
     rectify_densenet_features(model)  # xrv's forward, too, applies F.relu after features (norm5)
-    return _entry(name, _GreyInput(model), "model.features", transform, list(model.pathologies), device)
+    return _entry(name, _GreyInput(model), "model.features", transform, list(xrv.pathologies), device)
 
 
 def load_xrv(weights: str = "densenet121-res224-nih", device: str | torch.device = "cpu") -> ModelEntry:
@@ -290,14 +302,23 @@ def standin_transform() -> ImageTransform:
 
 def load_standin(device: str | torch.device = "cpu", path: str | Path | None = None) -> ModelEntry:
     """The shipped stand-in model; its class list comes from its checkpoint."""
-    source = Path(path) if path is not None else resources.files("gradcam_lib").joinpath(STANDIN_CHECKPOINT)
-    with resources.as_file(source) if path is None else nullcontext(source) as file:
+    shipped = resources.files("gradcam_lib").joinpath(STANDIN_CHECKPOINT)
+    with resources.as_file(shipped) if path is None else nullcontext(Path(path)) as file:
         if not Path(file).is_file():
             raise FileNotFoundError(f"stand-in checkpoint {file} missing; run data_prep/make_xray_standin.py")
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(
+            file, "stand-in checkpoint", "run data_prep/make_xray_standin.py to write it again"
+        )
     model = standin_densenet(len(checkpoint["class_names"]))
     model.load_state_dict(checkpoint["state_dict"])
-    return _entry("standin-densenet", rectify_densenet_features(model), "features", standin_transform(), checkpoint["class_names"], device)
+    return _entry(
+        "standin-densenet",
+        rectify_densenet_features(model),
+        "features",
+        standin_transform(),
+        checkpoint["class_names"],
+        device,
+    )
 
 
 def load_xray_model(name: str, device: str | torch.device = "cpu", checkpoint: str | None = None,
@@ -460,7 +481,9 @@ def build_xray_dataset(name: str, transform: ImageTransform, n_images: int | Non
         return StandinXrayDataset(n_images or 32, transform, seed=seed)
     if name == "chestxray14":
         if data_root is None:
-            raise ValueError("dataset 'chestxray14' needs data_root: the folder of the NIH images and BBox_List_2017.csv")
+            raise ValueError(
+                "dataset 'chestxray14' needs data_root: the folder of the NIH images and BBox_List_2017.csv"
+            )
         from gradcam_lib.datasets.chestxray import ChestXray14BoxDataset
 
         return ChestXray14BoxDataset(data_root, transform, bbox_csv=bbox_csv, limit=n_images)
@@ -473,7 +496,7 @@ def classification_auc(entry: ModelEntry, dataset: Dataset[Sample], batch_size: 
     model worth explaining? Returns finding, output, auc, positives, images."""
     from sklearn.metrics import roc_auc_score
 
-    samples = [dataset[i] for i in range(len(dataset))]
+    samples = [dataset[i] for i in range(len(cast(Sized, dataset)))]
     device = next(entry.model.parameters()).device
     with torch.no_grad():
         logits = torch.cat([entry.model(torch.stack([s.image for s in samples[i : i + batch_size]]).to(device)).cpu()
@@ -493,7 +516,11 @@ def classification_auc(entry: ModelEntry, dataset: Dataset[Sample], batch_size: 
 
 def background_images(dataset: Dataset[Sample], n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images of ``dataset`` drawn without replacement from ``seed``: SHAP's reference set."""
-    picks = np.sort(np.random.default_rng(seed).choice(len(dataset), size=min(n, len(dataset)), replace=False))
+    picks = np.sort(
+        np.random.default_rng(seed).choice(
+            len(cast(Sized, dataset)), size=min(n, len(cast(Sized, dataset))), replace=False
+        )
+    )
     return torch.stack([dataset[int(i)].image for i in picks])
 
 
@@ -509,11 +536,12 @@ def to_grey(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _positive(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
-    values = heatmap.detach().cpu().double().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap, np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"heatmap must be (H, W), got shape {values.shape}")
-    if np.isnan(values).any():
-        raise ValueError("heatmap holds NaN; the explanation failed upstream")
+    values = (
+        heatmap.detach().cpu().double().numpy()
+        if isinstance(heatmap, torch.Tensor)
+        else np.asarray(heatmap, np.float64)
+    )
+    check_map("heatmap", values)
     return np.clip(values, 0.0, None)
 
 
@@ -523,15 +551,17 @@ def _min_max(values: np.ndarray) -> np.ndarray | None:
     return None if not high > low else (values - low) / (high - low)
 
 
-def _box_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+def _box_mask(box: Sequence[int], shape: tuple[int, ...]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     x0, y0, x1, y1 = (int(v) for v in box)
     mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
     return mask
 
 
-def box_fraction(box: Sequence[int], shape: tuple[int, int]) -> float:
-    """The box's share of the image: the KTH score of a map that knows nothing, on average."""
+def box_fraction(box: Sequence[int], shape: tuple[int, ...]) -> float:
+    """The box's share of the image: the KTH score of a map that knows nothing, on average.
+    Raises ValueError for an invalid box (:func:`gradcam_lib.validate.check_box`)."""
+    check_box("box", box)
     return float(_box_mask(box, shape).mean())
 
 
@@ -543,7 +573,11 @@ def kth_box_share(heatmap: torch.Tensor | np.ndarray, box: Sequence[int], thresh
     Returns:
         ``(share, kept pixels)``; ``(0.0, 0)`` for a map with no positive variation (an all-zero
         Grad-CAM), as KTH scored a map that keeps nothing.
+
+    Raises:
+        ValueError: a map that is not 2-D or holds NaN or infinity; an invalid or inverted ``box``.
     """
+    check_box("box", box)
     values = _min_max(_positive(heatmap))
     if values is None:
         return 0.0, 0
@@ -555,7 +589,14 @@ def kth_box_share(heatmap: torch.Tensor | np.ndarray, box: Sequence[int], thresh
 def iobb(truth: Sequence[int], predicted: Sequence[int]) -> float:
     """ChestX-ray8's IoBB (Wang et al. 2017, Sec. 4 "Disease Localization"): area(truth n
     predicted) / area(predicted), inclusive pixel boxes (widths ``x2 - x1 + 1``, as
-    :func:`gradcam_lib.localization.iou`)."""
+    :func:`gradcam_lib.localization.iou`). Raises ValueError for an invalid or inverted box."""
+    check_box("truth", truth)
+    check_box("predicted", predicted)
+    return _iobb(truth, predicted)
+
+
+def _iobb(truth: Sequence[int], predicted: Sequence[int]) -> float:
+    """:func:`iobb` of boxes already checked."""
     ix = min(truth[2], predicted[2]) - max(truth[0], predicted[0]) + 1
     iy = min(truth[3], predicted[3]) - max(truth[1], predicted[1]) + 1
     if ix <= 0 or iy <= 0:
@@ -570,7 +611,7 @@ def map_to_boxes(heatmap: torch.Tensor | np.ndarray, levels: Sequence[float] = C
     """ChestX-ray8's box generator (Sec. 3.2): the positive part min-max normalised to [0, 255],
     binarised at each of ``levels`` (>= level), one box around each 8-connected region of each
     binary map; duplicates removed, in order of level then row-major position. An all-zero map
-    gives no box."""
+    gives no box; a map that is not 2-D or holds NaN or infinity is refused (ValueError)."""
     values = _min_max(_positive(heatmap))
     if values is None:
         return []
@@ -695,8 +736,9 @@ def _score_boxes(heatmap: torch.Tensor, truths: list[Box], thresholds: Sequence[
     """Both metrics for every ground-truth box of one (image, finding) map, with the areas (in
     pixels) of the ground-truth box and of the smallest box that ChestX-ray8's generator drew
     (NaN when it drew none)."""
+    check_boxes("truths", truths)
     predicted = map_to_boxes(heatmap)
-    overlaps = np.array([[iobb(t, p) for p in predicted] for t in truths]).reshape(len(truths), len(predicted))
+    overlaps = np.array([[_iobb(t, p) for p in predicted] for t in truths]).reshape(len(truths), len(predicted))
     area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731  inclusive pixel box
     smallest = float(min(area(p) for p in predicted)) if predicted else float("nan")
     rows = []
@@ -732,10 +774,22 @@ def evaluate_boxes_batch(entry: ModelEntry, images: torch.Tensor, samples: Seque
             truths = [tuple(b) for b in samples[i].boxes_of(label).tolist()]
             convergence = {"ig_gap": float(gaps[k]) if gaps is not None else float("nan"),
                            "ig_steps": int(used[k]) if used is not None else float("nan")}
-            for box_index, (truth, scores) in enumerate(zip(truths, _score_boxes(maps[k], truths, thresholds))):
-                rows.append({"image_id": samples[i].image_id, "finding": FINDINGS[label], "box": box_index,
-                             "output": int(targets[k]), "prob": float(probs[k]), "method": method,
-                             **dict(zip(("xmin", "ymin", "xmax", "ymax"), truth)), **scores, **convergence})
+            for box_index, (truth, scores) in enumerate(
+                zip(truths, _score_boxes(maps[k], truths, thresholds), strict=True)
+            ):
+                rows.append(
+                    {
+                        "image_id": samples[i].image_id,
+                        "finding": FINDINGS[label],
+                        "box": box_index,
+                        "output": int(targets[k]),
+                        "prob": float(probs[k]),
+                        "method": method,
+                        **dict(zip(("xmin", "ymin", "xmax", "ymax"), truth, strict=True)),
+                        **scores,
+                        **convergence,
+                    }
+                )
     return rows
 
 
@@ -749,7 +803,8 @@ def evaluate_chestxray(entry: ModelEntry, dataset: Dataset[Sample], dataset_name
                        thresholds: Sequence[float] = IOBB_THRESHOLDS) -> pd.DataFrame:
     """:func:`evaluate_boxes_batch` over ``dataset``, resumably, into
     ``results_dir/<model>_<dataset>_<settings hash>.csv``; returns all rows."""
-    config = {"model": entry.name, "layer": entry.layer_name, "dataset": dataset_name, "row_format": ROW_FORMAT,
+    config = {"model": entry.name, "weights": model_fingerprint(entry.model), "layer": entry.layer_name,
+              "dataset": dataset_name, "row_format": ROW_FORMAT,
               "data": dataset_fingerprint(dataset), "methods": list(methods), "settings": settings.key(),
               "thresholds": list(thresholds)}
     path = Path(results_dir) / f"{entry.name.replace(':', '_')}_{dataset_name}_{run_key(config)}.csv"
@@ -769,8 +824,8 @@ def evaluate_rows(entry: ModelEntry, dataset: Dataset[Sample], methods: Sequence
     batches as :func:`evaluate_chestxray`, so that the same settings give the same rows; for
     re-drawing a Monte Carlo method (GradientShap) with other seeds."""
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(dataset), batch_size):
-        samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+    for start in range(0, len(cast(Sized, dataset)), batch_size):
+        samples = [dataset[i] for i in range(start, min(start + batch_size, len(cast(Sized, dataset))))]
         images = torch.stack([s.image for s in samples]).to(device)
         rows.extend(evaluate_boxes_batch(entry, images, samples, methods, settings, thresholds))
     return pd.DataFrame(rows)
@@ -778,7 +833,7 @@ def evaluate_rows(entry: ModelEntry, dataset: Dataset[Sample], methods: Sequence
 
 def _with_overall(rows: pd.DataFrame, by: list[str], summarise: Callable[[pd.DataFrame], pd.Series]) -> pd.DataFrame:
     """``summarise`` per (by + finding) and per ``by`` over all findings ("overall")."""
-    per = rows.groupby(by + ["finding"], sort=True).apply(summarise, include_groups=False).reset_index()
+    per = rows.groupby([*by, "finding"], sort=True).apply(summarise, include_groups=False).reset_index()
     overall = rows.groupby(by, sort=True).apply(summarise, include_groups=False).reset_index().assign(finding="overall")
     return pd.concat([per, overall], ignore_index=True)
 

@@ -1,9 +1,20 @@
 """Grad-CAM, Grad-CAM++, (Guided) Backprop and Guided Grad-CAM, batched, for K classes per image.
 
-Shapes: ``images`` is ``(B, 3, H, W)``; ``targets`` is a LongTensor ``(B,)`` (one class per image)
-or ``(B, K)`` (K classes per image). Class maps come back as ``(B, H, W)`` or ``(B, K, H, W)``,
-input-space maps as ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``. Scores are logits (pre-softmax), as
-in the paper (Sec. 3: "the score for class c, y^c, before the softmax").
+Shapes: ``images`` is a float batch ``(B, 3, H, W)`` (any H and W the model accepts); ``targets``
+(:data:`Targets`) is ``(B,)`` (one class per image), ``(B, K)`` (K classes per image) or one int
+(the same class for every image, as ``(B,)``). Class maps come back as ``(B, H, W)`` or
+``(B, K, H, W)``, input-space maps as ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``. Scores are logits
+(pre-softmax), as in the paper (Sec. 3: "the score for class c, y^c, before the softmax").
+
+Input is checked before the forward pass: ``layer`` is a module of ``model`` or its dotted name
+(``"layer4"``, ``"features.29"``: ``model.get_submodule``); images must be a floating-point batch
+(a single ``(3, H, W)`` image is refused -- add the batch dimension with ``images[None]`` -- and so
+are uint8 pixels, which need the model's normalisation, ``entry.transform``); a float64 batch is
+computed in the model's dtype (that of its first floating-point parameter); an inference tensor
+is cloned into a normal one; targets must be integer-valued (1.7 is refused, not truncated) and
+lie in ``[0, N)``. The model must return the logits tensor ``(B, N)``: a model that returns a tuple
+or a dict is refused with a message saying how to wrap it. Gradients cannot be taken inside
+``torch.inference_mode()``; ``torch.no_grad()`` is fine (the scope switches gradients on).
 
 Speed: Grad-CAM needs dy^c/dA at the target layer only. The layer's output is re-rooted as a leaf
 of the autograd graph and no parameter requires a gradient, so the backward pass only crosses the
@@ -17,9 +28,9 @@ exception is raised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +38,27 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 __all__ = [
+    "HEATMAP_METHODS",
     "explanation_scope",
-    "layer_capture",
-    "guided_relus",
     "grad_cam",
     "grad_cam_pp",
     "grad_cam_top_k",
-    "input_gradient",
     "guided_backprop",
     "guided_grad_cam",
-    "HEATMAP_METHODS",
+    "guided_relus",
     "heatmaps",
+    "input_gradient",
+    "layer_capture",
 ]
 
-Targets = torch.Tensor
+Targets: TypeAlias = torch.Tensor | int | Sequence[int] | Sequence[Sequence[int]]
+"""Class indices to explain: ``(B,)`` one class per image, ``(B, K)`` K classes per image (one
+forward pass for all K), or a single int / 0-d tensor, the same class for every image (maps shaped
+as for ``(B,)``). Integer-valued: floats are accepted only when they hold whole numbers."""
+
+Layer: TypeAlias = nn.Module | str
+"""The layer whose output A Grad-CAM weighs: a module of the model, or its dotted name as in
+``model.named_modules()`` (``"layer4"``; ``ModelEntry.layer_name``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +69,16 @@ Targets = torch.Tensor
 @contextmanager
 def explanation_scope(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients inside; the model's ``training`` flags and every
-    parameter's ``requires_grad`` are restored on exit, whatever happens inside."""
+    parameter's ``requires_grad`` are restored on exit, whatever happens inside.
+
+    Raises:
+        RuntimeError: inside ``torch.inference_mode()``, where no gradient can be taken.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "gradients cannot be taken inside torch.inference_mode(): call the explanation outside "
+            "that block (torch.no_grad() is fine: explanations switch gradients on themselves)"
+        )
     training = {module: module.training for module in model.modules()}
     requires_grad = {param: param.requires_grad for param in model.parameters()}
     try:
@@ -129,8 +156,13 @@ _HARDTANHS = {F.hardtanh: False, F.hardtanh_: True}
 class guided_relus(TorchFunctionMode):
     """Inside this scope every rectifier that runs is guided: ``nn.ReLU``, ``nn.ReLU6``, functional
     ``F.relu`` / ``torch.relu`` / ``Tensor.relu`` (torchvision's GoogLeNet and DenseNet call these
-    instead of modules), in-place variants, and modules called several times. Hooking modules, as
-    captum and pytorch-grad-cam do, misses all but the first kind.
+    instead of modules), in-place variants, and modules called several times.
+
+    captum's ``GuidedBackprop`` and pytorch-grad-cam's ``GuidedBackpropReLUModel`` guide
+    ``nn.ReLU`` modules only (a reused one correctly): on torchvision's GoogLeNet (``F.relu``) and
+    on EfficientNet-Lite (``nn.ReLU6``) they return the plain gradient; on DenseNet they guide its
+    ``nn.ReLU`` modules but not the final ``F.relu``, so their maps differ from the guided rule's
+    (``tests/test_comparisons.py`` checks all three).
     """
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -156,16 +188,37 @@ class guided_relus(TorchFunctionMode):
 # --------------------------------------------------------------------------------------------
 
 
-def _as_2d(targets: Targets, batch: int) -> tuple[torch.Tensor, bool]:
-    targets = torch.as_tensor(targets, dtype=torch.long)
-    if targets.dim() not in (1, 2) or targets.shape[0] != batch:
-        raise ValueError(f"targets must be (B,) or (B, K) with B={batch}, got {tuple(targets.shape)}")
-    return targets.view(batch, -1), targets.dim() == 1
+def _as_2d(targets: Targets, batch: int, name: str = "targets") -> tuple[torch.Tensor, bool]:
+    """``targets`` as a LongTensor ``(B, K)``, and whether it was one class per image."""
+    values = torch.as_tensor(targets)
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"{name} must be integer class indices, got dtype {values.dtype}")
+    if values.is_floating_point():
+        fractional = ~torch.isfinite(values) | (values != values.round())
+        if fractional.any():
+            raise ValueError(
+                f"{name} must be whole class indices, got {[f'{v:g}' for v in values[fractional][:5].tolist()]}; "
+                "fractional values are refused rather than truncated"
+            )
+    values = values.to(torch.long)
+    if values.dim() == 0:  # one class for every image
+        values = values.expand(batch)
+    if values.dim() not in (1, 2) or values.shape[0] != batch:
+        raise ValueError(
+            f"{name} must be (B,) or (B, K) with B={batch} (the number of images), or one int for "
+            f"every image; got shape {tuple(values.shape)}"
+        )
+    if values.dim() == 2 and values.shape[1] == 0:
+        raise ValueError(f"{name} has shape {tuple(values.shape)}: give at least one class per image")
+    return values.reshape(batch, -1), values.dim() == 1
 
 
 def _check_targets(targets: torch.Tensor, num_classes: int) -> None:
     if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
-        raise IndexError(f"target classes must lie in [0, {num_classes}), got {targets.tolist()}")
+        raise IndexError(
+            f"targets must be class indices in [0, {num_classes}) (the model has {num_classes} outputs), "
+            f"got {targets.tolist()}"
+        )
 
 
 def _scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -173,9 +226,77 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets)
 
 
+def _resolve_layer(model: nn.Module, layer: Layer) -> nn.Module:
+    """The module ``layer`` of ``model``, given as the module or its dotted name; checked before
+    any forward pass."""
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError:
+            names = [name for name, _ in model.named_children()][:6]
+            raise ValueError(
+                f"layer {layer!r} is not a submodule of {type(model).__name__}; give a module of the "
+                f"model or its dotted name as listed by model.named_modules() (its children: {names})"
+            ) from None
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be an nn.Module of the model or its dotted name, got {type(layer).__name__}")
+    if not any(module is layer for module in model.modules()):
+        raise ValueError(
+            f"layer {type(layer).__name__} is not a submodule of {type(model).__name__} (a module of "
+            "another model or a copy?); give a module of this model or its dotted name, e.g. entry.layer_name"
+        )
+    return layer
+
+
+def _batch(model: nn.Module, images: torch.Tensor, spatial: bool) -> torch.Tensor:
+    """``images`` checked (a non-empty float batch; ``(B, C, H, W)`` when ``spatial``), detached and
+    in the dtype of the model's first floating-point parameter."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor batch (B, C, H, W), got {type(images).__name__}; "
+            "a PIL image becomes one with entry.transform(image)[0][None]"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images are {images.dtype}, but the model reads normalised floats: prepare them with the "
+            "model's transform (entry.transform(pil_image)[0], or entry.transform.normalise(uint8_pixels))"
+        )
+    if images.dim() == 3:
+        raise ValueError(
+            f"images must be a batch (B, C, H, W), got one image of shape {tuple(images.shape)}; "
+            "add the batch dimension with images[None]"
+        )
+    if (spatial and images.dim() != 4) or images.dim() < 2:
+        expected = "(B, C, H, W)" if spatial else "(B, C, H, W) or (B, F)"
+        raise ValueError(f"images must be {expected}, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0): give at least one image")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    images = images.detach()
+    if images.is_inference():  # made under torch.inference_mode(): a normal copy can enter autograd
+        images = images.clone()
+    return images.to(dtype)
+
+
+def _logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``model(inputs)``, which must be the logits tensor ``(B, N)``."""
+    output = model(inputs)
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"{type(model).__name__} returned a {type(output).__name__}, not a logits tensor (B, N); wrap it "
+            "in a module whose forward returns the logits, e.g. `return self.model(x)[0]` for a tuple or "
+            "`return self.model(x)['logits']` for a dict"
+        )
+    if output.dim() != 2:
+        raise ValueError(
+            f"{type(model).__name__} returned shape {tuple(output.shape)}; explanations need logits (B, N)"
+        )
+    return output
+
+
 def _layer_gradients(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Layer,
     images: torch.Tensor,
     choose_targets: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -183,10 +304,11 @@ def _layer_gradients(
 
     Returns ``(logits (B, N), targets (B, K), activations (B, C, h, w), gradients (B, K, C, h, w))``.
     """
-    with explanation_scope(model), layer_capture(layer) as capture:
-        logits = model(images.detach())
+    module = _resolve_layer(model, layer)
+    with explanation_scope(model), layer_capture(module) as capture:
+        logits = _logits(model, images)
         if capture.activation is None:
-            raise RuntimeError("the Grad-CAM layer did not run in the forward pass")
+            raise RuntimeError(f"the Grad-CAM layer {type(module).__name__} did not run in the forward pass")
         activations = capture.activation
         targets = choose_targets(logits.detach())
         _check_targets(targets, logits.shape[1])
@@ -207,9 +329,10 @@ def _grad_cam_pp_weights(activations: torch.Tensor, gradients: torch.Tensor) -> 
     """Grad-CAM++ closed form (Chattopadhyay et al. 2018, Eq. 19 with Y = exp(S)):
     alpha_ij = g^2 / (2 g^2 + sum_ab A_ab g^3), w_k = sum_ij alpha_ij relu(g_ij), g = dS/dA.
 
-    Exactly the closed form: no additive epsilon (pytorch-grad-cam adds 1e-7 to the denominator,
-    which at logit gradients of ~1e-3, g^2 ~ 1e-6, changes the maps by 10-20 % of their maximum).
-    Only a zero denominator is guarded: alpha = 0 there (it is 0 iff g = 0 or sum A = -2 / g)."""
+    Exactly the closed form: no additive epsilon. pytorch-grad-cam adds 1e-7 to the denominator,
+    which matters where g^2 is not far above 1e-7: real logit gradients are ~1e-3 (g^2 ~ 1e-6);
+    ``tests/test_comparisons.py`` shows a 10 % change of its map at gradients of 1e-3. Only a zero
+    denominator is guarded: alpha = 0 there (it is 0 iff g = 0 or sum A = -2 / g)."""
     g2 = gradients.pow(2)
     g3 = g2 * gradients
     sum_a = activations.sum(dim=(-2, -1), keepdim=True).unsqueeze(1)
@@ -221,7 +344,7 @@ def _grad_cam_pp_weights(activations: torch.Tensor, gradients: torch.Tensor) -> 
 
 
 def _class_maps(
-    activations: torch.Tensor, weights: torch.Tensor, size: tuple[int, int] | None
+    activations: torch.Tensor, weights: torch.Tensor, size: tuple[int, ...] | None
 ) -> torch.Tensor:
     """Paper Eq. 2: L^c = ReLU(sum_k alpha_k^c A^k), then bilinear upsampling to ``size``."""
     maps = torch.einsum("bkc,bchw->bkhw", weights, activations).clamp(min=0)
@@ -236,12 +359,13 @@ def _class_maps(
 def _cam(
     weight_rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     model: nn.Module,
-    layer: nn.Module,
+    layer: Layer,
     images: torch.Tensor,
     targets: Targets,
     counterfactual: bool,
     upsample: bool,
 ) -> torch.Tensor:
+    images = _batch(model, images, spatial=True)
     fixed, single = _as_2d(targets, images.shape[0])
     fixed = fixed.to(images.device)
     _, _, activations, gradients = _layer_gradients(model, layer, images, lambda _logits: fixed)
@@ -253,7 +377,7 @@ def _cam(
 
 def grad_cam(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Layer,
     images: torch.Tensor,
     targets: Targets,
     counterfactual: bool = False,
@@ -263,53 +387,71 @@ def grad_cam(
     d(logit)/dA^k, upsampled bilinearly (align_corners=False) to the input size, not normalised.
 
     Args:
-        model: the classifier; its state is restored on return.
-        layer: an ``nn.Module`` inside ``model`` whose output is A.
-        images: ``(B, 3, H, W)``.
-        targets: ``(B,)`` or ``(B, K)`` class indices.
+        model: the classifier, returning logits ``(B, N)``; its state is restored on return.
+        layer: the module inside ``model`` whose output is A, or its dotted name (``"layer4"``).
+        images: a float batch ``(B, 3, H, W)``, normalised as the model expects.
+        targets: ``(B,)`` or ``(B, K)`` class indices, or one int for every image.
         counterfactual: negate the gradients (paper Sec. 3.2): regions that lower the score.
         upsample: False returns the ``(h, w)`` map at the layer's resolution.
 
     Returns:
         ``(B, H, W)`` or ``(B, K, H, W)``, non-negative.
 
+    Raises:
+        ValueError / TypeError / IndexError: bad input, before the forward pass where possible
+        (see the module docstring); RuntimeError: inside ``torch.inference_mode()``.
+
     Example:
         >>> entry = load_model("efficientnet_lite0")
-        >>> maps = grad_cam(entry.model, entry.layer, images, torch.tensor([285, 967]))
+        >>> images = entry.transform(pil_image)[0][None]             # (1, 3, 224, 224)
+        >>> maps = grad_cam(entry.model, entry.layer, images, [[285, 281]])  # (1, 2, 224, 224)
     """
     return _cam(_grad_cam_weights, model, layer, images, targets, counterfactual, upsample)
 
 
 def grad_cam_pp(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Layer,
     images: torch.Tensor,
     targets: Targets,
     counterfactual: bool = False,
     upsample: bool = True,
 ) -> torch.Tensor:
-    """Grad-CAM++ with the closed-form weights (see ``_grad_cam_pp_weights``); same shapes and
-    options as :func:`grad_cam`."""
+    """Grad-CAM++ (Chattopadhyay et al. 2018) with the exact closed-form weights of their Eq. 19
+    (Y = exp(S)): w_k = sum_ij alpha_ij ReLU(g_ij), alpha_ij = g_ij^2 / (2 g_ij^2 + sum_ab A_ab g_ij^3),
+    g = d(logit)/dA^k, with no additive epsilon (alpha = 0 where the denominator is 0); then
+    ReLU(sum_k w_k A^k) as in :func:`grad_cam`, with the same shapes and options."""
     return _cam(_grad_cam_pp_weights, model, layer, images, targets, counterfactual, upsample)
 
 
 def grad_cam_top_k(
-    model: nn.Module, layer: nn.Module, images: torch.Tensor, k: int = 5, also: Targets | None = None
+    model: nn.Module, layer: Layer, images: torch.Tensor, k: int = 5, also: Targets | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grad-CAM for the ``k`` highest-scoring classes of each image from a single forward pass
-    (the localisation protocol needs the prediction and its maps; captum and pytorch-grad-cam need
-    a second pass to learn the predicted classes).
+    """Grad-CAM (Eqs. 1-2, as :func:`grad_cam`) for the ``k`` highest-scoring classes of each image
+    from a single forward pass: the localisation protocol needs the prediction and its maps.
+    (captum's ``LayerGradCam`` needs the target classes before its pass, so a forward pass of its
+    own first; pytorch-grad-cam maps the top-1 class in its pass, but one class per call, so k > 1
+    takes k calls: ``tests/test_comparisons.py``.)
 
     Args:
-        also: optional ``(B, E)`` further classes to map in the same pass (e.g. the ground truth).
+        k: how many top classes, 1 to N (0 only together with ``also``).
+        also: optional ``(B,)`` or ``(B, E)`` further classes to map in the same pass (e.g. the
+            ground truth).
 
     Returns:
         ``(logits (B, N), classes (B, k [+ E]) -- the top-k in descending score, then ``also`` --,
         maps (B, k [+ E], H, W))``.
     """
-    extra = None if also is None else torch.as_tensor(also, dtype=torch.long, device=images.device).view(len(images), -1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a whole number of classes >= 1, got {k!r}")
+    if k == 0 and also is None:
+        raise ValueError("k must be >= 1 (k = 0 maps nothing unless also= gives classes)")
+    images = _batch(model, images, spatial=True)
+    extra = None if also is None else _as_2d(also, len(images), "also")[0].to(images.device)
 
     def choose(scores: torch.Tensor) -> torch.Tensor:
+        if k > scores.shape[1]:
+            raise ValueError(f"k={k} is larger than the model's {scores.shape[1]} classes")
         top = scores.topk(k, dim=1).indices
         return top if extra is None else torch.cat([top, extra], dim=1)
 
@@ -324,15 +466,16 @@ def grad_cam_top_k(
 
 
 def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Targets, guided: bool) -> torch.Tensor:
+    images = _batch(model, images, spatial=False)
     fixed, single = _as_2d(targets, images.shape[0])
     fixed = fixed.to(images.device)
     with explanation_scope(model):
-        inputs = images.detach().requires_grad_(True)
+        inputs = images.requires_grad_(True)
         if guided:
             with guided_relus():
-                logits = model(inputs)
+                logits = _logits(model, inputs)
         else:
-            logits = model(inputs)
+            logits = _logits(model, inputs)
         scores = _scores(logits, fixed)
         num_targets = fixed.shape[1]
         gradients = torch.stack(
@@ -346,13 +489,15 @@ def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Targets, g
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
-    """Plain gradient of the logit with respect to the input ('Backprop', Simonyan et al. 2014)."""
+    """Plain gradient of the logit with respect to the input ('Backprop', Simonyan et al. 2014,
+    Eq. 3: w = dS_c/dI), ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``; ``images`` may also be ``(B, F)``."""
     return _input_gradients(model, images, targets, guided=False)
 
 
 def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
-    """Guided Backpropagation (Springenberg et al. 2015): the input gradient with every rectifier
-    that runs in the forward pass guided (see :class:`guided_relus`).
+    """Guided Backpropagation (Springenberg et al. 2015, Fig. 1): the input gradient with every
+    rectifier that runs in the forward pass guided (see :class:`guided_relus`): a gradient passes
+    a rectifier only where its input was positive (below 6 for ReLU6) and the gradient is positive.
 
     Returns:
         ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``.
@@ -362,7 +507,7 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Targets) ->
 
 def guided_grad_cam(
     model: nn.Module,
-    layer: nn.Module,
+    layer: Layer,
     images: torch.Tensor,
     targets: Targets,
     guided: torch.Tensor | None = None,
@@ -401,9 +546,10 @@ HEATMAP_METHODS: dict[str, str] = {
 }
 
 
-def heatmaps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+def heatmaps(method: str, model: nn.Module, layer: Layer, images: torch.Tensor, targets: Targets) -> torch.Tensor:
     """``(B, [K,] H, W)`` non-negative maps for any method of ``HEATMAP_METHODS``; input-space
-    methods are reduced to 2-D by :func:`_channel_saliency`."""
+    maps M are reduced to 2-D as Simonyan et al. (2014, Sec. 3.1) do: max_c |M_c| over the colour
+    channels."""
     if method == "gradcam":
         return grad_cam(model, layer, images, targets)
     if method == "gradcam_pp":

@@ -25,34 +25,35 @@ from torch import nn
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import explanation_scope, heatmaps
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci
+from gradcam_lib.validate import check_finite, check_map
 
 __all__ = [
+    "MEASURES",
     "OCCLUSION_BACKENDS",
-    "occlusion_map",
-    "window_starts",
-    "rank_correlation",
     "argsort_correlation",
+    "average_drop",
     "class_probabilities",
-    "explanation_map_confidence",
+    "compare_occlusion_backends",
     "confidence_drop",
     "confidence_increased",
-    "average_drop",
-    "increase_in_confidence",
-    "rise_kernel",
-    "rise_blur",
-    "deletion_insertion_curves",
     "curve_auc",
-    "faithfulness_batch",
-    "evaluate_faithfulness",
     "curves_of",
+    "deletion_insertion_curves",
+    "evaluate_faithfulness",
+    "explanation_map_confidence",
+    "faithfulness_batch",
+    "increase_in_confidence",
     "independent_units",
-    "per_image_measures",
-    "MEASURES",
     "method_intervals",
+    "occlusion_map",
     "paired_comparison",
-    "compare_occlusion_backends",
+    "per_image_measures",
+    "rank_correlation",
+    "rise_blur",
+    "rise_kernel",
+    "window_starts",
 ]
 
 OCCLUSION_BACKENDS = ("ours", "captum")
@@ -124,7 +125,7 @@ def _occlusion_captum(
         return F.softmax(model(x), dim=1)
 
     maps = []
-    for image, target in zip(images, targets.view(-1).tolist()):
+    for image, target in zip(images, targets.view(-1).tolist(), strict=True):
         attribution = Occlusion(probabilities).attribute(
             image[None],
             sliding_window_shapes=(image.shape[0], patch, patch),
@@ -180,12 +181,11 @@ def occlusion_map(
 
 
 def _resized(heatmap: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
-    values = torch.as_tensor(np.asarray(heatmap, dtype=np.float64) if not isinstance(heatmap, torch.Tensor) else heatmap)
+    values = torch.as_tensor(
+        np.asarray(heatmap, dtype=np.float64) if not isinstance(heatmap, torch.Tensor) else heatmap
+    )
     values = values.detach().cpu().to(torch.float64)
-    if values.dim() != 2:
-        raise ValueError(f"map must be (H, W), got shape {tuple(values.shape)}")
-    if torch.isnan(values).any():
-        raise ValueError("map holds NaN")
+    check_map("map", values)
     return F.adaptive_avg_pool2d(values[None, None], size)[0, 0].numpy().ravel()
 
 
@@ -200,7 +200,7 @@ def rank_correlation(map_a: torch.Tensor | np.ndarray, map_b: torch.Tensor | np.
         a constant has no ranking, so the correlation is undefined -- count such maps apart.
 
     Raises:
-        ValueError: a map that is not 2-D or holds NaN.
+        ValueError: a map that is not 2-D or holds NaN or infinity.
     """
     a, b = _resized(map_a, size), _resized(map_b, size)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -319,25 +319,45 @@ def deletion_insertion_curves(
 
     Returns:
         ``(deletion (B, n_steps + 1), insertion (B, n_steps + 1))`` softmax probabilities.
+
+    Raises:
+        ValueError: ``images`` not ``(B, C, H, W)``, ``maps`` not ``(B, H, W)`` of the same B, H, W,
+            a map with NaN or infinity, or ``targets`` not one class index per image.
     """
-    b, c, h, w = images.shape
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    b, _c, h, w = images.shape
+    if tuple(maps.shape) != (b, h, w):
+        raise ValueError(f"maps must be (B, H, W) = {(b, h, w)} to match images {tuple(images.shape)}, "
+                         f"got shape {tuple(maps.shape)}; give one 2-D map per image at the image's size")
+    check_finite("maps", maps)
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
+    if len(targets) != b:
+        raise ValueError(f"targets must be (B,) with B={b}, one class index per image, got {len(targets)}")
     order = torch.argsort(maps.to(images.device).reshape(b, -1), dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
     counts = torch.linspace(0, h * w, n_steps + 1, device=images.device).round().long()
     blurred = rise_blur(images, blur_kernel, blur_sigma)
-    deletion, insertion = [], []
+    deletion: list[torch.Tensor] = []
+    insertion: list[torch.Tensor] = []
     with explanation_scope(model):
         for index in range(b):
             chosen = (rank[index][None] < counts[:, None]).view(-1, 1, h, w).float()  # (n_steps + 1, 1, H, W)
             image = images[index][None]
-            for start_image, fill, out in ((image, torch.zeros_like(image), deletion), (blurred[index][None], image, insertion)):
+            for start_image, fill, out in (
+                (image, torch.zeros_like(image), deletion),
+                (blurred[index][None], image, insertion),
+            ):
                 steps = start_image * (1 - chosen) + fill * chosen
-                probs = torch.cat([
-                    class_probabilities(model, steps[i : i + batch_size], targets[index].expand(len(steps[i : i + batch_size])))
-                    for i in range(0, len(steps), batch_size)
-                ])
+                probs = torch.cat(
+                    [
+                        class_probabilities(
+                            model, steps[i : i + batch_size], targets[index].expand(len(steps[i : i + batch_size]))
+                        )
+                        for i in range(0, len(steps), batch_size)
+                    ]
+                )
                 out.append(probs)
     return torch.stack(deletion), torch.stack(insertion)
 
@@ -381,7 +401,9 @@ def faithfulness_batch(
         maps = heatmaps(method, entry.model, entry.layer, images, targets).detach()
         extra: list[dict[str, Any]] = [{} for _ in samples]
         if method in causal_methods:
-            y, o = explanation_map_confidence(entry.model, images, targets, maps, entry.transform.mean, entry.transform.std)
+            y, o = explanation_map_confidence(
+                entry.model, images, targets, maps, entry.transform.mean, entry.transform.std
+            )
             deletion, insertion = deletion_insertion_curves(entry.model, images, targets, maps, n_steps)
             for i in range(len(samples)):
                 extra[i] = {"y": float(y[i]), "o": float(o[i]), "deletion_auc": float(curve_auc(deletion[i])),
@@ -414,7 +436,8 @@ def evaluate_faithfulness(
 ) -> pd.DataFrame:
     """:func:`faithfulness_batch` (keyword ``settings``) over ``dataset``, resumably, into
     ``results_dir/<model>_faithfulness_<dataset>_<settings hash>.csv``; returns all rows."""
-    key = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+    key = {"model": entry.name, "weights": model_fingerprint(entry.model), "layer": entry.layer_name,
+           "dataset": dataset_name, "data": dataset_fingerprint(dataset),
            **{k: v for k, v in settings.items() if k not in ("occlusion_batch", "backend")}}
     path = Path(results_dir) / f"{entry.name}_faithfulness_{dataset_name}_{run_key(key)}.csv"
     rows = run_resumable(
@@ -452,7 +475,7 @@ def independent_units(dataset: Any, image_ids: Sequence[str], targets: Sequence[
     if not isinstance(base, CompositeDataset):
         return [str(image_id) for image_id in image_ids]
     units = []
-    for image_id, target in zip(image_ids, targets):
+    for image_id, target in zip(image_ids, targets, strict=False):
         try:
             units.append(base.source_of(image_id, int(target)))
         except KeyError:
@@ -608,7 +631,17 @@ def compare_occlusion_backends(
             cpu[backend] = min(cpu[backend], time.process_time() - start_cpu)
     difference = float((maps["ours"] - maps["captum"]).abs().max())
     table = pd.DataFrame(
-        [{"backend": b, "images": len(images), "forwards": len(images) * windows, "seconds": seconds[b],
-          "cpu_seconds": cpu[b], "forwards_per_s": len(images) * windows / seconds[b], "max_abs_diff": difference} for b in OCCLUSION_BACKENDS]
+        [
+            {
+                "backend": b,
+                "images": len(images),
+                "forwards": len(images) * windows,
+                "seconds": seconds[b],
+                "cpu_seconds": cpu[b],
+                "forwards_per_s": len(images) * windows / seconds[b],
+                "max_abs_diff": difference,
+            }
+            for b in OCCLUSION_BACKENDS
+        ]
     )
     return table, maps

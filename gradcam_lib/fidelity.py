@@ -40,34 +40,35 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 from gradcam_lib.attributions import completeness_gap, integrated_gradients, shap_expected_gradients
 from gradcam_lib.explain import explanation_scope, grad_cam
 from gradcam_lib.stats import mean_ci
+from gradcam_lib.validate import check_targets
 
 __all__ = [
-    "positive_percentile_mask",
-    "normalised_saliency_mask",
-    "input_support",
-    "random_masks_like",
-    "mask_images",
-    "fidelity",
-    "top1_hits",
-    "accuracy_drop",
-    "contrastivity",
-    "pairwise_contrastivity",
     "ATTRIBUTION_METHODS",
     "IG_STEPS",
-    "ig_maps",
+    "METRICS",
+    "accuracy_drop",
     "attribution_maps",
+    "contrastivity",
     "deep_shap_top1",
     "evaluate_fidelity",
-    "METRICS",
-    "summary_table",
+    "fidelity",
+    "ig_maps",
+    "input_support",
+    "mask_images",
+    "normalised_saliency_mask",
+    "pairwise_contrastivity",
+    "positive_percentile_mask",
+    "random_masks_like",
     "sign_flip_p",
+    "summary_table",
+    "top1_hits",
 ]
 
 
@@ -160,20 +161,27 @@ def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def fidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
              fill: float = 0.0, before: torch.Tensor | None = None) -> torch.Tensor:
     """KTH's fidelity before the mean: per image ``p(y | x) - p(y | x')``, x' = :func:`mask_images`;
-    ``before``: p(y | x) when already known. The model's train / eval state is left as it was."""
+    ``before``: p(y | x) when already known. The model's train / eval state is left as it was.
+
+    Raises:
+        ValueError: ``targets`` not ``(B,)`` whole class indices in ``[0, K)`` of the model's K
+            outputs (-1 would silently explain the last class, 1.7 class 1).
+    """
     rows = torch.arange(len(images), device=images.device)
-    targets = targets.to(images.device)
+    after = _probabilities(model, mask_images(images, masks, fill))
+    targets = check_targets("targets", targets, len(images), after.shape[1]).to(images.device)
     if before is None:
         before = _probabilities(model, images)[rows, targets]
-    after = _probabilities(model, mask_images(images, masks, fill))[rows, targets]
-    return (before - after).cpu()
+    return (before - after[rows, targets]).cpu()
 
 
 def _label_sets(labels: torch.Tensor | Sequence[Sequence[int]], batch: int) -> list[set[int]]:
     if isinstance(labels, torch.Tensor):
         sets = [{int(v)} for v in labels.view(-1).tolist()]
     else:
-        sets = [{int(v) for v in (row if isinstance(row, (list, tuple, set)) else [row])} for row in labels]
+        # a bare class index per image (outside the declared type) is taken as a one-class set
+        sets = [{int(v) for v in (row if isinstance(row, (list, tuple, set)) else [row])}  # type: ignore[arg-type]
+                for row in labels]
     if len(sets) != batch:
         raise ValueError(f"expected {batch} labels, got {len(sets)}")
     return sets
@@ -183,7 +191,7 @@ def top1_hits(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Seq
     """``(B,)`` bool: the top-1 class is one of the image's labels (``labels``: ``(B,)`` or one
     sequence of classes per image)."""
     top = _probabilities(model, images).argmax(1).cpu().tolist()
-    return torch.tensor([t in s for t, s in zip(top, _label_sets(labels, len(images)))], dtype=torch.bool)
+    return torch.tensor([t in s for t, s in zip(top, _label_sets(labels, len(images)), strict=True)], dtype=torch.bool)
 
 
 def accuracy_drop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Sequence[Sequence[int]],
@@ -268,7 +276,9 @@ def ig_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
         internal_batch_size = max(1, 2**22 // images[0].numel())
     repeated = images.repeat_interleave(k, dim=0)
     flat = classes.reshape(-1).to(images.device)
-    base = baseline.repeat_interleave(k, dim=0) if isinstance(baseline, torch.Tensor) and baseline.dim() == 4 else baseline
+    base = (
+        baseline.repeat_interleave(k, dim=0) if isinstance(baseline, torch.Tensor) and baseline.dim() == 4 else baseline
+    )
     schedule = (steps,) if isinstance(steps, int) else tuple(steps)
     for count in schedule:
         values = integrated_gradients(model, repeated, flat, count, base, internal_batch_size)
@@ -301,7 +311,9 @@ def attribution_maps(method: str, model: nn.Module, layer: nn.Module, images: to
     raise KeyError(f"unknown method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}")
 
 
-def deep_shap_top1(model: nn.Module, images: torch.Tensor, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def deep_shap_top1(
+    model: nn.Module, images: torch.Tensor, background: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``shap.DeepExplainer`` (DeepLIFT rules with a background distribution; what KTH used) for
     each image's top-1 logit: ``(maps (B, H, W) summed over channels, classes (B,))``. Only for
     networks made of the module types it knows (nn.ReLU, nn.MaxPool2d, ...), as :class:`SmallCNN`."""
@@ -323,7 +335,8 @@ def deep_shap_top1(model: nn.Module, images: torch.Tensor, background: torch.Ten
 def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, method: str,
                       percentiles: tuple[float, ...] = (1, 10), n_classes: int = 10, fill: float = 0.0,
                       background: torch.Tensor | None = None, ig_steps: int | Sequence[int] = IG_STEPS,
-                      shap_samples: int = 50, seed: int = 0, labels: torch.Tensor | Sequence[Sequence[int]] | None = None,
+                      shap_samples: int = 50, seed: int = 0,
+                      labels: torch.Tensor | Sequence[Sequence[int]] | None = None,
                       pope_threshold: float = 0.01, random_draws: int = 8, ig_baseline: float | torch.Tensor = 0.0,
                       ig_tolerance: float = 0.05) -> pd.DataFrame:
     """Fidelity and contrastivity per image, under KTH's binarisation (one row per percentile, rule
@@ -363,10 +376,13 @@ def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, 
         if label_sets is None:
             return drop, torch.full((len(images),), float("nan"))
         top = after.argmax(1).cpu().tolist()
-        return drop, torch.tensor([float(t in s) for t, s in zip(top, label_sets)])
+        return drop, torch.tensor([float(t in s) for t, s in zip(top, label_sets, strict=True)])
 
-    hits_before = (torch.tensor([float(t in s) for t, s in zip(probs.argmax(1).cpu().tolist(), label_sets)])
-                   if label_sets is not None else torch.full((len(images),), float("nan")))
+    hits_before = (
+        torch.tensor([float(t in s) for t, s in zip(probs.argmax(1).cpu().tolist(), label_sets, strict=True)])
+        if label_sets is not None
+        else torch.full((len(images),), float("nan"))
+    )
     generator = torch.Generator().manual_seed(seed)
     n = len(images)
     binarisations = [("KTH", float(p), positive_percentile_mask(maps, p)) for p in percentiles]
@@ -383,7 +399,9 @@ def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, 
             row[f"fidelity_{name}"] = torch.stack([d for d, _ in draws]).mean(0).numpy()
             row[f"accuracy_drop_{name}"] = (hits_before - torch.stack([h for _, h in draws]).mean(0)).numpy()
         row["contrastivity"] = contrastivity(masks, 0).numpy() if n_classes > 1 else np.full(n, np.nan)
-        row["contrastivity_pair"] = pairwise_contrastivity(own, masks[:, 1]).numpy() if n_classes > 1 else np.full(n, np.nan)
+        row["contrastivity_pair"] = (
+            pairwise_contrastivity(own, masks[:, 1]).numpy() if n_classes > 1 else np.full(n, np.nan)
+        )
         row["kept"] = own.flatten(1).float().mean(1).cpu().numpy()
         row["kept_support"] = ((own & support).flatten(1).sum(1).float()
                                / support.flatten(1).sum(1).clamp(min=1).float()).cpu().numpy()
@@ -409,7 +427,7 @@ def summary_table(rows: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model",
     ``kept_%`` and ``kept_support_%`` are the mean mask sizes."""
     out = []
     for key, group in rows.groupby(list(by), sort=False):
-        row = dict(zip(by, key))
+        row = dict(zip(by, key, strict=True))
         row["images"] = group["image"].nunique()
         for column in columns:
             mean, low, high = mean_ci(group[column], level)

@@ -22,11 +22,11 @@ the mean over delta in {0.3, 0.5, 0.7}, boxes of all components, the best-matchi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,32 +38,33 @@ from gradcam_lib.acceleration import precision
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import grad_cam_top_k, heatmaps
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import cluster_bootstrap_ci, wilson_ci
+from gradcam_lib.validate import check_box, check_boxes, check_map
 
 Box = tuple[int, int, int, int]
 
 __all__ = [
-    "Box",
     "CLSLOC_IOU",
-    "THRESHOLD_GRID",
     "MAX_BOX_ACC_V2_IOUS",
-    "heatmap_to_box",
-    "iou",
-    "iou_threshold",
-    "guess_is_localized",
-    "image_outcome",
+    "THRESHOLD_GRID",
+    "Box",
     "ThresholdSweep",
-    "threshold_sweep",
-    "max_box_acc",
-    "max_box_acc_from_ious",
-    "max_box_acc_ci",
-    "iou_curves",
     "error_interval",
-    "pick_threshold",
-    "localize_batch",
-    "evaluate_localization",
     "error_table",
+    "evaluate_localization",
+    "guess_is_localized",
+    "heatmap_to_box",
+    "image_outcome",
+    "iou",
+    "iou_curves",
+    "iou_threshold",
+    "localize_batch",
+    "max_box_acc",
+    "max_box_acc_ci",
+    "max_box_acc_from_ious",
+    "pick_threshold",
+    "threshold_sweep",
 ]
 
 CLSLOC_IOU = 0.5
@@ -81,10 +82,7 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 def _as_array(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
     values = heatmap.detach().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
-    if values.ndim != 2:
-        raise ValueError(f"heatmap must be (H, W), got shape {values.shape}")
-    if np.isnan(values).any():
-        raise ValueError("heatmap holds NaN; the explanation failed upstream")
+    check_map("heatmap", values)
     return values
 
 
@@ -101,7 +99,7 @@ def heatmap_to_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.15) 
         When two segments have the same pixel count, the one met first in row-major order wins.
 
     Raises:
-        ValueError: the map is not 2-D or holds NaN.
+        ValueError: the map is not 2-D or holds NaN or infinity.
     """
     values = _as_array(heatmap)
     peak = values.max()
@@ -117,7 +115,18 @@ def heatmap_to_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.15) 
 
 
 def iou(box_a: Sequence[int], box_b: Sequence[int]) -> float:
-    """Intersection over union of two inclusive pixel boxes (ILSVRC devkit: widths are x2 - x1 + 1)."""
+    """Intersection over union of two inclusive pixel boxes (ILSVRC devkit: widths are x2 - x1 + 1).
+
+    Raises:
+        ValueError: a box that is not 4 finite numbers or is inverted (xmin > xmax or ymin > ymax).
+    """
+    check_box("box_a", box_a)
+    check_box("box_b", box_b)
+    return _iou(box_a, box_b)
+
+
+def _iou(box_a: Sequence[int], box_b: Sequence[int]) -> float:
+    """:func:`iou` of boxes already checked."""
     ix = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]) + 1
     iy = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]) + 1
     if ix <= 0 or iy <= 0:
@@ -130,7 +139,17 @@ def iou(box_a: Sequence[int], box_b: Sequence[int]) -> float:
 
 def iou_threshold(box: Sequence[int], tiny_box_rule: bool = False) -> float:
     """IoU needed to match the ground-truth ``box``: 0.5 (CLS-LOC, ``eval_clsloc.m``), or with
-    ``tiny_box_rule`` the DET devkit's min(0.5, wh / ((w + 10)(h + 10)))."""
+    ``tiny_box_rule`` the DET devkit's min(0.5, wh / ((w + 10)(h + 10))).
+
+    Raises:
+        ValueError: a box that is not 4 finite numbers or is inverted (its width would be <= 0).
+    """
+    check_box("box", box)
+    return _needed_iou(box, tiny_box_rule)
+
+
+def _needed_iou(box: Sequence[int], tiny_box_rule: bool) -> float:
+    """:func:`iou_threshold` of a box already checked."""
     if not tiny_box_rule:
         return CLSLOC_IOU
     w = box[2] - box[0] + 1
@@ -140,10 +159,17 @@ def iou_threshold(box: Sequence[int], tiny_box_rule: bool = False) -> float:
 
 def guess_is_localized(label: int, box: Box | None, sample: Sample, tiny_box_rule: bool = False) -> bool:
     """CLS-LOC rule for one guess: its class is ``label``, a ground-truth class of the image, and
-    its box overlaps one of that class's boxes enough (:func:`iou_threshold`)."""
+    its box overlaps one of that class's boxes enough (:func:`iou_threshold`).
+
+    Raises:
+        ValueError: ``box`` or one of the sample's boxes of ``label`` is not a valid box.
+    """
     if box is None or label not in sample.labels:
         return False
-    return any(iou(box, gt) >= iou_threshold(gt, tiny_box_rule) for gt in sample.boxes_of(label).tolist())
+    check_box("box", box)
+    truths = sample.boxes_of(label)
+    check_boxes(f"the boxes of class {label} in sample {sample.image_id!r}", truths)
+    return any(_iou(box, gt) >= _needed_iou(gt, tiny_box_rule) for gt in truths.tolist())
 
 
 def image_outcome(
@@ -159,7 +185,9 @@ def image_outcome(
     """
     labels = [int(label) for label in labels]
     truth = [int(label) for label in sample.labels]
-    localized = [guess_is_localized(label, box, sample, tiny_box_rule) for label, box in zip(labels, boxes)]
+    localized = [
+        guess_is_localized(label, box, sample, tiny_box_rule) for label, box in zip(labels, boxes, strict=False)
+    ]
 
     def share(k: int, localisation: bool) -> float:
         right = [
@@ -204,7 +232,10 @@ class ThresholdSweep:
     def box(self, index: int) -> Box | None:
         """The largest segment's box at threshold ``index`` as :func:`heatmap_to_box` returns it."""
         row = self.largest_boxes[index]
-        return None if row[0] < 0 else tuple(int(v) for v in row)
+        if row[0] < 0:
+            return None
+        x0, y0, x1, y1 = (int(v) for v in row)
+        return x0, y0, x1, y1
 
 
 def _sweep_python(levels: np.ndarray, n_levels: int, gt: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -224,12 +255,12 @@ def _sweep_python(levels: np.ndarray, n_levels: int, gt: np.ndarray, need: np.nd
         slices = ndimage.find_objects(segments)
         for index, (rows, cols) in enumerate(slices):
             box = (cols.start, rows.start, cols.stop - 1, rows.stop - 1)
-            overlaps = [iou(box, g) for g in gt.tolist()]
+            overlaps = [_iou(box, g) for g in gt.tolist()]
             best_iou[k] = max([best_iou[k], *overlaps])
             if index == int(np.argmax(sizes)):
                 boxes[k] = box
                 largest_iou[k] = max(overlaps, default=0.0)
-                largest_hit[k] = any(o >= n for o, n in zip(overlaps, need))
+                largest_hit[k] = any(o >= n for o, n in zip(overlaps, need, strict=True))
     return boxes, largest_iou, largest_hit, best_iou, components
 
 
@@ -311,7 +342,11 @@ def _sweep_union_find(
                 continue
             roots[kept] = r
             kept += 1
-            if best_root < 0 or area[r] > area[best_root] or (area[r] == area[best_root] and first[r] < first[best_root]):
+            if (
+                best_root < 0
+                or area[r] > area[best_root]
+                or (area[r] == area[best_root] and first[r] < first[best_root])
+            ):
                 best_root = r
             for g in range(n_gt):
                 ix = min(x1[r], gt[g, 2]) - max(x0[r], gt[g, 0]) + 1
@@ -366,11 +401,12 @@ def threshold_sweep(
     threshold.
 
     Raises:
-        ValueError: the map is not 2-D or holds NaN.
+        ValueError: the map is not 2-D or holds NaN or infinity; ``gt_boxes`` holds an invalid box.
     """
     values = _as_array(heatmap)
+    check_boxes("gt_boxes", gt_boxes)
     gt = np.asarray(torch.as_tensor(gt_boxes).reshape(-1, 4).tolist(), dtype=np.int64).reshape(-1, 4)
-    need = np.array([iou_threshold(box, tiny_box_rule) for box in gt.tolist()], dtype=np.float64)
+    need = np.array([_needed_iou(box, tiny_box_rule) for box in gt.tolist()], dtype=np.float64)
     n_thresholds = len(thresholds)
     peak = values.max()
     if not peak > 0:
@@ -380,7 +416,9 @@ def threshold_sweep(
     cuts = np.array([threshold * peak for threshold in thresholds])  # the products heatmap_to_box compares with
     order = np.argsort(cuts, kind="stable")
     # pixel p is in the set of the k-th smallest cut iff cut_k <= value_p iff k < levels_p
-    levels = np.searchsorted(cuts[order], values, side="right").astype(np.int16 if n_thresholds < 2**15 else np.int64)
+    levels: np.ndarray = np.searchsorted(cuts[order], values, side="right").astype(
+        np.int16 if n_thresholds < 2**15 else np.int64
+    )
     pixels = np.argsort(-levels.ravel(), kind="stable")  # descending level (radix sort for int16)
     results = _sweep_kernel()(levels, pixels, n_thresholds, gt, need)
     back = np.empty_like(order)
@@ -432,7 +470,7 @@ def max_box_acc(
     if len(heatmaps) != len(gt_boxes):
         raise ValueError(f"{len(heatmaps)} maps but {len(gt_boxes)} box lists")
     grid = THRESHOLD_GRID if thresholds is None else tuple(thresholds)
-    sweeps = [threshold_sweep(h, grid, boxes) for h, boxes in zip(heatmaps, gt_boxes)]
+    sweeps = [threshold_sweep(h, grid, boxes) for h, boxes in zip(heatmaps, gt_boxes, strict=True)]
     ious = np.stack([s.best_iou if all_components else s.largest_iou for s in sweeps])
     return max_box_acc_from_ious(ious, iou_thresholds)
 
@@ -574,6 +612,7 @@ def localize_batch(
                 "loc_top1": hits[0] / n_classes,
                 "loc_top5": hits[:5].sum(axis=0) / n_classes,
             }
+            assert top1_boxes is not None  # set at k = 0, which always runs
             top1 = np.where(top1_boxes < 0, np.nan, top1_boxes)
         for t, threshold in enumerate(grid):
             row: dict[str, Any] = {"image_id": sample.image_id, "threshold": threshold}
@@ -586,7 +625,9 @@ def localize_batch(
                 classes=n_classes,
             )
             if top_k:
-                row.update(top1_class=labels[0], **dict(zip(("xmin", "ymin", "xmax", "ymax"), top1[t].tolist())))
+                row.update(
+                    top1_class=labels[0], **dict(zip(("xmin", "ymin", "xmax", "ymax"), top1[t].tolist(), strict=True))
+                )
             rows.append(row)
     return rows
 
@@ -614,7 +655,8 @@ def evaluate_localization(
     format does not change results) and the batches to channels-last; ``bf16`` runs under bfloat16
     autocast (:mod:`gradcam_lib.acceleration`).
     """
-    settings = {"model": entry.name, "method": method, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+    settings = {"model": entry.name, "weights": model_fingerprint(entry.model), "layer": entry.layer_name,
+                "method": method, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
                 "thresholds": list(thresholds), "tiny_box_rule": tiny_box_rule, "bf16": bf16, "top_k": top_k,
                 "scoring": "eval_clsloc"}
     path = Path(results_dir) / f"{entry.name}_{method}_{dataset_name}_{run_key(settings)}.csv"

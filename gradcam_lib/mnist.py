@@ -28,25 +28,25 @@ from torch import nn
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.datasets.transforms import ImageTransform
-from gradcam_lib.models import ModelEntry
+from gradcam_lib.models import ModelEntry, read_checkpoint
 
 __all__ = [
-    "SmallCNN",
-    "seeded_small_cnn",
-    "Split",
     "CHECKPOINT",
-    "MNIST_CLASSES",
     "CIFAR10_CLASSES",
-    "load_mnist_digits",
-    "mnist_split",
-    "load_cifar10",
-    "train_classifier",
+    "MNIST_CLASSES",
+    "SmallCNN",
+    "Split",
     "accuracy",
-    "load_mnist_cnn",
-    "small_entry",
     "as_samples",
     "least_confident",
     "load_any_model",
+    "load_cifar10",
+    "load_mnist_cnn",
+    "load_mnist_digits",
+    "mnist_split",
+    "seeded_small_cnn",
+    "small_entry",
+    "train_classifier",
 ]
 
 CHECKPOINT = Path(__file__).parent / "data" / "mnist_cnn.pt"
@@ -97,7 +97,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def head(self, n: int | None) -> "Split":
+    def head(self, n: int | None) -> Split:
         """The first ``n`` items (all when None)."""
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
@@ -172,7 +172,7 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
     """Top-1 accuracy on ``data``."""
     device = next(model.parameters()).device
     hits = sum(int((model(images.to(device)).argmax(1).cpu() == labels).sum())
-               for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size)))
+               for images, labels in zip(data.images.split(batch_size), data.labels.split(batch_size), strict=True))
     return hits / max(len(data), 1)
 
 
@@ -186,7 +186,9 @@ def load_mnist_cnn(path: str | Path = CHECKPOINT, device: str | torch.device = "
     if not path.exists():
         raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `python data_prep/train_mnist_cnn.py`")
     model = SmallCNN()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        read_checkpoint(path, "MNIST checkpoint", "run `python data_prep/train_mnist_cnn.py` to write it again")
+    )
     return model.eval().to(device)
 
 
@@ -195,8 +197,14 @@ def small_entry(name: str, model: nn.Module, class_names: tuple[str, ...], chann
     Grad-CAM layer ``relu1`` (the rectified map the head reads), so that the chapters treat it like
     the ImageNet models."""
     transform = ImageTransform(size, size, (0.0,) * channels, (1.0,) * channels)
-    return ModelEntry(name=name, model=model, layer=model.relu1, layer_name="relu1", transform=transform,
-                      class_names=class_names)
+    return ModelEntry(
+        name=name,
+        model=model,
+        layer=model.get_submodule("relu1"),
+        layer_name="relu1",
+        transform=transform,
+        class_names=class_names,
+    )
 
 
 def as_samples(data: Split, prefix: str, indices: torch.Tensor | None = None) -> list[Sample]:
@@ -204,8 +212,10 @@ def as_samples(data: Split, prefix: str, indices: torch.Tensor | None = None) ->
     ``<prefix>_<index>``, so that :func:`gradcam_lib.results.run_resumable` can run over them."""
     indices = torch.arange(len(data)) if indices is None else torch.as_tensor(indices)
     empty = torch.zeros((0, 4), dtype=torch.long)
-    return [Sample(data.images[i], (int(data.labels[i]),), empty, torch.zeros(0, dtype=torch.long), f"{prefix}_{int(i)}")
-            for i in indices.tolist()]
+    return [
+        Sample(data.images[i], (int(data.labels[i]),), empty, torch.zeros(0, dtype=torch.long), f"{prefix}_{int(i)}")
+        for i in indices.tolist()
+    ]
 
 
 @torch.no_grad()

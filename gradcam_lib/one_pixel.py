@@ -49,29 +49,29 @@ from torch.utils.data import Dataset
 from gradcam_lib.attacks import PixelSpaceModel, to_pixels
 from gradcam_lib.explain import grad_cam
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import mean_ci, paired_difference, wilson_ci
 
 __all__ = [
-    "DEConfig",
     "SU2019",
-    "torchattacks_config",
+    "DEConfig",
     "DEResult",
-    "differential_evolution",
     "OnePixelResult",
-    "decode_pixels",
-    "paint_pixels",
-    "one_pixel_attack",
-    "torchattacks_one_pixel",
-    "map_value_at",
-    "pixel_percentiles",
-    "null_percentile",
     "RandomPixelTest",
-    "random_pixel_test",
     "attacked_maps",
-    "sensitivity_rows",
+    "decode_pixels",
+    "differential_evolution",
     "evaluate_sensitivity",
+    "map_value_at",
+    "null_percentile",
+    "one_pixel_attack",
+    "paint_pixels",
+    "pixel_percentiles",
+    "random_pixel_test",
+    "sensitivity_rows",
     "sensitivity_table",
+    "torchattacks_config",
+    "torchattacks_one_pixel",
 ]
 
 # (population (B', P, D) in the unit cube, rows (B',) of the problems it belongs to)
@@ -221,7 +221,7 @@ def differential_evolution(objective: Objective, batch: int, dim: int, config: D
         else:
             scale = torch.tensor(float(config.mutation))
         others = _distinct_others(n, popsize, 3, generator)
-        gather = lambda k: pop[torch.arange(n).view(n, 1), others[..., k]]  # noqa: E731
+        gather = lambda k: pop[torch.arange(n).view(n, 1), others[..., k]]  # noqa: E731, B023  called in this iteration only
         if config.strategy == "best1":
             base = pop[torch.arange(n), energy.argmin(1)].unsqueeze(1)
             mutant = base + scale * (gather(0) - gather(1))
@@ -538,15 +538,17 @@ def sensitivity_rows(model: nn.Module, layer: nn.Module, images: torch.Tensor, r
     maps = attacked_maps(model, layer, original, x, y, result.colour[hit], result.class_before[hit],
                          result.class_after[hit], mean, std)
     rows: dict[str, list] = {"index": hit.tolist()}
-    for when, heat in zip(("before", "after"), maps):
+    for when, heat in zip(("before", "after"), maps, strict=True):
         value, rank = map_value_at(heat, x, y)
         peak = heat.flatten(1).amax(1)
         rows[f"{when}_value"] = value.tolist()
         rows[f"{when}_percentile"] = rank.tolist()
-        rows[f"{when}_relative"] = torch.where(peak > 0, value / peak.clamp(min=1e-30), torch.zeros_like(value)).tolist()
+        rows[f"{when}_relative"] = torch.where(
+            peak > 0, value / peak.clamp(min=1e-30), torch.zeros_like(value)
+        ).tolist()
         rows[f"{when}_null_percentile"] = null_percentile(heat).tolist()
         rows[f"{when}_zero_share"] = (heat.flatten(1) == 0).double().mean(1).tolist()
-    return [dict(zip(rows, values)) for values in zip(*rows.values())]
+    return [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
 
 
 def evaluate_sensitivity(entry: ModelEntry, dataset: Dataset, dataset_name: str, results_dir: str | Path,
@@ -562,14 +564,15 @@ def evaluate_sensitivity(entry: ModelEntry, dataset: Dataset, dataset_name: str,
         budget (``popsize``, ``maxiter``).
     """
     mean, std = entry.transform.mean, entry.transform.std
-    settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset),
+    settings = {"model": entry.name, "weights": model_fingerprint(entry.model), "dataset": dataset_name,
+                "data": dataset_fingerprint(dataset),
                 "config": asdict(config), "seed": seed, "batch_size": batch_size, "layer": entry.layer_name}
 
     def evaluate_batch(images: torch.Tensor, samples: list) -> list[dict]:
         batch_seed = seed + zlib.crc32(samples[0].image_id.encode())
         result = one_pixel_attack(entry.model, images, mean, std, config, batch_seed, eval_batch)
         rows = result.rows()
-        for row, sample in zip(rows, samples):
+        for row, sample in zip(rows, samples, strict=True):
             row["image_id"] = sample.image_id
         for measured in sensitivity_rows(entry.model, entry.layer, images, result, mean, std):
             rows[measured.pop("index")].update(measured)
@@ -598,9 +601,16 @@ def sensitivity_table(rows: pd.DataFrame) -> pd.DataFrame:
     for key, group in rows.groupby(keys, sort=False):
         hit = group[group["success"].astype(bool)]
         share, low, high = wilson_ci(group["success"].astype(bool).to_numpy())
-        row = {**dict(zip(keys, key)), "attempted": len(group), "successes": len(hit), "success_%": 100 * share,
-               "success_low": 100 * low, "success_high": 100 * high, "queries": group["queries"].mean(),
-               "s_per_image": group["seconds_per_image"].mean()}
+        row = {
+            **dict(zip(keys, key, strict=True)),
+            "attempted": len(group),
+            "successes": len(hit),
+            "success_%": 100 * share,
+            "success_low": 100 * low,
+            "success_high": 100 * high,
+            "queries": group["queries"].mean(),
+            "s_per_image": group["seconds_per_image"].mean(),
+        }
         for when in ("before", "after"):
             values = hit[f"{when}_value"].to_numpy(dtype=float)
             mean, mean_low, mean_high = mean_ci(values)

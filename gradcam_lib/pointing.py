@@ -46,28 +46,29 @@ from torch.utils.data import Dataset
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import grad_cam_top_k, heatmaps
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import PairedDifference
+from gradcam_lib.validate import check_boxes, check_map
 
 __all__ = [
-    "max_point",
-    "box_distances",
-    "pointing_hit",
-    "centre_point",
-    "is_difficult",
-    "smooth_saliency",
     "SMOOTHED_METHODS",
-    "pointing_batch",
-    "evaluate_pointing",
-    "pointing_accuracy",
-    "rejection_outcomes",
-    "rejection_curve",
-    "rejection_at",
+    "box_distances",
     "calibrate_tau",
-    "pair_clusters",
-    "cluster_group_means",
+    "centre_point",
     "class_accuracy_ci",
+    "cluster_group_means",
+    "evaluate_pointing",
+    "is_difficult",
+    "max_point",
+    "pair_clusters",
     "paired_class_accuracy_difference",
+    "pointing_accuracy",
+    "pointing_batch",
+    "pointing_hit",
+    "rejection_at",
+    "rejection_curve",
+    "rejection_outcomes",
+    "smooth_saliency",
     "subset_difference",
 ]
 
@@ -78,10 +79,7 @@ SMOOTHED_METHODS: tuple[str, ...] = ("backprop", "guided_backprop", "guided_grad
 
 def _values(heatmap: torch.Tensor | np.ndarray) -> torch.Tensor:
     values = torch.as_tensor(heatmap).detach().cpu().to(torch.float64)
-    if values.dim() != 2:
-        raise ValueError(f"heatmap must be (H, W), got shape {tuple(values.shape)}")
-    if torch.isnan(values).any():
-        raise ValueError("heatmap holds NaN; the explanation failed upstream")
+    check_map("heatmap", values)
     return values
 
 
@@ -97,7 +95,7 @@ def max_point(heatmap: torch.Tensor | np.ndarray) -> tuple[int, int] | None:
     separate equal peaks it picks one of them (never the empty space between them).
 
     Raises:
-        ValueError: not 2-D, or NaN.
+        ValueError: not 2-D, or NaN or infinity.
     """
     values = _values(heatmap)
     peak = values.max()
@@ -113,24 +111,37 @@ def max_point(heatmap: torch.Tensor | np.ndarray) -> tuple[int, int] | None:
 
 def box_distances(point: tuple[float, float], boxes: torch.Tensor | Sequence[Sequence[int]]) -> torch.Tensor:
     """Euclidean distance in pixels from ``point (x, y)`` to each inclusive box ``(xmin, ymin,
-    xmax, ymax)`` (the box covers pixels xmin..xmax; a point on or inside it is at distance 0)."""
-    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    xmax, ymax)`` (the box covers pixels xmin..xmax; a point on or inside it is at distance 0).
+
+    Raises:
+        ValueError: ``boxes`` is not ``(N, 4)`` finite numbers, or holds an inverted box (``xmin >
+            xmax`` or ``ymin > ymax``: every point would lie "inside" it).
+    """
+    return _distances(point, check_boxes("boxes", boxes))
+
+
+def _distances(point: tuple[float, float], boxes: np.ndarray) -> torch.Tensor:
+    """:func:`box_distances` to ``(N, 4)`` boxes already checked."""
+    b = torch.from_numpy(boxes)
     x, y = float(point[0]), float(point[1])
     dx = (b[:, 0] - x).clamp(min=0) + (x - b[:, 2]).clamp(min=0)
     dy = (b[:, 1] - y).clamp(min=0) + (y - b[:, 3]).clamp(min=0)
     return torch.sqrt(dx**2 + dy**2)
 
 
-def _within(point: tuple[float, float], boxes: torch.Tensor | Sequence[Sequence[int]], tolerance: float) -> bool:
-    """TorchRay's hit rule: some box pixel lies at Euclidean distance < ``tolerance`` from ``point``."""
+def _within(point: tuple[float, float], boxes: np.ndarray, tolerance: float) -> bool:
+    """TorchRay's hit rule: some pixel of the checked ``(N, 4)`` ``boxes`` lies at Euclidean distance
+    < ``tolerance`` from ``point``."""
     if tolerance <= 0:
-        raise ValueError(f"tolerance must be > 0 (a hit is distance < tolerance; 1 means inside a box), got {tolerance}")
-    if len(torch.as_tensor(boxes).reshape(-1, 4)) == 0:
-        return False
-    return bool((box_distances(point, boxes) < tolerance).any())
+        raise ValueError(
+            f"tolerance must be > 0 (a hit is distance < tolerance; 1 means inside a box), got {tolerance}"
+        )
+    return bool((_distances(point, boxes) < tolerance).any())
 
 
-def pointing_hit(heatmap: torch.Tensor | np.ndarray, boxes: torch.Tensor | Sequence[Sequence[int]], tolerance: float = 15) -> bool:
+def pointing_hit(
+    heatmap: torch.Tensor | np.ndarray, boxes: torch.Tensor | Sequence[Sequence[int]], tolerance: float = 15
+) -> bool:
     """Pointing game: is the map's maximum point (:func:`max_point`, see there for ties) closer than
     ``tolerance`` pixels to one of ``boxes``?
 
@@ -144,13 +155,18 @@ def pointing_hit(heatmap: torch.Tensor | np.ndarray, boxes: torch.Tensor | Seque
 
     Returns:
         False for a constant map (an all-zero Grad-CAM has no maximum point) or when no box is given.
+
+    Raises:
+        ValueError: ``tolerance`` <= 0; a map that is not 2-D or not finite; ``boxes`` not ``(N, 4)``
+            finite numbers or holding an inverted box.
     """
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    checked = check_boxes("boxes", boxes)
     point = max_point(heatmap)
     if point is None:
         return False
-    return _within(point, boxes, tolerance)
+    return _within(point, checked, tolerance)
 
 
 def centre_point(height: int, width: int) -> tuple[float, float]:
@@ -244,7 +260,11 @@ def pointing_batch(
     rows: list[dict[str, Any]] = []
     for index, sample in enumerate(samples):
         for label in pairs[index]:
-            hit = _within(centre, sample.boxes_of(label), tolerance)
+            hit = _within(
+                centre,
+                check_boxes(f"the boxes of class {label} in sample {sample.image_id!r}", sample.boxes_of(label)),
+                tolerance,
+            )
             rows.append(_row(sample, "centre", "gt", -1, label, True, hit, float("nan")))
     for method in methods:
         with_topk = method in rejection_methods
@@ -272,7 +292,9 @@ def pointing_batch(
     return rows
 
 
-def _row(sample: Sample, method: str, kind: str, rank: int, label: int, present: bool, hit: bool, peak: float) -> dict[str, Any]:
+def _row(
+    sample: Sample, method: str, kind: str, rank: int, label: int, present: bool, hit: bool, peak: float
+) -> dict[str, Any]:
     return {
         "image_id": sample.image_id,
         "method": method,
@@ -397,7 +419,7 @@ def pair_clusters(image_ids: Sequence[str], labels: Sequence[int], dataset: Data
     source_of = getattr(dataset, "source_of", None)
     if source_of is None:
         return np.asarray([str(i) for i in image_ids], dtype=object)
-    return np.asarray([source_of(str(i), int(c)) for i, c in zip(image_ids, labels)], dtype=object)
+    return np.asarray([source_of(str(i), int(c)) for i, c in zip(image_ids, labels, strict=False)], dtype=object)
 
 
 def _resample_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -486,7 +508,8 @@ def class_accuracy_ci(
     as the point estimate leaves out classes without pairs)."""
     _, means, draws = cluster_group_means(np.asarray(hits, dtype=np.float64), labels, clusters, n_resamples, seed)
     class_means = np.nanmean(draws[:, :, 0], axis=1)
-    return (100 * float(np.nanmean(means[:, 0])), *(100 * v for v in _percentile(class_means, confidence)))
+    low, high = _percentile(class_means, confidence)
+    return 100 * float(np.nanmean(means[:, 0])), 100 * low, 100 * high
 
 
 def paired_class_accuracy_difference(
@@ -542,13 +565,26 @@ def evaluate_pointing(
 ) -> pd.DataFrame:
     """:func:`pointing_batch` over ``dataset``, resumably, into
     ``results_dir/<model>_pointing_<dataset>_<settings hash>.csv``; returns all rows."""
-    settings = {"model": entry.name, "dataset": dataset_name, "data": dataset_fingerprint(dataset), "methods": list(methods),
-                "rejection": list(rejection_methods), "top_k": top_k, "tolerance": tolerance, "rule": "distance < tolerance",
-                "smooth": smooth, "centre": "W/2, H/2"}
+    settings = {
+        "model": entry.name,
+        "weights": model_fingerprint(entry.model),
+        "layer": entry.layer_name,
+        "dataset": dataset_name,
+        "data": dataset_fingerprint(dataset),
+        "methods": list(methods),
+        "rejection": list(rejection_methods),
+        "top_k": top_k,
+        "tolerance": tolerance,
+        "rule": "distance < tolerance",
+        "smooth": smooth,
+        "centre": "W/2, H/2",
+    }
     path = Path(results_dir) / f"{entry.name}_pointing_{dataset_name}_{run_key(settings)}.csv"
     rows = run_resumable(
         dataset,
-        lambda images, samples: pointing_batch(entry, images, samples, methods, rejection_methods, top_k, tolerance, smooth),
+        lambda images, samples: pointing_batch(
+            entry, images, samples, methods, rejection_methods, top_k, tolerance, smooth
+        ),
         path,
         batch_size=batch_size,
         device=device,

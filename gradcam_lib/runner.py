@@ -122,7 +122,24 @@ def run_chapter(book: Book, chapter: Path, profile: str, src: Path) -> float:
             f"(starting `{first_line.strip()[:60]}`): {error.ename}: {error.evalue}\n"
             f"  the executed copy with the traceback: {target.relative_to(book.root)}"
         ) from error
+    target.write_text(json.dumps(tag_for_reading(json.loads(target.read_text(encoding="utf-8"))), indent=1,
+                                 ensure_ascii=False) + "\n", encoding="utf-8")
     return time.perf_counter() - start
+
+
+def tag_for_reading(notebook: dict) -> dict:
+    """Tag the code cells so the rendered chapter reads as a report (Jupyter Book's cell tags):
+    the defaults ``parameters`` cell is removed from the page (``remove-cell``), every other code
+    cell -- papermill's ``injected-parameters`` of the run included -- shows its outputs with the
+    code collapsed behind a toggle (``hide-input``). Cells already tagged to remove stay so."""
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        wanted = "remove-cell" if "parameters" in tags else "hide-input"
+        if wanted not in tags and not {"remove-cell", "remove-input"} & set(tags):
+            tags.append(wanted)
+    return notebook
 
 
 def commit_notebook(executed: Path, chapter: Path) -> None:
@@ -163,9 +180,9 @@ MATHJAX = "mathjax@3.2.2"  # the release Sphinx's default CDN address names (mat
 
 def stage_mathjax(book: Book, src: Path) -> bool:
     """Serve MathJax from the built site, so that formulas render without network: the npm
-    registry's ``mathjax`` package is fetched once into the repository's ``_build/mathjax`` (not committed), its
-    CommonHTML bundle is copied into the copy (``_mathjax/``, served as ``_static/mathjax``) and the copy's ``_config.yml``
-    points Sphinx's ``mathjax_path`` there. Without npm the pages keep the CDN address (with a
+    registry's ``mathjax`` package is fetched once into the repository's ``_build/mathjax`` (not committed),
+    its CommonHTML bundle is copied into the copy (``_mathjax/``, served as ``_static/mathjax``) and the
+    copy's ``_config.yml`` points Sphinx's ``mathjax_path`` there. Without npm the pages keep the CDN address (with a
     warning). Returns whether MathJax is served locally."""
     cache = ROOT / "_build" / "mathjax"
     bundle = cache / "node_modules" / "mathjax" / "es5"

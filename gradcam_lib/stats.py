@@ -16,15 +16,15 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "McNemar",
+    "PairedDifference",
     "bootstrap_ci",
-    "mean_ci",
     "cluster_bootstrap_ci",
+    "mcnemar",
+    "mean_ci",
+    "paired_difference",
     "wilson_bounds",
     "wilson_ci",
-    "McNemar",
-    "mcnemar",
-    "PairedDifference",
-    "paired_difference",
 ]
 
 
@@ -48,7 +48,9 @@ def bootstrap_ci(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def mean_ci(
+    values: Sequence[float] | np.ndarray, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean over non-NaN values and its :func:`bootstrap_ci`."""
     data = _finite(values)
     mean = float(data.mean()) if len(data) else float("nan")

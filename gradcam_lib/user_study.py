@@ -33,6 +33,7 @@ import base64
 import hashlib
 import html
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -52,53 +53,54 @@ from gradcam_lib.datasets import build_dataset
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.explain import guided_backprop, guided_grad_cam
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, run_key, run_resumable
+from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import PairedDifference, paired_difference, wilson_ci
 
 __all__ = [
     "ANSWERS",
     "ANSWER_LABELS",
+    "KEY_COLUMNS",
+    "RATINGS_COLUMNS",
     "SCALE",
     "STUDY_METHODS",
-    "RATINGS_COLUMNS",
-    "KEY_COLUMNS",
-    "StudyItem",
     "Study",
-    "predict_top1",
-    "agreed_items",
-    "explain_items",
-    "assign_sides",
-    "study_id_of",
-    "image_data_uri",
-    "render_form",
-    "notebook_form",
-    "write_study",
-    "build_study",
-    "read_ratings",
-    "score_ratings",
-    "expand_counts",
-    "bootstrap_means",
-    "percentile_interval",
-    "method_summary",
-    "counts_summary",
-    "per_image_summary",
-    "paired_test",
-    "rater_paired_difference",
-    "agreement",
     "StudyAnalysis",
+    "StudyItem",
+    "agreed_items",
+    "agreement",
     "analyse_study",
+    "assign_sides",
+    "bootstrap_means",
+    "build_study",
+    "counts_summary",
     "design_effect",
-    "effective_units",
-    "pooled_variance_factor",
-    "rater_interval",
     "difference_sensitivity",
+    "effective_units",
+    "expand_counts",
+    "explain_items",
+    "image_data_uri",
     "largest_icc_excluding_zero",
+    "method_summary",
+    "notebook_form",
     "paired_difference_sd",
     "paired_t_power",
-    "raters_needed",
+    "paired_test",
+    "per_image_summary",
+    "percentile_interval",
+    "pooled_variance_factor",
     "power_curve",
-    "tilt_answer_distribution",
+    "predict_top1",
+    "rater_interval",
+    "rater_paired_difference",
+    "raters_needed",
+    "read_key",
+    "read_ratings",
+    "render_form",
+    "score_ratings",
     "simulate_wilcoxon_power",
+    "study_id_of",
+    "tilt_answer_distribution",
+    "write_study",
 ]
 
 # The five answers, in the order the form shows them; + = the explanation on side A is preferred.
@@ -180,14 +182,18 @@ def predict_top1(
     def evaluate(images: torch.Tensor, samples: list[Sample]) -> list[dict[str, Any]]:
         with torch.no_grad():
             top1 = entry.model(images).argmax(1).tolist()
-        return [{"image_id": s.image_id, "top1": t, "correct": t in s.labels} for s, t in zip(samples, top1)]
+        return [
+            {"image_id": s.image_id, "top1": t, "correct": t in s.labels} for s, t in zip(samples, top1, strict=True)
+        ]
 
     rows = run_resumable(dataset, evaluate, csv_path, batch_size, device, num_workers, f"{entry.name} top-1")
     rows = rows.astype({"image_id": str, "top1": int, "correct": bool})
     return rows.assign(position=np.arange(len(rows)))[["position", "image_id", "top1", "correct"]]
 
 
-def agreed_items(stronger: pd.DataFrame, weaker: pd.DataFrame, n_items: int | None = None, seed: int = 0) -> pd.DataFrame:
+def agreed_items(
+    stronger: pd.DataFrame, weaker: pd.DataFrame, n_items: int | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Images that both models classify correctly with the same top-1 class (paper Sec. 5.2: "images
     where both models made the correct prediction"; one class, so both explain the same thing).
 
@@ -200,12 +206,18 @@ def agreed_items(stronger: pd.DataFrame, weaker: pd.DataFrame, n_items: int | No
     """
     if len(stronger) != len(weaker) or not (stronger["image_id"].to_numpy() == weaker["image_id"].to_numpy()).all():
         raise ValueError("the two prediction tables must list the same images in the same order")
-    both = stronger["correct"].to_numpy() & weaker["correct"].to_numpy() & (stronger["top1"].to_numpy() == weaker["top1"].to_numpy())
+    both = (
+        stronger["correct"].to_numpy()
+        & weaker["correct"].to_numpy()
+        & (stronger["top1"].to_numpy() == weaker["top1"].to_numpy())
+    )
     chosen = stronger[both]
     if n_items is not None and len(chosen) > n_items:
         keep = np.sort(np.random.default_rng(seed).choice(len(chosen), size=n_items, replace=False))
         chosen = chosen.iloc[keep]
-    return chosen.rename(columns={"top1": "class_index"})[["position", "image_id", "class_index"]].reset_index(drop=True)
+    return chosen.rename(columns={"top1": "class_index"})[["position", "image_id", "class_index"]].reset_index(
+        drop=True
+    )
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -214,7 +226,9 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pixels.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
 
 
-def _explain(entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor, methods: Sequence[str]) -> dict[str, torch.Tensor]:
+def _explain(
+    entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor, methods: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """The study's input-space explanations; Guided Grad-CAM reuses the Guided Backprop pass."""
     unknown = set(methods) - set(STUDY_METHODS)
     if unknown:
@@ -252,7 +266,7 @@ def explain_items(
         targets = torch.tensor(chunk["class_index"].to_numpy(copy=True), dtype=torch.long, device=device)
         pictures += [_resize(entry.transform.to_display(s.image), size) for s in samples]
         for method, explained in _explain(entry, images, targets, methods).items():
-            for image_id, gradient in zip(chunk["image_id"].astype(str), explained):
+            for image_id, gradient in zip(chunk["image_id"].astype(str), explained, strict=True):
                 maps[image_id, method] = _resize(viz.guided_to_display(gradient), size)
     return pictures, maps
 
@@ -314,22 +328,29 @@ def _question_html(question: pd.Series, item: StudyItem, total: int, quality: in
     qid = html.escape(question["question_id"])
     size = item.picture.shape[1]
 
-    def figure(image: np.ndarray, caption: str) -> str:
+    def figure(image: np.ndarray, alt: str, caption: str) -> str:
+        """``alt``: plain text (escaped here); ``caption``: markup, its text already escaped."""
         return (f'<figure><img src="{image_data_uri(image, quality)}" width="{size}" height="{size}" '
-                f'alt="{html.escape(caption)}"><figcaption>{caption}</figcaption></figure>')
+                f'alt="{html.escape(alt)}"><figcaption>{caption}</figcaption></figure>')
 
     pictures = [
-        figure(item.picture, f"The image: <b>{html.escape(item.class_name)}</b>"),
-        figure(item.maps[question["model_a"], question["method"]], "Robot A"),
-        figure(item.maps[question["model_b"], question["method"]], "Robot B"),
+        figure(item.picture, f"The image: {item.class_name}", f"The image: <b>{html.escape(item.class_name)}</b>"),
+        figure(item.maps[question["model_a"], question["method"]], "Robot A", "Robot A"),
+        figure(item.maps[question["model_b"], question["method"]], "Robot B", "Robot B"),
     ]
     choices = "".join(
-        f'<label><input type="radio" name="{qid}" value="{answer}"><span>{html.escape(ANSWER_LABELS[answer])}</span></label>'
+        f'<label><input type="radio" name="{qid}" value="{answer}">'
+        f"<span>{html.escape(ANSWER_LABELS[answer])}</span></label>"
         for answer in ANSWERS
     )
-    return (f'<fieldset class="question" id="{qid}" data-question="{qid}">'
-            f'<legend>Question {question["position"]} of {total}: {html.escape(item.class_name)}</legend>'
-            f'<div class="pictures">{"".join(pictures)}</div><div class="choices">{choices}</div></fieldset>')
+    return (
+        f'<fieldset class="question" id="{qid}" data-question="{qid}">'
+        f"<legend>Question {html.escape(str(question['position']))} of {total}: {html.escape(item.class_name)}</legend>"
+        f'<div class="pictures">{"".join(pictures)}</div><div class="choices">{choices}</div></fieldset>'
+    )
+
+
+_PLACEHOLDER = re.compile(r"\{\{[A-Z_]+\}\}")  # the template's {{NAME}} slots
 
 
 def render_form(
@@ -342,6 +363,8 @@ def render_form(
     """The rating form: one self-contained HTML page (template ``templates/rating_form.html``).
 
     Nothing in it names a model or a method; the sides come from ``key`` (:func:`assign_sides`).
+    Every text from ``title``, ``instructions`` and ``key`` is HTML-escaped, and the placeholders are
+    filled in one pass, so a ``{{QUESTIONS}}`` inside the title stays literal text.
     """
     by_id = {item.image_id: item for item in items}
     missing = set(key["image_id"]) - set(by_id)
@@ -359,9 +382,7 @@ def render_form(
         "{{N_QUESTIONS}}": str(len(key)),
         "{{QUESTIONS}}": questions,
     }
-    for placeholder, value in replacements.items():
-        template = template.replace(placeholder, value)
-    return template
+    return _PLACEHOLDER.sub(lambda match: replacements.get(match.group(0), match.group(0)), template)
 
 
 def notebook_form(page: str, height: int = 720) -> Any:
@@ -374,7 +395,9 @@ def notebook_form(page: str, height: int = 720) -> Any:
 
     with warnings.catch_warnings():  # IPython suggests IFrame, which cannot carry a srcdoc
         warnings.simplefilter("ignore", UserWarning)
-        return HTML(f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;border:0"></iframe>')
+        return HTML(
+            f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{height}px;border:0"></iframe>'
+        )
 
 
 def write_study(out_dir: str | Path, page: str, key: pd.DataFrame) -> tuple[Path, Path]:
@@ -412,7 +435,8 @@ def build_study(
     data = {e.name: build_dataset(dataset, e.transform, n_images, data_root, seed) for e in (stronger, weaker)}
     predictions = {}
     for entry in (stronger, weaker):
-        settings = {"model": entry.name, "dataset": dataset, "data": dataset_fingerprint(data[entry.name])}
+        settings = {"model": entry.name, "weights": model_fingerprint(entry.model), "dataset": dataset,
+                    "data": dataset_fingerprint(data[entry.name])}
         csv_path = Path(out_dir) / f"top1_{entry.name}_{dataset}_{run_key(settings)}.csv"
         predictions[entry.name] = predict_top1(entry, data[entry.name], csv_path, batch_size, device, num_workers)
     items = agreed_items(predictions[stronger.name], predictions[weaker.name], n_items, seed)
@@ -426,10 +450,13 @@ def build_study(
             class_index=int(row.class_index),
             class_name=stronger.class_names[int(row.class_index)],
             picture=picture,
-            maps={(entry.name, m): maps[row.image_id, m] for entry, maps in ((stronger, strong_maps), (weaker, weak_maps))
-                  for m in methods},
+            maps={
+                (entry.name, m): maps[row.image_id, m]
+                for entry, maps in ((stronger, strong_maps), (weaker, weak_maps))
+                for m in methods
+            },
         )
-        for row, picture in zip(items.itertuples(index=False), pictures)
+        for row, picture in zip(items.itertuples(index=False), pictures, strict=True)
     )
     key = assign_sides(items, stronger.name, weaker.name, methods, seed, stronger.class_names)
     page = render_form(study_items, key, quality=quality)
@@ -442,17 +469,71 @@ def build_study(
 # --------------------------------------------------------------------------------------------
 
 
+_KEY_TEXT_COLUMNS = (
+    "study_id",
+    "question_id",
+    "image_id",
+    "class_name",
+    "method",
+    "stronger_side",
+    "model_a",
+    "model_b",
+)
+
+
+def _read_table(path: Path, kind: str, text_columns: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """One CSV with ``text_columns`` read as text exactly as written (pandas' defaults would turn an
+    id such as ``55631e2294`` into ``inf`` and an empty field or ``NA`` into NaN); refused, naming
+    the file, when it is missing, empty, header-only or lacks one of ``columns``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} file at {path}")
+    try:
+        table = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str), keep_default_na=False)
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{kind} file {path} is empty; expected a header {list(columns)} and rows") from error
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{kind} file {path} lacks columns {missing}; expected {list(columns)}")
+    if table.empty:
+        raise ValueError(f"{kind} file {path} holds no rows (only a header): nothing to read")
+    return table
+
+
+def read_key(path: str | Path) -> pd.DataFrame:
+    """The key written by :func:`write_study` (``key/key.csv``), its ids read as text: read with
+    pandas' defaults, a study id such as ``55631e2294`` (about 1.6 % of them look like numbers)
+    becomes ``inf`` and no rating matches it any more."""
+    return _read_table(Path(path), "key", _KEY_TEXT_COLUMNS, KEY_COLUMNS)
+
+
 def read_ratings(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate the CSV files that raters sent back (columns :data:`RATINGS_COLUMNS`)."""
-    frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no ratings file at {path}")
-        frames.append(pd.read_csv(path, dtype={"study_id": str, "rater_id": str, "question_id": str}))
+    """Concatenate the CSV files that raters sent back (columns :data:`RATINGS_COLUMNS`), the ids
+    read as text exactly as written (an empty rater id stays ``""`` and is refused by
+    :func:`score_ratings`; a rater id saved with the form's leading ``'``, see the template, keeps it).
+
+    Raises:
+        FileNotFoundError: a path that is not a file.
+        ValueError: no path, or a file that is empty, holds only a header or lacks a column (the
+            message names the file).
+    """
+    frames = [_read_table(Path(path), "ratings", ("study_id", "rater_id", "question_id"), RATINGS_COLUMNS)
+              for path in paths]
     if not frames:
         raise ValueError("no ratings files given")
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_text_ids(table: pd.DataFrame, columns: Sequence[str], what: str, reader: str) -> None:
+    """Refuse id columns with missing ids or ids that pandas parsed as numbers (``55631e2294`` ->
+    ``inf``: the id is lost)."""
+    for column in columns:
+        others = [v for v in table[column] if not isinstance(v, str)]
+        if others and pd.isna(others[0]):
+            raise ValueError(f"{what} column {column!r} has a missing id; every row needs one")
+        if others:
+            raise ValueError(f"{what} column {column!r} holds {others[0]}, not text: an id that looks like a number "
+                             f"(e.g. 55631e2294, read as inf) was parsed as one and is lost; read the file with "
+                             f"gradcam_lib.user_study.{reader}, which keeps ids as text")
 
 
 def score_ratings(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
@@ -461,8 +542,10 @@ def score_ratings(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     on side A and ``-answer`` where it was on side B.
 
     Raises:
-        ValueError: missing columns, answers outside -2..2 or missing, ratings of another study,
-            unknown questions, or one rater answering one question twice.
+        ValueError: missing columns, answers outside -2..2 or missing, a missing or empty rater id,
+            ids that were parsed as numbers (read the files with :func:`read_ratings` and
+            :func:`read_key`), ratings of another study, unknown questions, or one rater answering
+            one question twice.
 
     Returns:
         ``rater_id, question_id, image_id, class_name, method, answer, score``.
@@ -470,6 +553,13 @@ def score_ratings(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     missing = set(RATINGS_COLUMNS) - set(ratings.columns)
     if missing:
         raise ValueError(f"ratings lack columns {sorted(missing)}; expected {list(RATINGS_COLUMNS)}")
+    _check_text_ids(key, ("study_id", "question_id"), "the key's", "read_key")
+    _check_text_ids(ratings, ("study_id", "question_id"), "the ratings'", "read_ratings")
+    raters = ratings["rater_id"]
+    unnamed = raters.isna() | (raters.astype(str).str.strip() == "")
+    if unnamed.any():
+        raise ValueError(f"{int(unnamed.sum())} ratings have no rater_id; every rater needs an id (the form refuses "
+                         f"to save without one): fill it in, or drop those rows")
     answers = pd.to_numeric(ratings["answer"], errors="coerce")
     if answers.isna().any() or not answers.isin(SCALE).all():
         bad = ratings.loc[answers.isna() | ~answers.isin(SCALE), "answer"].tolist()
@@ -484,7 +574,10 @@ def score_ratings(ratings: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
     if ratings.duplicated(["rater_id", "question_id"]).any():
         raise ValueError("a rater answered a question twice; keep one answer per rater and question")
     merged = ratings.assign(answer=answers.astype(int), question_id=ratings["question_id"].astype(str)).merge(
-        key[["question_id", "image_id", "class_name", "method", "stronger_side"]], on="question_id", validate="many_to_one")
+        key[["question_id", "image_id", "class_name", "method", "stronger_side"]],
+        on="question_id",
+        validate="many_to_one",
+    )
     merged["score"] = np.where(merged["stronger_side"] == "A", merged["answer"], -merged["answer"])
     return merged[["rater_id", "question_id", "image_id", "class_name", "method", "answer", "score"]]
 
@@ -500,7 +593,9 @@ def expand_counts(counts: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def bootstrap_means(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def bootstrap_means(
+    values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Bootstrap distribution of the mean of ``values`` (Efron 1979), ``n_boot`` draws.
 
     With ``groups`` (e.g. rater ids) whole groups are resampled (cluster bootstrap): answers of one
@@ -527,11 +622,15 @@ def method_summary(
     scores: pd.DataFrame, cluster: str | None = "rater_id", n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> pd.DataFrame:
     """Per method: raters, answers, mean, sd (ddof=1) and the bootstrap CI of the mean score
-    (resampling ``cluster`` groups, or answers when ``cluster`` is None)."""
+    (resampling ``cluster`` groups, or answers when ``cluster`` is None). The CI is NaN with a single
+    group (one rater): every resample would be that rater, an interval of width 0 that claims
+    certainty."""
     rows = []
     for method, group in scores.groupby("method", sort=True):
         groups = group[cluster].to_numpy() if cluster else None
-        low, high = percentile_interval(bootstrap_means(group["score"].to_numpy(), groups, n_boot, seed), level)
+        low, high = np.nan, np.nan
+        if (group[cluster].nunique() if cluster else len(group)) >= 2:
+            low, high = percentile_interval(bootstrap_means(group["score"].to_numpy(), groups, n_boot, seed), level)
         rows.append({
             "method": method,
             "raters": group[cluster].nunique() if cluster else np.nan,
@@ -557,7 +656,9 @@ def per_image_summary(scores: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def paired_test(scores: pd.DataFrame, first: str = "guided_gradcam", second: str = "guided_backprop") -> dict[str, float]:
+def paired_test(
+    scores: pd.DataFrame, first: str = "guided_gradcam", second: str = "guided_backprop"
+) -> dict[str, float]:
     """Paired comparison of two methods across raters (for a design in which each rater rated both,
     as this kit's form and KTH's study do): each rater's mean score per method, differences
     ``first - second``, Wilcoxon signed-rank test (two-sided; zero differences dropped, scipy's
@@ -572,8 +673,12 @@ def paired_test(scores: pd.DataFrame, first: str = "guided_gradcam", second: str
         if method not in per_rater:
             raise KeyError(f"no ratings of method {method!r}")
     differences = (per_rater[first] - per_rater[second]).dropna().to_numpy()
-    result = {"raters": float(differences.size), "mean_difference": float(differences.mean()) if differences.size else np.nan,
-              "statistic": np.nan, "p_value": np.nan}
+    result = {
+        "raters": float(differences.size),
+        "mean_difference": float(differences.mean()) if differences.size else np.nan,
+        "statistic": np.nan,
+        "p_value": np.nan,
+    }
     if np.count_nonzero(differences):
         test = stats.wilcoxon(differences, zero_method="wilcox", alternative="two-sided")
         result.update(statistic=float(test.statistic), p_value=float(test.pvalue))
@@ -611,14 +716,18 @@ def rater_paired_difference(
 def agreement(scores: pd.DataFrame) -> pd.DataFrame:
     """Inter-rater agreement: Krippendorff's alpha, ordinal, on the scores (units = questions),
     per method and over all questions (``krippendorff`` package, checked against a hand-computed
-    case in the tests). NaN when the answers hold a single value (alpha is undefined)."""
+    case in the tests). NaN where alpha is undefined: the answers hold a single value, or no question
+    was answered by two raters (a study with one rater)."""
     rows = []
     for method, group in [*scores.groupby("method", sort=True), ("all", scores)]:
         matrix = group.pivot_table(index="rater_id", columns="question_id", values="score", aggfunc="first")
         data = matrix.to_numpy(dtype=float)
         value = np.nan
-        if np.unique(data[~np.isnan(data)]).size > 1:
-            value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=list(SCALE)))
+        paired = (~np.isnan(data)).sum(axis=0).max(initial=0) >= 2
+        if paired and np.unique(data[~np.isnan(data)]).size > 1:
+            value = float(
+                krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal", value_domain=list(SCALE))
+            )
         rows.append({"method": method, "raters": matrix.shape[0], "questions": matrix.shape[1], "alpha_ordinal": value})
     return pd.DataFrame(rows)
 
@@ -636,10 +745,20 @@ class StudyAnalysis:
     difference_raters: int = 0
 
 
-def analyse_study(ratings: pd.DataFrame, key: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> StudyAnalysis:
+def analyse_study(
+    ratings: pd.DataFrame, key: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> StudyAnalysis:
     """The chapter's analysis of a ratings table (:func:`read_ratings`) against its key: per-method
     summary over raters, Guided Grad-CAM minus Guided Backprop with its rater-resampling interval
-    (:func:`rater_paired_difference`) and Wilcoxon test (:func:`paired_test`), per image, agreement."""
+    (:func:`rater_paired_difference`) and Wilcoxon test (:func:`paired_test`), per image, agreement.
+
+    With a single rater the analysis is defined but says little: means, sds and the per-image table
+    as usual; every interval over raters NaN (one rater cannot be resampled); Krippendorff's alpha
+    NaN (no question has two answers); the Wilcoxon test of one difference has p = 1.
+
+    Raises:
+        ValueError: bad ratings or key (:func:`score_ratings`).
+    """
     scores = score_ratings(ratings, key)
     methods = sorted(scores["method"].unique())
     paired, difference, raters = {}, None, 0
@@ -740,9 +859,17 @@ def difference_sensitivity(
 ) -> pd.DataFrame:
     """:func:`rater_interval` of ``mean_first - mean_second`` over a grid of the two unknown
     correlations (long table: ``rho, icc`` and the interval's columns)."""
-    rows = [{"rho": rho, "icc": icc, **rater_interval(mean_first - mean_second, sd_first, raters, answers_per_rater, icc,
-                                                      sd_second, rho, level, pooled_sds)}
-            for rho in rhos for icc in iccs]
+    rows = [
+        {
+            "rho": rho,
+            "icc": icc,
+            **rater_interval(
+                mean_first - mean_second, sd_first, raters, answers_per_rater, icc, sd_second, rho, level, pooled_sds
+            ),
+        }
+        for rho in rhos
+        for icc in iccs
+    ]
     return pd.DataFrame(rows).astype({"excludes_zero": bool})
 
 
@@ -806,7 +933,10 @@ def power_curve(
         for rho in rhos:
             sd = paired_difference_sd(sd_first, sd_second, rho, icc, images)
             power = paired_t_power(np.asarray(raters), delta, sd, alpha)
-            rows += [{"icc": icc, "rho": rho, "sd_diff": sd, "raters": n, "power": float(p)} for n, p in zip(raters, power)]
+            rows += [
+                {"icc": icc, "rho": rho, "sd_diff": sd, "raters": n, "power": float(p)}
+                for n, p in zip(raters, power, strict=True)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -814,12 +944,12 @@ def tilt_answer_distribution(base: Sequence[float], mean: float, sd: float) -> n
     """The distribution over -2..2 closest to ``base`` (least Kullback-Leibler divergence) with the
     given mean and sd: ``p_k ∝ base_k exp(a k + b k^2)``. Used to give KTH's answer shape the
     paper's means for the simulated raters of the power analysis."""
-    base = np.asarray(base, dtype=float)
-    base = base / base.sum()
+    shape = np.asarray(base, dtype=float)
+    shape = shape / shape.sum()
     k = np.asarray(SCALE, dtype=float)
 
     def tilted(params: np.ndarray) -> np.ndarray:
-        logits = np.log(base) + params[0] * k + params[1] * k**2
+        logits = np.log(shape) + params[0] * k + params[1] * k**2
         weights = np.exp(logits - logits.max())
         return weights / weights.sum()
 

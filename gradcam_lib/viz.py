@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["figure_grid", "show_overlay", "show_guided", "draw_box", "guided_to_display"]
+__all__ = ["NORMALIZATIONS", "draw_box", "figure_grid", "guided_to_display", "show_guided", "show_overlay"]
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -26,22 +26,84 @@ def figure_grid(rows: int, cols: int, cell: float = 2.4) -> tuple[Figure, np.nda
     return fig, axes
 
 
-def show_overlay(ax: Axes, image: np.ndarray, heatmap: torch.Tensor | np.ndarray, title: str = "", alpha: float = 0.5) -> None:
-    """Image with the heatmap on top, scaled by the map's own maximum (jet, as the paper's
-    figures). An all-zero map shows the image alone."""
+NORMALIZATIONS = ("max", "minmax")
+
+
+def _picture(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A picture for ``imshow``: a tensor ``(3, H, W)`` (torch's layout) or an array ``(H, W, 3)``
+    (matplotlib's) goes to ``(H, W, 3)``; a tensor ``(H, W, 3)`` or an array ``(3, H, W)`` is
+    recognised too when its last / first size alone is 3. Values in [0, 1] or uint8 (a normalised
+    model input goes through ``entry.transform.to_display`` first)."""
+    tensor = isinstance(image, torch.Tensor)
+    picture = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if picture.ndim == 3:
+        first, last = picture.shape[0] in (1, 3), picture.shape[-1] in (1, 3, 4)
+        if first and (tensor or not last):
+            picture = np.moveaxis(picture, 0, -1)
+    if picture.ndim == 3 and picture.shape[-1] == 1:
+        picture = np.repeat(picture, 3, axis=-1)
+    if picture.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W, 3), (3, H, W) or (H, W), got shape {picture.shape}")
+    return picture
+
+
+def _fit(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``heat`` resized to ``size`` bilinearly (align_corners=False), as :func:`~gradcam_lib.explain.grad_cam`
+    upsamples its maps."""
+    if heat.shape == size:
+        return heat
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(heat))[None, None], size=size, mode="bilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
+
+
+def show_overlay(
+    ax: Axes,
+    image: torch.Tensor | np.ndarray,
+    heatmap: torch.Tensor | np.ndarray,
+    title: str = "",
+    alpha: float = 0.5,
+    normalize: str = "max",
+) -> None:
+    """Image with the heatmap on top (jet, as the paper's figures).
+
+    Args:
+        image: ``(H, W, 3)`` or ``(3, H, W)``, values in [0, 1] or uint8.
+        heatmap: ``(h, w)`` (leading size-1 dimensions are dropped); resized bilinearly to
+            ``(H, W)`` when its size differs (a map at the layer's resolution, say).
+        normalize: ``"max"`` divides by the map's maximum (its zero stays the coldest colour);
+            ``"minmax"`` stretches [min, max] to the whole colour scale. An all-zero (``"max"``)
+            or constant (``"minmax"``) map shows the image alone.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    picture = _picture(image)
     heat = _numpy(heatmap)
-    peak = heat.max()
-    ax.imshow(image)
-    if peak > 0:
-        ax.imshow(heat / peak, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    while heat.ndim > 2 and heat.shape[0] == 1:
+        heat = heat[0]
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap must be one 2-D map (h, w), got shape {heat.shape}")
+    heat = _fit(heat, picture.shape[:2])
+    low = heat.min() if normalize == "minmax" else 0.0
+    span = heat.max() - low
+    ax.imshow(picture)
+    if span > 0:
+        ax.imshow((heat - low) / span, cmap="jet", alpha=alpha, vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
 
 def guided_to_display(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
     """``(3, H, W)`` input-space gradient -> ``(H, W, 3)`` in [0, 1], the usual deprocessing of
-    guided-backprop images: centre, scale to 0.1 standard deviations, shift to 0.5, clip."""
+    guided-backprop images: centre, scale to 0.1 standard deviations, shift to 0.5, clip. The map
+    is first divided by its largest magnitude, so that the result does not depend on its scale (a
+    random-weight network's maps of ~1e-16 look like any other); an all-zero map is flat grey."""
     g = _numpy(gradient)
+    peak = np.abs(g).max()
+    if not peak > 0:
+        return np.full((*g.shape[1:], g.shape[0]), 0.5, dtype=np.float32)
+    g = g / peak
     g = (g - g.mean()) / (g.std() + 1e-12) * 0.1 + 0.5
     return np.clip(g, 0, 1).transpose(1, 2, 0)
 

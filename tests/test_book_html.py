@@ -155,3 +155,20 @@ def test_sidebar_links_every_chapter_and_search_finds_pointing(site, browser) ->
         found = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#search-results li a")]
         time.sleep(0.3)
     assert any(href.endswith("book/02_pointing_game.html") for href in found), found
+
+
+def test_chapter_pages_read_as_reports(site, browser) -> None:
+    """The defaults parameters cell is not on the page; every other cell's code is collapsed behind
+    a toggle (runner.tag_for_reading) that opens on a click, outputs shown."""
+    from selenium.webdriver.common.by import By
+
+    html, base = site
+    page = (html / "book" / "01_localization.html").read_text(encoding="utf-8")
+    assert "Parameters (papermill overrides these" not in page
+    open_page(browser, f"{base}/book/01_localization.html")
+    toggles = browser.find_elements(By.CSS_SELECTOR, "details.hide.above-input")
+    assert len(toggles) >= 10, len(toggles)
+    code = toggles[0].find_element(By.CSS_SELECTOR, "pre")
+    assert not code.is_displayed()
+    toggles[0].find_element(By.CSS_SELECTOR, "summary").click()
+    assert code.is_displayed() and code.text.strip()

@@ -555,3 +555,49 @@ def test_headline_table_intervals_are_over_images():
     # one image holding every box: no independent units to resample, no interval
     single = headline_table(rows.assign(image_id="im0")).set_index("method")
     assert np.isnan(single.loc["A", "share low"]) and np.isnan(single.loc["A", "acc low"])
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_maps_are_refused_by_the_box_metrics(value):
+    # before: +inf made the min-max 0 / inf = NaN, so the share was NaN and map_to_boxes drew no box
+    heat = np.zeros((10, 10))
+    heat[2:4, 2:4] = 1.0
+    heat[7, 7] = value
+    with pytest.raises(ValueError, match="heatmap holds NaN or infinity"):
+        kth_box_share(heat, (0, 0, 4, 4))
+    with pytest.raises(ValueError, match="heatmap holds NaN or infinity"):
+        map_to_boxes(torch.tensor(heat))
+
+
+def test_invalid_boxes_are_refused_by_the_box_metrics():
+    heat = np.zeros((10, 10))
+    heat[2:4, 2:4] = 1.0
+    with pytest.raises(ValueError, match=r"box holds an inverted box \[4.0, 0.0, 0.0, 4.0\]"):
+        kth_box_share(heat, (4, 0, 0, 4))  # before: an empty mask, a share of 0 without a word
+    with pytest.raises(ValueError, match="box holds an inverted box"):
+        box_fraction((0, 4, 4, 0), (10, 10))
+    with pytest.raises(ValueError, match="truth holds an inverted box"):
+        iobb((9, 9, 0, 0), (0, 0, 4, 4))
+    with pytest.raises(ValueError, match="predicted holds NaN or infinity"):
+        iobb((0, 0, 4, 4), (0, 0, np.inf, 4))
+    assert iobb((0, 0, 4, 4), (2, 2, 2, 2)) == 1.0  # a one-pixel box is valid
+
+
+@pytest.mark.parametrize("box", ["inf,2,3,4", "1,NaN,3,4", "1,2,inf,4", "1,2,3,-inf"])
+def test_non_finite_nih_boxes_are_refused_with_file_and_line(tmp_path, box):
+    path = tmp_path / "b.csv"
+    path.write_text(HEADER + "a.png,Mass,1,2,3,4,,,\n" + f"b.png,Mass,{box},,,\n")
+    with pytest.raises(ValueError, match=r"b.csv:3: box \[.*\] holds a non-finite number") as info:
+        read_bbox_list(path)
+    assert str(info.value).startswith(f"{path}:3: ")
+
+
+def test_nih_box_list_errors_name_the_file(nih_root):
+    (nih_root / "latin1.csv").write_bytes(HEADER.encode() + b"caf\xe9.png,Mass,1,2,3,4,,,\n")
+    with pytest.raises(ValueError, match=r"latin1.csv is not UTF-8 text"):
+        read_bbox_list(nih_root / "latin1.csv")
+    with pytest.raises(ValueError, match="limit must be at least 1 .*got 0"):
+        ChestXray14BoxDataset(nih_root, PLAIN_224, limit=0)
+    (nih_root / "BBox_List_2017.csv").write_text(HEADER + "00000001_000.png,Mass,1500,10,20,20,,,\n")
+    with pytest.raises(ValueError, match=r"00000001_000.png: boxes of the box list lie outside the 1024 x 1024 image"):
+        ChestXray14BoxDataset(nih_root, PLAIN_224)[0]

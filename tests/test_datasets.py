@@ -3,11 +3,14 @@ the generated composites, the embedded photographs."""
 
 from __future__ import annotations
 
+import os
 import runpy
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -17,17 +20,22 @@ from gradcam_lib.datasets import (
     ILSVRCValDataset,
     ImageTransform,
     ObjectCrop,
+    build_dataset,
+    build_sample,
     find_layout,
     imagenet_wnids,
     load_photos,
     load_raw_photos,
     parse_annotation,
     photo_crops,
+    read_image,
     read_photo_boxes,
     to_rgb,
     wnid_to_index,
     write_index,
 )
+from gradcam_lib.datasets.base import printable_id
+from gradcam_lib.datasets.ilsvrc import MAX_ASPECT_RATIO, DroppedBoxWarning
 from gradcam_lib.models import imagenet_class_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -424,3 +432,205 @@ def test_ilsvrc_blacklist_skips_the_listed_image_numbers(ilsvrc_root: Path, tmp_
     listed.write_text("2\nthree\n")
     with pytest.raises(ValueError, match="line 2"):
         ILSVRCValDataset(ilsvrc_root, PLAIN, blacklist=listed)
+
+
+# --------------------------------------------------------------------------- bad input (issue 11)
+
+GOOD_OBJECT = ("n01440764", (1, 2, 5, 6))
+BOMB = (
+    '<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+    "<annotation><size><width>9</width><height>9</height></size><object><name>&b;</name></object></annotation>"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "is not well-formed XML"),
+        ("\x00\x01 garbage \xff", "is not well-formed XML"),
+        ("<annotation><size><width>4</width>", "is not well-formed XML"),
+        ("<html><body/></html>", "root element is <html>, not <annotation>"),
+        (BOMB, "was refused: EntitiesForbidden"),
+    ],
+    ids=["empty", "garbage", "truncated", "other-root", "entity-declaration"],
+)
+def test_malformed_xml_is_a_value_error_naming_the_file(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "broken.xml"
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError, match=words) as info:
+        parse_annotation(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "nan", "inf", "", "-3e10"])
+def test_bad_coordinates_name_the_file_object_and_tag(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "a.xml"
+    path.write_text(_xml("a", 10, 10, [GOOD_OBJECT, ("n02123045", (0, 0, 2, 9))]).replace("<xmax>2</xmax>", f"<xmax>{value}</xmax>"))
+    with pytest.raises(ValueError, match=rf"a.xml, object 2 \(n02123045\): <xmax> is '{value}', not a finite pixel coordinate"):
+        parse_annotation(path)
+    path.write_text(_xml("a", 10, 10, [GOOD_OBJECT]).replace("<width>10</width>", f"<width>{value}</width>"))
+    with pytest.raises(ValueError, match=rf"a.xml, <size>: <width> is '{value}'"):
+        parse_annotation(path)
+
+
+def test_decimal_coordinates_are_rounded(tmp_path: Path) -> None:
+    path = tmp_path / "a.xml"
+    path.write_text(_xml("a", 10, 10, [GOOD_OBJECT]).replace("<xmin>1</xmin>", "<xmin>1.6</xmin>"))
+    assert parse_annotation(path).boxes == ((2, 2, 5, 6),)
+
+
+def test_bad_xml_inside_the_dataset_names_the_file(ilsvrc_root: Path) -> None:
+    xml = ilsvrc_root / "bbox_val" / "val" / "ILSVRC2012_val_00000002.xml"
+    xml.write_text(xml.read_text().replace("<xmin>0</xmin>", "<xmin>abc</xmin>"))
+    dataset = ILSVRCValDataset(ilsvrc_root, PLAIN)
+    with pytest.raises(ValueError, match=r"ILSVRC2012_val_00000002.xml, object 1 \(n01751748\): <xmin> is 'abc'"):
+        dataset[1]
+    xml.write_text("")
+    with pytest.raises(ValueError, match=r"ILSVRC2012_val_00000002.xml is not well-formed XML"):
+        dataset[1]
+    assert dataset[0].labels == (0, 281)  # the other items still read
+
+
+def test_boxes_outside_the_stated_size_are_dropped_with_a_count(tmp_path: Path) -> None:
+    """A 10 x 8 image: (12, 0, 15, 3) lies right of it and (0, -9, 3, -1) above it -- clipping would
+    make 1-pixel corner boxes; (8, 6, 14, 12) is partly inside and is clipped to (8, 6, 9, 7)."""
+    path = tmp_path / "a.xml"
+    objects = [("n01440764", (12, 0, 15, 3)), GOOD_OBJECT, ("n02123045", (0, -9, 3, -1)), ("n01751748", (8, 6, 14, 12))]
+    path.write_text(_xml("a", 10, 8, objects))
+    with pytest.warns(DroppedBoxWarning, match=r"a.xml: dropped 2 of 4 boxes that lie entirely outside the 10 x 8 image"):
+        annotation = parse_annotation(path)
+    assert annotation.wnids == ("n01440764", "n01751748")
+    assert annotation.boxes == ((1, 2, 5, 6), (8, 6, 9, 7))
+    path.write_text(_xml("a", 10, 8, [GOOD_OBJECT]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_annotation(path).boxes == ((1, 2, 5, 6),)
+
+
+def _index(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "index.csv"
+    path.write_text("image,width,height,wnid,label,xmin,ymin,xmax,ymax\n" + "".join(row + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("row", "words"),
+    [
+        ("a.JPEG,10,10,n01440764,0,1,2,x,6", "line 3: xmax is 'x', not an integer"),
+        ("a.JPEG,10,10,n01440764,0,1,2,5.5,6", "line 3: xmax is '5.5', not an integer"),
+        ("a.JPEG,10,10,n01440764,0,1,2", "line 3: xmax is None, not an integer"),
+        ("a.JPEG,ten,10,n01440764,0,1,2,5,6", "line 3: width is 'ten'"),
+        ("a.JPEG,10,10,n01440764,0,6,2,5,6", r"line 3: inverted box \(6, 2, 5, 6\)"),
+        ("a.JPEG,-1,10,n01440764,0,1,2,5,6", "line 3: negative image size -1 x 10"),
+    ],
+)
+def test_index_values_are_checked_with_file_and_line(tmp_path: Path, row: str, words: str) -> None:
+    path = _index(tmp_path, ["a.JPEG,10,10,n01440764,0,1,2,5,6", row])
+    with pytest.raises(ValueError, match=words) as info:
+        ILSVRCValDataset(path, PLAIN)
+    assert str(info.value).startswith(f"{path}, line 3: ")
+
+
+def test_index_boxes_outside_the_image_are_dropped_with_a_count(tmp_path: Path) -> None:
+    path = _index(tmp_path, ["a.JPEG,10,10,n01440764,0,1,2,5,6", "a.JPEG,10,10,n02123045,281,20,20,30,30", "b.JPEG,4,4,n01440764,0,0,0,9,9"])
+    with pytest.warns(DroppedBoxWarning, match=r"index.csv, lines 2-3 \(a.JPEG\): dropped 1 of 2 boxes"):
+        dataset = ILSVRCValDataset(path, PLAIN)
+    assert dataset.annotation(0).boxes == ((1, 2, 5, 6),) and dataset.annotation(0).wnids == ("n01440764",)
+    assert dataset.annotation(1).boxes == ((0, 0, 3, 3),)  # partly outside: clipped, as from an XML
+
+
+def test_non_positive_sizes_are_refused(ilsvrc_root: Path) -> None:
+    for n in (0, -3):
+        with pytest.raises(ValueError, match=f"n_images must be at least 1 .*got {n}"):
+            build_dataset("composite", PLAIN, n_images=n)
+        with pytest.raises(ValueError, match=f"n_images must be at least 1 .*got {n}"):
+            build_dataset("ilsvrc", PLAIN, n_images=n, data_root=str(ilsvrc_root))
+        with pytest.raises(ValueError, match=f"limit must be at least 1 .*got {n}"):
+            ILSVRCValDataset(ilsvrc_root, PLAIN, limit=n)
+    crops = photo_crops()[:2]
+    for argument in ("n_images", "image_size", "max_objects", "tries"):
+        settings = {"n_images": 2, "image_size": 64, "max_objects": 1, "tries": 5, argument: 0}
+        n_images = settings.pop("n_images")
+        with pytest.raises(ValueError, match=f"{argument} must be at least 1, got 0"):
+            CompositeDataset(n_images, PLAIN, crops=crops, **settings)
+    assert len(build_dataset("composite", PLAIN, n_images=3)) == 3
+    assert len(build_dataset("composite", PLAIN)) == 100
+
+
+def test_build_sample_refuses_boxes_that_do_not_fit_their_labels() -> None:
+    image = Image.new("RGB", (32, 32))
+    two = torch.tensor([[0, 0, 9, 9], [5, 5, 20, 20]])
+    with pytest.raises(ValueError, match=r"img: 2 boxes but box_labels has shape \(1,\); give one label per box"):
+        build_sample(image, two, torch.tensor([3]), "img", PLAIN)
+    with pytest.raises(ValueError, match=r"img: 2 boxes but box_labels has shape \(2, 1\)"):
+        build_sample(image, two, torch.tensor([[3], [4]]), "img", PLAIN)
+    with pytest.raises(ValueError, match=r"img: boxes must be \(N, 4\) boxes .* got shape \(2, 5\)"):
+        build_sample(image, torch.zeros(2, 5, dtype=torch.long), torch.tensor([3, 4]), "img", PLAIN)
+    with pytest.raises(ValueError, match=r"img: boxes holds an inverted box \[9.0, 0.0, 0.0, 9.0\]"):
+        build_sample(image, torch.tensor([[0, 0, 9, 9], [9, 0, 0, 9]]), torch.tensor([3, 4]), "img", PLAIN)
+    with pytest.raises(ValueError, match="img: boxes holds NaN or infinity"):
+        build_sample(image, torch.tensor([[0.0, 0.0, float("inf"), 9.0]]), torch.tensor([3]), "img", PLAIN)
+    empty = build_sample(image, torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long), "img", PLAIN)
+    assert empty.labels == () and empty.boxes.shape == (0, 4)
+
+
+# --------------------------------------------------------------------------- read_image
+
+
+def test_decompression_bomb_is_an_os_error_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > twice the limit
+    with pytest.raises(OSError, match=r"bomb.png was refused as a possible decompression bomb .*MAX_IMAGE_PIXELS"):
+        read_image(path)
+
+
+def test_extreme_aspect_ratios_are_refused(tmp_path: Path) -> None:
+    tall = tmp_path / "tall.png"
+    Image.new("L", (2, 100_000)).save(tall)  # its 256-px resize would be 256 x 12.8M pixels
+    with pytest.raises(OSError, match=rf"tall.png is 2 x 100000 pixels: an aspect ratio above {MAX_ASPECT_RATIO}:1 is refused"):
+        read_image(tall)
+    limit = tmp_path / "limit.png"
+    Image.new("L", (MAX_ASPECT_RATIO * 2, 2)).save(limit)  # exactly 50:1 is read
+    assert read_image(limit).size == (100, 2)
+
+
+def test_32_bit_and_float_images_are_converted_by_range(tmp_path: Path) -> None:
+    """[min(0, lowest), highest] -> [0, 255]: int32 -1000..2000 -> (v + 1000) / 3000 * 255; float
+    0..0.5 -> v / 0.5 * 255 (a float image in [0, 1] would otherwise come out black)."""
+    signed = np.array([[-1000, 0], [500, 2000]], dtype=np.int32)
+    Image.fromarray(signed).save(tmp_path / "signed.tif")
+    assert Image.open(tmp_path / "signed.tif").mode == "I"
+    out = np.asarray(read_image(tmp_path / "signed.tif"))
+    assert out.tolist() == [[0, 85], [128, 255]]  # 1000/3000*255 = 85, 1500/3000*255 = 127.5 -> 128
+    floats = np.array([[0.0, 0.125], [0.25, 0.5]], dtype=np.float32)
+    Image.fromarray(floats).save(tmp_path / "float.tif")
+    assert np.asarray(read_image(tmp_path / "float.tif")).tolist() == [[0, 64], [128, 255]]  # 63.75 -> 64
+    unsigned = np.array([[0, 300], [600, 1200]], dtype=np.int32)  # non-negative: divided by the peak, as before
+    Image.fromarray(unsigned).save(tmp_path / "unsigned.tif")
+    expected = np.asarray(to_rgb(Image.fromarray(unsigned)))[..., 0]
+    assert np.array_equal(np.asarray(read_image(tmp_path / "unsigned.tif")), expected)
+    floats[0, 0] = np.nan
+    Image.fromarray(floats).save(tmp_path / "nan.tif")
+    with pytest.raises(OSError, match="nan.tif holds NaN or infinite pixels"):
+        read_image(tmp_path / "nan.tif")
+
+
+def test_non_utf8_file_names_get_printable_ids_and_round_trip_the_index(tmp_path: Path) -> None:
+    """An image and XML whose names hold the byte 0xE9 (Latin-1 e-acute, not UTF-8): the id escapes
+    the byte, the CSV index keeps it, and the results CSV (pandas) can hold the id."""
+    root = tmp_path / "ilsvrc"
+    (root / "val").mkdir(parents=True)
+    stem = os.fsdecode(b"caf\xe9")
+    Image.new("RGB", (20, 10), (10, 200, 30)).save(root / "val" / f"{stem}.JPEG")
+    (root / "val" / f"{stem}.xml").write_text(_xml("x", 20, 10, [GOOD_OBJECT]))
+    dataset = ILSVRCValDataset(root, PLAIN)
+    assert dataset[0].image_id == printable_id(stem) == "caf\\xe9"
+    index = write_index(dataset, tmp_path / "index.csv")
+    assert b"val/caf\xe9.JPEG" in index.read_bytes()
+    again = ILSVRCValDataset(index, PLAIN)
+    assert again.image_paths[0] == (root / "val" / f"{stem}.JPEG") and again[0].image_id == "caf\\xe9"
+    assert torch.equal(again[0].image, dataset[0].image)
+    pd.DataFrame({"image_id": [again[0].image_id]}).to_csv(tmp_path / "rows.csv", index=False)
+    assert pd.read_csv(tmp_path / "rows.csv")["image_id"].tolist() == ["caf\\xe9"]
+    assert printable_id("ILSVRC2012_val_00000001") == "ILSVRC2012_val_00000001" and printable_id("café") == "café"

@@ -215,6 +215,130 @@ def test_bad_target_shape_is_reported(lite0, images):
         grad_cam(lite0.model, lite0.layer, images, torch.tensor([1, 2, 3]))
 
 
+# ---------------------------------------------------------------- input handling (issues 11, 19)
+
+
+def _closed_form(model: PooledLinear, x: torch.Tensor, targets: list[int]) -> np.ndarray:
+    """Grad-CAM of PooledLinear in float64: ReLU(sum_k W_ck / (hw) A_k)."""
+    a = x.detach().double().numpy()
+    w = model.fc.weight.detach().double().numpy()[targets] / (a.shape[-1] * a.shape[-2])
+    return np.maximum(np.einsum("bk,bkhw->bhw", w, a), 0)
+
+
+@pytest.fixture
+def pooled() -> PooledLinear:
+    torch.manual_seed(12)
+    return PooledLinear()
+
+
+@pytest.fixture
+def x4() -> torch.Tensor:
+    return torch.rand(2, 4, 5, 7, generator=torch.Generator().manual_seed(13))
+
+
+@pytest.mark.parametrize(
+    "layer, targets, expected",
+    [
+        ("features", torch.tensor([0, 2]), [0, 2]),  # the layer by its dotted name
+        ("features", 2, [2, 2]),  # one int: the same class for every image
+        ("features", torch.tensor(1), [1, 1]),  # a 0-d tensor
+        ("features", torch.tensor([2.0, 0.0]), [2, 0]),  # whole-number floats
+        ("features", [1, 0], [1, 0]),  # a list
+    ],
+)
+def test_layer_names_and_target_forms(pooled, x4, layer, targets, expected):
+    maps = grad_cam(pooled, layer, x4, targets, upsample=False)
+    np.testing.assert_allclose(maps.numpy(), _closed_form(pooled, x4, expected), rtol=1e-5, atol=1e-7)
+
+
+def test_a_single_image_with_an_int_target(pooled, x4):
+    maps = grad_cam(pooled, pooled.features, x4[:1], 2, upsample=False)
+    np.testing.assert_allclose(maps.numpy(), _closed_form(pooled, x4[:1], [2]), rtol=1e-5, atol=1e-7)
+
+
+def test_float64_images_are_computed_in_the_models_dtype(pooled, x4):
+    maps = grad_cam(pooled, "features", x4.double(), [0, 2], upsample=False)
+    assert maps.dtype == torch.float32
+    np.testing.assert_allclose(maps.numpy(), _closed_form(pooled, x4, [0, 2]), rtol=1e-5, atol=1e-7)
+
+
+def test_tensors_made_in_inference_mode_are_explained(pooled, x4):
+    with torch.inference_mode():
+        frozen = x4.clone()
+    maps = grad_cam(pooled, "features", frozen, [0, 2], upsample=False)
+    np.testing.assert_allclose(maps.numpy(), _closed_form(pooled, x4, [0, 2]), rtol=1e-5, atol=1e-7)
+    assert input_gradient(pooled, frozen, [0, 2]).shape == x4.shape
+
+
+class _TupleOut(nn.Module):
+    def __init__(self, inner: nn.Module, as_dict: bool) -> None:
+        super().__init__()
+        self.inner, self.as_dict = inner, as_dict
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        logits = self.inner(x)
+        return {"logits": logits} if self.as_dict else (logits, logits)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m, x: grad_cam(m, "fc.nope", x, [0, 1]), ValueError, r"layer 'fc.nope' is not a submodule of PooledLinear"),
+        (lambda m, x: grad_cam(m, nn.Identity(), x, [0, 1]), ValueError, r"layer Identity is not a submodule of PooledLinear"),
+        (lambda m, x: grad_cam(m, 3, x, [0, 1]), TypeError, r"layer must be an nn.Module of the model or its dotted name"),
+        (lambda m, x: grad_cam(m, "features", x[0], 1), ValueError, r"add the batch dimension with images\[None\]"),
+        (lambda m, x: guided_backprop(m, x[0], 1), ValueError, r"add the batch dimension with images\[None\]"),
+        (lambda m, x: grad_cam(m, "features", x[:0], 1), ValueError, r"images is an empty batch"),
+        (lambda m, x: grad_cam(m, "features", (x * 255).to(torch.uint8), 1), TypeError,
+         r"images are torch.uint8.*entry.transform"),
+        (lambda m, x: grad_cam(m, "features", x.numpy(), 1), TypeError, r"images must be a torch.Tensor"),
+        (lambda m, x: grad_cam(m, "features", x, torch.tensor([1.7, 1.0])), ValueError,
+         r"targets must be whole class indices, got \['1.7'\]; fractional values are refused"),
+        (lambda m, x: grad_cam(m, "features", x, torch.zeros(2, 0, dtype=torch.long)), ValueError,
+         r"targets has shape \(2, 0\): give at least one class per image"),
+        (lambda m, x: grad_cam(m, "features", x, [0, 1, 2]), ValueError, r"targets must be \(B,\) or \(B, K\) with B=2"),
+        (lambda m, x: grad_cam(m, "features", x, [0, 3]), IndexError, r"targets must be class indices in \[0, 3\)"),
+        (lambda m, x: grad_cam_top_k(m, "features", x, 4), ValueError, r"k=4 is larger than the model's 3 classes"),
+        (lambda m, x: grad_cam_top_k(m, "features", x, 0), ValueError, r"k must be >= 1"),
+        (lambda m, x: grad_cam_top_k(m, "features", x, -1), ValueError, r"k must be a whole number of classes >= 1"),
+        (lambda m, x: grad_cam_top_k(m, "features", x, 1, also=[0.5, 1]), ValueError, r"also must be whole class"),
+        (lambda m, x: grad_cam(_TupleOut(m, False), "inner.features", x, 1), TypeError,
+         r"_TupleOut returned a tuple, not a logits tensor.*self.model\(x\)\[0\]"),
+        (lambda m, x: guided_backprop(_TupleOut(m, True), x, 1), TypeError,
+         r"_TupleOut returned a dict.*\['logits'\]"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_naming_it(pooled, x4, call, error, message):
+    with pytest.raises(error, match=message):
+        call(pooled, x4)
+    assert not pooled.features._forward_hooks
+
+
+def test_a_foreign_layer_is_refused_before_the_forward_pass(pooled, x4):
+    calls = []
+    handle = pooled.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="not a submodule"):
+            grad_cam(pooled, PooledLinear().features, x4, [0, 1])
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_inference_mode_is_refused_with_a_clear_message(pooled, x4):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inside torch.inference_mode\(\)"):
+        grad_cam(pooled, "features", x4, [0, 1])
+    with torch.no_grad():  # no_grad is fine: the scope switches gradients on
+        maps = grad_cam(pooled, "features", x4, [0, 1], upsample=False)
+    np.testing.assert_allclose(maps.numpy(), _closed_form(pooled, x4, [0, 1]), rtol=1e-5, atol=1e-7)
+
+
+def test_top_k_zero_with_also_maps_only_those(pooled, x4):
+    _, classes, maps = grad_cam_top_k(pooled, "features", x4, 0, also=[2, 1])
+    assert classes.tolist() == [[2], [1]]
+    torch.testing.assert_close(maps[:, 0], grad_cam(pooled, "features", x4, [2, 1]))
+
+
 # ---------------------------------------------------------------- Guided Backprop
 
 
@@ -281,34 +405,8 @@ def test_guided_backprop_matches_captum_where_captum_is_valid(images):
     assert _relative_error(ours, reference) < 1e-5
 
 
-def _googlenet_with_relu_modules(model: nn.Module) -> nn.Module:
-    """Give every BasicConv2d an nn.ReLU module so captum's module hooks can see it."""
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-    for module in model.modules():
-        if type(module).__name__ == "BasicConv2d":
-            module.relu = nn.ReLU()
-            module.forward = types.MethodType(forward, module)
-    return model
-
-
-def test_googlenet_plain_gradient_trap_is_avoided():
-    """captum's GuidedBackprop on torchvision GoogLeNet silently returns the plain gradient (it only
-    hooks nn.ReLU modules and GoogLeNet calls F.relu); ours applies the guided rule."""
-    torch.manual_seed(5)
-    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=10).eval()
-    x = torch.randn(1, 3, 224, 224)
-    target = torch.tensor([4])
-    plain = input_gradient(model, x, target)
-    captum_on_original = GuidedBackprop(model).attribute(x.clone().requires_grad_(), target)
-    torch.testing.assert_close(captum_on_original, plain)  # the trap
-    ours = guided_backprop(model, x, target)
-    assert _relative_error(ours, plain) > 0.1
-    fixed = _googlenet_with_relu_modules(model)
-    reference = GuidedBackprop(fixed).attribute(x.clone().requires_grad_(), target)
-    assert _relative_error(ours, reference) < 1e-5
+# The captum / pytorch-grad-cam plain-gradient facts (GoogLeNet, EfficientNet-Lite, DenseNet) are
+# in tests/test_comparisons.py.
 
 
 def test_guided_backprop_through_relu6_differs_from_plain_gradient(lite0, images):

@@ -4,6 +4,8 @@ closed forms on tiny models."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,17 @@ def test_rank_correlation_matches_scipy_on_block_means():
     assert np.isnan(rank_correlation(a, np.zeros((28, 28))))  # all-zero map: undefined
     with pytest.raises(ValueError, match="NaN"):
         rank_correlation(a, np.full((28, 28), np.nan))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_rank_correlation_refuses_infinite_maps_like_nan(value):
+    # before: +inf pooled into an inf cell, and the correlation of the ranks came out NaN
+    rng = np.random.default_rng(1)
+    a, b = rng.random((28, 28)), rng.random((28, 28))
+    b[3, 4] = value
+    for first, second in ((a, b), (b, a), (a, torch.tensor(b))):
+        with pytest.raises(ValueError, match="map holds NaN or infinity"):
+            rank_correlation(first, second)
 
 
 def test_rank_correlation_by_hand_and_without_pooling():
@@ -210,6 +223,24 @@ def test_deletion_insertion_against_a_brute_force_loop():
                 r, c = divmod(order[step], 4)
                 start[0, :, r, c] = finish[0, :, r, c]
         np.testing.assert_allclose(curve.numpy(), expected, rtol=1e-12)
+
+
+def test_deletion_insertion_refuses_maps_that_do_not_match_the_images():
+    w = torch.rand(8, 8, generator=torch.Generator().manual_seed(3))
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    model, targets = _Weighted(w), torch.tensor([0, 1])
+    for maps in (torch.rand(2, 4, 4), torch.rand(1, 8, 8), torch.rand(2, 1, 8, 8), torch.rand(8, 8)):
+        with pytest.raises(ValueError, match=r"maps must be \(B, H, W\) = \(2, 8, 8\) to match images \(2, 3, 8, 8\), "
+                                             rf"got shape {re.escape(str(tuple(maps.shape)))}"):
+            deletion_insertion_curves(model, x, targets, maps, n_steps=4, blur_kernel=3, blur_sigma=1.0)
+    bad = torch.rand(2, 8, 8)
+    bad[1, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="maps holds NaN or infinity"):
+        deletion_insertion_curves(model, x, targets, bad, n_steps=4, blur_kernel=3, blur_sigma=1.0)
+    with pytest.raises(ValueError, match=r"targets must be \(B,\) with B=2"):
+        deletion_insertion_curves(model, x, torch.tensor([0]), torch.rand(2, 8, 8), n_steps=4, blur_kernel=3, blur_sigma=1.0)
+    with pytest.raises(ValueError, match=r"images must be \(B, C, H, W\)"):
+        deletion_insertion_curves(model, x[0], targets, torch.rand(2, 8, 8), n_steps=4, blur_kernel=3, blur_sigma=1.0)
 
 
 def test_auc_is_the_trapezoid_rule():

@@ -112,6 +112,25 @@ def test_fidelity_is_the_probability_drop_by_hand():
     torch.testing.assert_close(mask_images(images, masks, 0.5)[0, 0, 0, 0], torch.tensor(0.5))
 
 
+@pytest.mark.parametrize("targets, message", [
+    ([2, -1], "class indices in \\[0, 3\\) for this model, got -1"),  # before: silently the last class
+    ([2, 3], "class indices in \\[0, 3\\) for this model, got 3"),
+    ([1.7, 0.0], "whole class indices, got 1.7"),  # before: truncated to class 1
+    ([[2], [0], [1]], "targets must be \\(B,\\) = \\(2,\\)"),
+    ([2], "targets must be \\(B,\\) = \\(2,\\)"),
+    ([True, False], "integer class indices"),
+])
+def test_fidelity_refuses_targets_that_are_not_class_indices(targets, message):
+    model = _Linear().eval()
+    images = torch.rand(2, 1, 2, 2, generator=_gen(2))
+    masks = torch.zeros(2, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=message):
+        fidelity(model, images, torch.tensor(targets), masks)
+    # whole-valued floats are the same classes as their integers (the hand case above)
+    exact = fidelity(model, images, torch.tensor([2, 0]), masks | True)
+    torch.testing.assert_close(fidelity(model, images, torch.tensor([2.0, 0.0]), masks | True), exact)
+
+
 def test_random_masks_keep_the_size():
     masks = torch.rand(3, 2, 5, 5, generator=_gen(3)) > 0.7
     rand = random_masks_like(masks, seed=4)

@@ -67,6 +67,17 @@ def test_all_zero_map_gives_none_and_nan_is_refused():
         threshold_sweep(bad)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_infinite_maps_are_refused_like_nan(value):
+    bad = np.ones((7, 7))
+    bad[2, 5] = value
+    for run in (heatmap_to_box, threshold_sweep):
+        with pytest.raises(ValueError, match="heatmap holds NaN or infinity"):
+            run(bad)
+        with pytest.raises(ValueError, match="heatmap holds NaN or infinity"):
+            run(torch.from_numpy(bad))
+
+
 def test_agrees_with_scikit_image_on_random_maps():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -96,6 +107,36 @@ def test_clsloc_threshold_is_half_whatever_the_box_size_and_the_det_rule_is_an_o
     assert iou_threshold((0, 0, 9, 9)) == 0.5  # eval_clsloc.m: ov < 0.50, no relaxation
     assert iou_threshold((0, 0, 9, 9), tiny_box_rule=True) == pytest.approx(100 / 400)  # DET devkit
     assert iou_threshold((0, 0, 199, 99), tiny_box_rule=True) == 0.5
+
+
+@pytest.mark.parametrize("box, message", [
+    ((11, 0, 0, 9), "inverted box"),  # width -10: the DET rule would divide by (w + 10) = 0
+    ((0, 9, 9, 0), "inverted box"),
+    ((0, 0, float("nan"), 9), "NaN or infinity"),
+    ((0, 0, 9), r"\(N, 4\)"),
+    (("a", 0, 9, 9), "numbers"),
+])
+def test_invalid_boxes_are_refused_where_they_enter(box, message):
+    for tiny_box_rule in (False, True):
+        with pytest.raises(ValueError, match=message):
+            iou_threshold(box, tiny_box_rule)
+    with pytest.raises(ValueError, match="box_b"):
+        iou((0, 0, 9, 9), box)
+    with pytest.raises(ValueError, match="box_a"):
+        iou(box, (0, 0, 9, 9))
+
+
+def test_an_inverted_ground_truth_box_is_refused_not_scored():
+    # (20, 20, 0, 0) has a negative width and height: it would be scored as a silent miss
+    inverted = Sample(torch.zeros(3, 30, 30), (3,), torch.tensor([[20, 20, 0, 0]]), torch.tensor([3]), "flipped")
+    with pytest.raises(ValueError, match="the boxes of class 3 in sample 'flipped' holds an inverted box"):
+        image_outcome([3], [(0, 0, 9, 9)], inverted)
+    heatmap = np.zeros((30, 30))
+    heatmap[0:10, 0:10] = 1.0
+    with pytest.raises(ValueError, match="gt_boxes holds an inverted box"):
+        threshold_sweep(heatmap, (0.5,), inverted.boxes)
+    # a one-pixel box (xmin == xmax, ymin == ymax) is a valid inclusive box
+    assert threshold_sweep(heatmap, (0.5,), torch.tensor([[4, 4, 4, 4]])).largest_iou.tolist() == [1 / 100]
 
 
 def _one_class(box: tuple[int, int, int, int], label: int = 3) -> Sample:

@@ -21,3 +21,15 @@ def test_unknown_names_raise_attribute_error():
     from gradcam_lib import max_box_acc
 
     assert max_box_acc([[[0.0, 1.0], [0.0, 0.0]]], [[(1, 0, 1, 0)]]) == 1.0
+
+
+def test_docstring_lists_every_public_name_and_its_example_runs():
+    import doctest
+
+    for name in gradcam_lib.__all__:
+        assert f"``{name}``" in gradcam_lib.__doc__, name
+    finder = doctest.DocTestFinder(recurse=False)
+    (test,) = finder.find(gradcam_lib, "gradcam_lib")
+    assert len(test.examples) == 5
+    result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(test, out=lambda _: None)
+    assert result.failed == 0 and result.attempted == 5

@@ -94,6 +94,23 @@ def test_ties_constant_maps_and_bad_input():
         max_point(torch.zeros(2, 4, 4))
 
 
+def test_infinite_maps_and_invalid_boxes_are_refused():
+    for value in (float("inf"), float("-inf")):
+        heat = _peak_at(5, 5)
+        heat[0, 0] = value
+        with pytest.raises(ValueError, match="heatmap holds NaN or infinity"):
+            pointing_hit(heat, [[0, 0, 9, 9]])
+    # (10, 10, 0, 0) is inverted: every coordinate gap is clamped at 0 from one side, so the peak
+    # (5, 5) was 14.1 px "from" it, a hit; it is refused, even for a constant map that points nowhere
+    for heat in (_peak_at(5, 5), torch.zeros(40, 50)):
+        with pytest.raises(ValueError, match=r"boxes holds an inverted box \[10.0, 10.0, 0.0, 0.0\]"):
+            pointing_hit(heat, [[0, 0, 3, 3], [10, 10, 0, 0]])
+    with pytest.raises(ValueError, match="boxes holds NaN or infinity"):
+        box_distances((5, 5), [[0, 0, float("inf"), 3]])
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        pointing_hit(_peak_at(5, 5), [[0, 0, 3]])
+
+
 def test_bilinear_plateau_points_to_its_middle_not_its_corner():
     """A 7x7 map peaking in its corner cell, upsampled x32 bilinearly: the top-left 16x16 pixels tie.
     numpy's argmax would say (0, 0); the rule says the middle of the plateau."""

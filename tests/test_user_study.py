@@ -4,10 +4,16 @@ Monte-Carlo references; the published module against its own counts."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import itertools
+import json
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,6 +205,84 @@ def test_predictions_and_explanations_of_a_small_model(tmp_path):
 # ------------------------------------------------------------------------------------ scoring
 
 
+class TextParser(HTMLParser):
+    """The text a browser shows: of every ``<title>``, ``<h1>``, ``<legend>`` and ``<figcaption>``
+    (entities decoded, markup inside dropped), and every ``alt`` attribute."""
+
+    SHOWN = ("title", "h1", "legend", "figcaption")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.texts: dict[str, list[str]] = {tag: [] for tag in (*self.SHOWN, "alt")}
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.texts["alt"] += [v for k, v in attrs if k == "alt" and v is not None]
+        if tag in self.SHOWN:
+            self.open.append(tag)
+            self.texts[tag].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.open and tag == self.open[-1]:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.open:
+            self.texts[self.open[-1]][-1] += data
+
+
+def test_form_text_is_shown_as_written_and_placeholders_in_it_stay_text():
+    items, key = synthetic_study(n_images=2)
+    odd = "R&D <b>x</b>"
+    items = [dataclasses.replace(item, class_name=odd) for item in items]
+    hostile = key.assign(position=key["position"].astype(str) + "<img src=x onerror=alert(1)>")
+    title, instructions = "Study {{QUESTIONS}} {{STUDY_ID}}", "Read {{QUESTIONS}} & answer"
+    page = us.render_form(items, hostile, title=title, instructions=instructions)
+    parser, text = FormParser(), TextParser()
+    parser.feed(page)
+    text.feed(page)
+    # one fieldset per question: the placeholders in the title and the instructions were not filled
+    assert list(parser.questions) == key["question_id"].tolist() and page.count("<fieldset") == len(key)
+    assert text.texts["title"] == [title] and text.texts["h1"] == [title] and instructions in html.unescape(page)
+    # the key's position is text, not markup: no image outside the data: URIs, shown literally
+    assert all(url.startswith("data:") for url in parser.urls)
+    assert text.texts["legend"] == [f"Question {p} of {len(key)}: {odd}" for p in hostile["position"]]
+    # the alt text is plain text, as the caption shows it (before: the escaped markup, literally)
+    assert text.texts["alt"] == [f"The image: {odd}", "Robot A", "Robot B"] * len(key)
+    assert text.texts["figcaption"] == [f"The image: {odd}", "Robot A", "Robot B"] * len(key)
+
+
+def _csv_field_js() -> str:
+    """The form's ``csvField`` function, cut out of the template."""
+    template = (Path(us.__file__).parent / "templates" / "rating_form.html").read_text(encoding="utf-8")
+    match = re.search(r"^  function csvField\(text\) \{\n.*?^  \}\n", template, flags=re.M | re.S)
+    assert match, "csvField not found in the template"
+    return match.group(0)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="the form's CSV export test needs node (apt-get install nodejs)")
+def test_the_forms_csv_export_neutralises_formulas_outside_a_browser(tmp_path):
+    """OWASP's CSV-injection rule on the form's own code, run by node: a field starting with =, +,
+    -, @, tab or CR gets a leading single quote; numbers (the answers -2, -1) stay numbers; then RFC
+    4180 quoting. Expected values written by hand."""
+    cases = {
+        "=HYPERLINK(\"http://x\",\"y\")": "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+        "+1+cmd": "'+1+cmd", "-1+cmd": "'-1+cmd", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx",
+        "\rx": "\"'\rx\"", "-2": "-2", "-1": "-1", "+2": "+2", "-0.5": "-0.5", "0": "0",
+        "rater 7": "rater 7", "a=b": "a=b", 'rater, "seven"': '"rater, ""seven"""', "": "",
+    }
+    script = tmp_path / "fields.js"
+    script.write_text(_csv_field_js() + "process.stdout.write(JSON.stringify(JSON.parse(process.argv[2]).map(csvField)));\n")
+    done = subprocess.run(["node", str(script), json.dumps(list(cases))], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(done.stdout) == list(cases.values())
+    # read back by pandas, as read_ratings reads it: the text with its quote, numbers as numbers
+    fields = json.loads(done.stdout)
+    kept = [0, 1, 6, 13]  # '=HYPERLINK(...), '+1+cmd, -2, a comma and quotes
+    (tmp_path / "row.csv").write_text("a,b,c,d\n" + ",".join(fields[i] for i in kept) + "\n")
+    back = pd.read_csv(tmp_path / "row.csv", dtype={"a": str, "b": str, "d": str}).iloc[0].tolist()
+    assert back == ["'=HYPERLINK(\"http://x\",\"y\")", "'+1+cmd", -2, 'rater, "seven"']
+
+
 def ratings_for(key: pd.DataFrame, answers_by_rater: dict[str, list[int]]) -> pd.DataFrame:
     return pd.DataFrame([
         {"study_id": key["study_id"].iloc[0], "rater_id": rater, "question_id": q, "answer": a}
@@ -225,6 +309,7 @@ def test_scores_are_positive_when_the_stronger_model_is_preferred():
         (lambda r: r.assign(question_id=r["question_id"].where(r.index != 0, "q99")), "not in the key"),
         (lambda r: pd.concat([r, r.iloc[:1]]), "twice"),
         (lambda r: r.drop(columns="rater_id"), "lack columns"),
+        (lambda r: r.assign(question_id=r["question_id"].where(r.index != 0, None)), "'question_id' has a missing id"),
     ],
 )
 def test_bad_ratings_are_refused(change, message):
@@ -242,6 +327,69 @@ def test_read_ratings_concatenates_files_and_names_a_missing_one(tmp_path):
     assert len(both) == 2 * len(key) and set(both["rater_id"]) == {"r1", "r2"}
     with pytest.raises(FileNotFoundError, match="r3.csv"):
         us.read_ratings([tmp_path / "r3.csv"])
+
+
+def test_a_key_with_a_numeric_looking_study_id_is_read_as_text(tmp_path):
+    items, key = synthetic_study(n_images=2, seed=12)
+    study = key["study_id"].iloc[0]
+    assert study == "9189e94870" and float(study) == float("inf")  # one id in ~60 looks like a number
+    _, key_path = us.write_study(tmp_path, us.render_form(items, key), key)
+    ratings_for(key, {"007": [1] * len(key), "7": [2] * len(key)}).to_csv(tmp_path / "ratings.csv", index=False)
+    ratings = us.read_ratings([tmp_path / "ratings.csv"])
+    assert set(ratings["rater_id"]) == {"007", "7"} and (ratings["study_id"] == study).all()
+    with pytest.raises(ValueError, match=r"the key's column 'study_id' holds inf, not text.*read_key"):
+        us.score_ratings(ratings, pd.read_csv(key_path))  # pandas' defaults: every rating refused before
+    with pytest.raises(ValueError, match=r"the ratings' column 'study_id' holds inf.*read_ratings"):
+        us.score_ratings(pd.read_csv(tmp_path / "ratings.csv"), key)
+    back = us.read_key(key_path)
+    assert back.equals(key)
+    scores = us.score_ratings(ratings, back)
+    assert scores.groupby("rater_id")["answer"].first().to_dict() == {"007": 1, "7": 2}
+
+
+def test_an_empty_rater_id_is_refused(tmp_path):
+    _, key = synthetic_study(n_images=2)
+    ratings = ratings_for(key, {"r1": [1] * len(key), "": [2] * len(key)})
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    read = us.read_ratings([tmp_path / "ratings.csv"])
+    assert (read["rater_id"] == "").sum() == len(key)  # kept as written, not NaN
+    for bad in (read, ratings.assign(rater_id=ratings["rater_id"].replace("", np.nan)), ratings.assign(rater_id=" ")):
+        with pytest.raises(ValueError, match=r"ratings have no rater_id; every rater needs an id"):
+            us.analyse_study(bad, key, n_boot=50)
+
+
+def test_a_single_rater_gives_a_defined_analysis():
+    _, key = synthetic_study(n_images=2)
+    strong_on_a = np.where(key["stronger_side"] == "A", 1, -1)
+    answers = np.where(key["method"] == "guided_gradcam", 2, 1) * strong_on_a  # scores 2 (GGC) and 1 (GBP)
+    analysis = us.analyse_study(ratings_for(key, {"only": answers.tolist()}), key, n_boot=50)
+    summary = analysis.summary.set_index("method")
+    assert summary["mean"].to_dict() == {"guided_backprop": 1.0, "guided_gradcam": 2.0}
+    assert (summary["sd"] == 0).all() and (summary["raters"] == 1).all() and (summary["answers"] == 2).all()
+    assert summary[["ci_low", "ci_high"]].isna().all().all()  # one rater cannot be resampled
+    assert analysis.agreement["alpha_ordinal"].isna().all() and (analysis.agreement["raters"] == 1).all()
+    assert analysis.paired["raters"] == 1 and analysis.paired["mean_difference"] == 1.0
+    assert analysis.paired["p_value"] == stats.wilcoxon([1.0]).pvalue == 1.0
+    assert analysis.difference.mean == 1.0 and np.isnan(analysis.difference.low) and analysis.difference_raters == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("study_id,rater_id,question_id,answer\n", "holds no rows \\(only a header\\)"),
+    ("", "is empty"),
+    ("study_id,rater,question_id,answer\nx,r,q01,1\n", "lacks columns \\['rater_id'\\]"),
+])
+def test_ratings_files_without_ratings_are_refused_by_name(tmp_path, text, message):
+    _, key = synthetic_study(n_images=2)
+    good = tmp_path / "good.csv"
+    ratings_for(key, {"r1": [1] * len(key)}).to_csv(good, index=False)
+    bad = tmp_path / "bad_file.csv"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=f"ratings file {re.escape(str(bad))} {message}"):
+        us.read_ratings([good, bad])
+    key_only_header = tmp_path / "key.csv"
+    key.iloc[:0].to_csv(key_only_header, index=False)
+    with pytest.raises(ValueError, match=f"key file {re.escape(str(key_only_header))} holds no rows"):
+        us.read_key(key_only_header)
 
 
 # ------------------------------------------------------------------------------------ summaries

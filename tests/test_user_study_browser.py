@@ -96,3 +96,32 @@ def test_a_rater_answers_every_question_and_saves_a_csv(browser, tmp_path):
     scores = us.score_ratings(ratings, key)
     strong_on_a = np.where(key["model_a"] == STRONG, 1, -1)
     assert scores["score"].tolist() == (np.asarray(chosen) * strong_on_a).tolist()
+
+
+def test_a_rater_id_that_a_spreadsheet_would_run_is_saved_as_text(browser, tmp_path):
+    """OWASP's CSV-injection rule in the saved file: a rater id starting with = (or +, -, @) gets a
+    leading single quote; the answers -2 and -1 stay numbers."""
+    driver, downloads = browser
+    own = tmp_path / "downloads"  # a folder of this test's own, so the other test's file is not read
+    own.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(own)})
+    try:
+        items, key = synthetic_study(n_images=2)
+        form_path, _ = us.write_study(tmp_path, us.render_form(items, key), key)
+        driver.get(form_path.as_uri())
+        rater = '=HYPERLINK("http://x","y")'
+        driver.find_element(By.ID, "rater-id").send_keys(rater)
+        chosen = [(-2, -1, 2, 0)[k % 4] for k in range(len(key))]
+        for question_id, answer in zip(key["question_id"], chosen):
+            driver.find_element(By.ID, question_id).find_element(By.CSS_SELECTOR, f'input[value="{answer}"]').click()
+        driver.find_element(By.ID, "save").click()
+        files = wait_for_csv(own)
+        assert [f.name for f in files] == [f"ratings_{key['study_id'].iloc[0]}__HYPERLINK__http___x___y__.csv"]
+        lines = files[0].read_text().splitlines()
+        assert lines[1] == f'{key["study_id"].iloc[0]},"\'=HYPERLINK(""http://x"",""y"")",{key["question_id"].iloc[0]},-2'
+        ratings = us.read_ratings(files)
+        assert (ratings["rater_id"] == "'" + rater).all()
+        assert ratings["answer"].tolist() == chosen
+        assert us.score_ratings(ratings, key)["answer"].tolist() == chosen
+    finally:
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})

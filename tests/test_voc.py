@@ -3,6 +3,7 @@ flags, ImageSets/Main split files), and the VOC classifier loader."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from gradcam_lib.datasets import ImageTransform
+from gradcam_lib.datasets.ilsvrc import DroppedBoxWarning
 from gradcam_lib.datasets.voc import (
     VOC_CLASSES,
     VOCDataset,
@@ -125,3 +127,55 @@ def test_voc_model_loads_a_prefixed_checkpoint(tmp_path: Path):
     assert entry.layer is entry.model._swish
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_voc_model("efficientnet_lite0", tmp_path / "missing.pth")
+
+
+# --------------------------------------------------------------------------- bad input (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("", "is not well-formed XML"), ("<annotation><size>", "is not well-formed XML"), ("<voc/>", "root element is <voc>")],
+)
+def test_malformed_voc_xml_names_the_file(voc: Path, text: str, words: str):
+    path = voc / "VOCdevkit/VOC2007/Annotations/000001.xml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=words) as info:
+        parse_voc_annotation(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match="000001.xml"):
+        VOCDataset(voc, IDENTITY)[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "nan"])
+def test_bad_voc_coordinates_name_the_object(voc: Path, value: str):
+    path = voc / "VOCdevkit/VOC2007/Annotations/000001.xml"
+    path.write_text(path.read_text().replace("<ymax>40</ymax>", f"<ymax>{value}</ymax>"))
+    with pytest.raises(ValueError, match=rf"000001.xml, object 1 \(dog\): <ymax> is '{value}', not a finite pixel coordinate"):
+        parse_voc_annotation(path)
+
+
+def test_voc_boxes_outside_the_image_are_dropped_with_their_flags(voc: Path):
+    """64 x 64 image; 1-based (70, 1, 80, 10) is right of it: dropped (with its difficult flag),
+    not turned into the 1-pixel box (63, 0, 63, 9)."""
+    root = voc / "VOCdevkit" / "VOC2007"
+    _write(root, "000007", (64, 64), [("cat", 1, (70, 1, 80, 10)), ("dog", 0, (1, 1, 10, 10)), ("cow", 1, (60, 60, 90, 90))])
+    with pytest.warns(DroppedBoxWarning, match=r"000007.xml: dropped 1 of 3 boxes that lie entirely outside the 64 x 64 image"):
+        a = parse_voc_annotation(root / "Annotations" / "000007.xml")
+    assert a.labels == (VOC_CLASSES.index("dog"), VOC_CLASSES.index("cow"))
+    assert a.boxes == ((0, 0, 9, 9), (59, 59, 63, 63))
+    assert a.difficult == (False, True)
+
+
+def test_voc_limit_must_be_positive(voc: Path):
+    with pytest.raises(ValueError, match="limit must be at least 1 .*got 0"):
+        VOCDataset(voc, IDENTITY, limit=0)
+
+
+def test_non_utf8_voc_id_reads_its_files_and_gets_a_printable_id(voc: Path):
+    root = voc / "VOCdevkit" / "VOC2007"
+    image_id = os.fsdecode(b"\xe9t\xe9")
+    for folder, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".xml")):  # a copy of 000002 (a cat at 1..10)
+        (root / folder / f"{image_id}{suffix}").write_bytes((root / folder / f"000002{suffix}").read_bytes())
+    (root / "ImageSets" / "Main" / "odd.txt").write_bytes(b"\xe9t\xe9\n")
+    sample = VOCDataset(voc, IDENTITY, split="odd")[0]
+    assert sample.image_id == "\\xe9t\\xe9" and sample.boxes.tolist() == [[0, 0, 9, 9]]

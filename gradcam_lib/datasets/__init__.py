@@ -22,7 +22,7 @@ from gradcam_lib.datasets.voc import VOC_CLASSES, VOCDataset
 
 __all__ = [
     "DATASET_NAMES",
-    "build_dataset",
+    "VOC_CLASSES",
     "Annotation",
     "CompositeDataset",
     "ILSVRCValDataset",
@@ -31,8 +31,8 @@ __all__ = [
     "PhotoBox",
     "RawPhoto",
     "Sample",
-    "VOC_CLASSES",
     "VOCDataset",
+    "build_dataset",
     "build_sample",
     "collate_samples",
     "find_layout",
@@ -71,22 +71,27 @@ def build_dataset(
             those on ``blacklist``) or ``voc`` (PASCAL VOC 2007 ``split`` under ``data_root``, the
             first ``n_images`` ids).
         transform: the model's :class:`ImageTransform`.
+        n_images: None for the default (100 composites; every image of a real data set), else at
+            least 1.
         blacklist: ILSVRC only: the CLS-LOC devkit's blacklist file
             (``ILSVRC2013_clsloc_validation_blacklist.txt``); its images are skipped.
         start: ILSVRC only: how many val images (file-name order) to skip first -- e.g. a
             held-out calibration part.
 
     Raises:
-        ValueError: unknown name, or a real data set without ``data_root``.
+        ValueError: unknown name, a real data set without ``data_root``, or ``n_images`` /
+            ``max_objects`` below 1.
     """
-    if name in ("ilsvrc", "voc") and data_root is None:
-        raise ValueError(f"dataset {name!r} needs data_root: the data set's folder (see the README)")
+    if n_images is not None and n_images < 1:
+        raise ValueError(f"n_images must be at least 1 (or None for the default), got {n_images}")
     if name == "composite":
-        return CompositeDataset(n_images or 100, transform, seed=seed, max_objects=max_objects)
+        return CompositeDataset(100 if n_images is None else n_images, transform, seed=seed, max_objects=max_objects)
     if name == "photos":
-        return load_photos(transform)
-    if name == "ilsvrc":
-        return ILSVRCValDataset(data_root, transform, limit=n_images, blacklist=blacklist, start=start)
-    if name == "voc":
+        return load_photos(transform)  # type: ignore[return-value]  # a list of samples serves as a map-style data set
+    if name in ("ilsvrc", "voc"):
+        if data_root is None:
+            raise ValueError(f"dataset {name!r} needs data_root: the data set's folder (see the README)")
+        if name == "ilsvrc":
+            return ILSVRCValDataset(data_root, transform, limit=n_images, blacklist=blacklist, start=start)
         return VOCDataset(data_root, transform, split=split, limit=n_images)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from gradcam_lib.datasets.transforms import ImageTransform
+from gradcam_lib.validate import check_boxes
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,18 @@ class Sample:
         return self.boxes[self.box_labels == label]
 
 
+def printable_id(name: str) -> str:
+    """A file name as an image id that any UTF-8 text file can hold. Python keeps the bytes of a
+    non-UTF-8 file name as lone surrogates (``b"caf\\xe9"`` -> ``"caf\\udce9"``), which no UTF-8
+    writer accepts; each such byte becomes a backslash escape (the id ``caf\\xe9``, 7
+    characters). Other names are unchanged. Ids only name images: files are opened by their paths."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def collate_samples(samples: list[Sample]) -> tuple[torch.Tensor, list[Sample]]:
     """DataLoader ``collate_fn``: stack the images, keep the samples for their ground truth."""
     return torch.stack([s.image for s in samples]), list(samples)
@@ -50,8 +63,20 @@ def build_sample(
     ``labels`` are the image-level ground truth: every class annotated in the image, also one whose
     boxes all fall outside the crop (the ILSVRC classification protocol labels the image, not the
     crop). ``boxes``/``box_labels`` keep only the boxes that still cover a pixel of the crop.
+
+    Raises:
+        ValueError: ``boxes`` is not ``(N, 4)``, holds a non-finite value or an inverted box
+            (``xmin > xmax`` or ``ymin > ymax``), or ``box_labels`` does not hold one label per box;
+            the message names ``image_id``.
     """
-    box_labels = torch.as_tensor(box_labels, dtype=torch.long).reshape(-1)
+    check_boxes(f"{image_id}: boxes", boxes)
+    boxes = torch.as_tensor(boxes).reshape(-1, 4)
+    box_labels = torch.as_tensor(box_labels)
+    if box_labels.dim() > 1 or box_labels.numel() != len(boxes):
+        raise ValueError(
+            f"{image_id}: {len(boxes)} boxes but box_labels has shape {tuple(box_labels.shape)}; give one label per box"
+        )
+    box_labels = box_labels.to(torch.long).reshape(-1)
     tensor, mapped, keep = transform(image, boxes)
     labels = tuple(sorted({int(label) for label in box_labels}))
     return Sample(image=tensor, labels=labels, boxes=mapped, box_labels=box_labels[keep], image_id=image_id)

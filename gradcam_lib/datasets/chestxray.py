@@ -27,6 +27,7 @@ outputs: which output of a model is which finding is the model's business
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +35,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from gradcam_lib.datasets.base import Sample, build_sample
+from gradcam_lib.datasets.base import Sample, build_sample, printable_id
 from gradcam_lib.datasets.ilsvrc import read_image
 from gradcam_lib.datasets.transforms import ImageTransform, continuous_to_inclusive
 
 __all__ = [
+    "BBOX_LIST",
     "FINDINGS",
     "FINDING_ALIASES",
     "NIH_SIZE",
-    "BBOX_LIST",
     "BoxRecord",
-    "canonical_finding",
-    "read_bbox_list",
-    "find_image_dirs",
     "ChestXray14BoxDataset",
+    "canonical_finding",
+    "find_image_dirs",
+    "read_bbox_list",
 ]
 
 #: The eight findings that have boxes, in the order of ChestX-ray8's tables.
@@ -91,13 +92,21 @@ def read_bbox_list(path: str | os.PathLike[str]) -> list[BoxRecord]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the header does not start with ``Image Index,Finding Label``, a row has fewer
-            than six fields or a non-numeric / non-positive size, or a finding is not one of
-            :data:`FINDINGS`; the message names the line.
+        ValueError: the file is not UTF-8 text, the header does not start with
+            ``Image Index,Finding Label``, a row has fewer than six fields, a coordinate that is not
+            a finite number (``inf``, ``NaN``) or a non-positive size, or a finding is not one of
+            :data:`FINDINGS`; the message names the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ChestX-ray14 box list {path} does not exist (NIH's BBox_List_2017.csv)")
+    try:
+        return _read_bbox_rows(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error}); is it NIH's BBox_List_2017.csv?") from error
+
+
+def _read_bbox_rows(path: Path) -> list[BoxRecord]:
     records = []
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
@@ -113,6 +122,8 @@ def read_bbox_list(path: str | os.PathLike[str]) -> list[BoxRecord]:
                 x, y, w, h = (float(v) for v in row[2:6])
             except ValueError as error:
                 raise ValueError(f"{path}:{line}: box {row[2:6]} is not numeric") from error
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                raise ValueError(f"{path}:{line}: box {row[2:6]} holds a non-finite number")
             if not (w > 0 and h > 0):
                 raise ValueError(f"{path}:{line}: box of size {w} x {h}")
             finding = canonical_finding(row[1])
@@ -145,8 +156,12 @@ def find_image_dirs(root: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-def _scaled_boxes(records: list[BoxRecord], width: int, height: int) -> torch.Tensor:
-    """Inclusive pixel boxes in an image of ``width`` x ``height`` from boxes given at 1024 px."""
+def _scaled_boxes(records: list[BoxRecord], width: int, height: int, image: str = "") -> torch.Tensor:
+    """Inclusive pixel boxes in an image of ``width`` x ``height`` from boxes given at 1024 px.
+
+    Raises:
+        ValueError: a box covers no pixel of the image (the message names ``image`` and the box).
+    """
     sx, sy = width / NIH_SIZE, height / NIH_SIZE
     rectangles = torch.tensor(
         [[r.x * sx, r.y * sy, (r.x + r.w) * sx, (r.y + r.h) * sy] for r in records], dtype=torch.float64
@@ -154,7 +169,7 @@ def _scaled_boxes(records: list[BoxRecord], width: int, height: int) -> torch.Te
     boxes, keep = continuous_to_inclusive(rectangles, height, width)
     if not keep.all():
         lost = [records[i] for i in range(len(records)) if not keep[i]]
-        raise ValueError(f"boxes outside the {width} x {height} image: {lost}")
+        raise ValueError(f"{image}: boxes of the box list lie outside the {width} x {height} image: {lost}")
     return boxes
 
 
@@ -165,11 +180,12 @@ class ChestXray14BoxDataset(Dataset[Sample]):
         root: the data set folder (module docstring).
         transform: the model's transform (224-px resize, no crop, for CheXNet).
         bbox_csv: the box list; default ``root/BBox_List_2017.csv``.
-        limit: keep the first ``limit`` images (sorted by file name).
+        limit: keep the first ``limit`` (>= 1) images (sorted by file name).
         images_dir: the folder of the PNGs, overriding the search.
 
     Raises:
         FileNotFoundError: folder, box list or an image of the list missing (the message names it).
+        ValueError: ``limit < 1``, or a bad box list (:func:`read_bbox_list`).
     """
 
     def __init__(
@@ -180,6 +196,8 @@ class ChestXray14BoxDataset(Dataset[Sample]):
         limit: int | None = None,
         images_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1 (or None for all images), got {limit}")
         root = Path(root)
         self.transform = transform
         records = read_bbox_list(Path(bbox_csv) if bbox_csv is not None else root / BBOX_LIST)
@@ -204,6 +222,6 @@ class ChestXray14BoxDataset(Dataset[Sample]):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         records = self.records[index]
         image = read_image(self.image_paths[index])
-        boxes = _scaled_boxes(records, *image.size)
+        boxes = _scaled_boxes(records, *image.size, image=str(self.image_paths[index]))
         labels = torch.tensor([FINDINGS.index(r.finding) for r in records], dtype=torch.long)
-        return build_sample(image, boxes, labels, self.image_paths[index].stem, self.transform)
+        return build_sample(image, boxes, labels, printable_id(self.image_paths[index].stem), self.transform)

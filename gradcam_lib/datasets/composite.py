@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.samples import RawPhoto, load_raw_photos
 from gradcam_lib.datasets.transforms import ImageTransform, continuous_to_inclusive, inclusive_to_continuous
 
-__all__ = ["ObjectCrop", "CompositeDataset", "photo_crops", "TEXTURE_TINTS"]
+__all__ = ["TEXTURE_TINTS", "CompositeDataset", "ObjectCrop", "photo_crops"]
 
 # Mean RGB tint of each texture (multiplies the grey level), chosen to look like the material.
 TEXTURE_TINTS: dict[str, tuple[float, float, float]] = {
@@ -96,10 +96,12 @@ def photo_crops(photos: Sequence[RawPhoto] | None = None, min_inside: float = 0.
 
 def _areas(boxes: torch.Tensor) -> torch.Tensor:
     """Pixel count of inclusive boxes (0 for empty ones)."""
-    return ((boxes[:, 2] - boxes[:, 0] + 1).clamp(min=0) * (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=0)).to(torch.float64)
+    return ((boxes[:, 2] - boxes[:, 0] + 1).clamp(min=0) * (boxes[:, 3] - boxes[:, 1] + 1).clamp(min=0)).to(
+        torch.float64
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _texture(name: str) -> Image.Image:
     from skimage import data
 
@@ -123,6 +125,11 @@ class CompositeDataset(Dataset[Sample]):
         scale: range of an object's sqrt-area as a fraction of the usable side (single object).
         margin: fraction of the canvas side kept free of objects on each side.
         tries: placement attempts before an object is shrunk.
+
+    Raises:
+        ValueError: ``n_images``, ``image_size``, ``max_objects`` or ``tries`` below 1, a ``scale``
+            or ``margin`` out of range, an unknown texture, or no crops (the message names the
+            argument).
     """
 
     def __init__(
@@ -138,8 +145,14 @@ class CompositeDataset(Dataset[Sample]):
         margin: float = 0.0625,
         tries: int = 50,
     ) -> None:
-        if max_objects < 1:
-            raise ValueError("max_objects must be at least 1")
+        for argument, value in (
+            ("n_images", n_images),
+            ("image_size", image_size),
+            ("max_objects", max_objects),
+            ("tries", tries),
+        ):
+            if value < 1:
+                raise ValueError(f"{argument} must be at least 1, got {value}")
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}")
         if not 0 <= margin < 0.5 or image_size - 2 * round(margin * image_size) < 1:
@@ -210,7 +223,7 @@ class CompositeDataset(Dataset[Sample]):
                 factor *= 0.8
             placed.append(rect)
             x, y = rect[0], rect[1]
-            canvas.paste(crop.image.resize((width, height), Image.BILINEAR), (x, y))
+            canvas.paste(crop.image.resize((width, height), Image.Resampling.BILINEAR), (x, y))
             scaled = inclusive_to_continuous(crop.boxes) * torch.tensor(
                 [width / crop.image.width, height / crop.image.height] * 2, dtype=torch.float64
             )
@@ -226,8 +239,8 @@ class CompositeDataset(Dataset[Sample]):
         window = int(rng.integers(side // 2, side + 1))
         x = int(rng.integers(0, texture.width - window + 1))
         y = int(rng.integers(0, texture.height - window + 1))
-        grey = texture.crop((x, y, x + window, y + window)).rotate(90 * int(rng.integers(4)))
-        grey = np.asarray(grey.resize((self.image_size, self.image_size), Image.BILINEAR), dtype=np.float32)
+        patch = texture.crop((x, y, x + window, y + window)).rotate(90 * int(rng.integers(4)))
+        grey = np.asarray(patch.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR), dtype=np.float32)
         tint = np.clip(np.asarray(TEXTURE_TINTS[name]) + rng.uniform(-0.1, 0.1, 3), 0, 1)
         rgb = np.clip(grey[..., None] * tint.astype(np.float32), 0, 255).astype(np.uint8)
         return Image.fromarray(rgb)

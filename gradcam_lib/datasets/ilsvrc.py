@@ -16,41 +16,61 @@ val and the test part after it), and the images listed in the CLS-LOC devkit's b
 being ``ILSVRC2012_val_%08d``; 1 762 images) are then left out, as ``eval_clsloc.m`` leaves them out
 of the localisation error. Boxes: the XML's ``xmin..xmax`` are read as 0-based *inclusive* pixel
 coordinates (the devkit computes widths as ``xmax - xmin + 1``) and clipped to the image size the
-XML states; the labels are the indices of the objects' wnids in the sorted list of the 1000
+XML states (a box with no pixel inside that size is dropped, with a :class:`DroppedBoxWarning`
+that counts them); the labels are the indices of the objects' wnids in the sorted list of the 1000
 ILSVRC2012 wnids, which is torchvision's class order (``imagenet_wnids.txt``, made by
 ``data_prep/make_imagenet_wnids.py``).
+
+Bad input. The XMLs are parsed with ``defusedxml`` (no entity expansion, no external references);
+a file that is not well-formed XML, has no ``<annotation>`` root, or a coordinate that is not a
+finite number is a ``ValueError`` naming the file (and the object). A CSV index value that is not
+an integer is a ``ValueError`` naming the file and line. :func:`read_image` refuses, as an
+``OSError`` naming the file, a decompression bomb (more than twice ``PIL.Image.MAX_IMAGE_PIXELS``)
+and an image more than ``MAX_ASPECT_RATIO`` (50) times longer than wide (resizing its shorter side
+to 256 would allocate gigabytes); it converts 32-bit integer and float images by range.
+Non-UTF-8 file names: the CSV index keeps them byte for byte (``surrogateescape``), image ids
+write their bad bytes as ``\\xNN`` escapes (:func:`~gradcam_lib.datasets.base.printable_id`).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import defusedxml
+import defusedxml.ElementTree as SafeET
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gradcam_lib.datasets.base import Sample, build_sample
+from gradcam_lib.datasets.base import Sample, build_sample, printable_id
 from gradcam_lib.datasets.transforms import ImageTransform
 
 __all__ = [
-    "Annotation",
-    "ILSVRCValDataset",
-    "imagenet_wnids",
-    "wnid_to_index",
-    "parse_annotation",
-    "find_layout",
-    "read_image",
-    "write_index",
-    "read_blacklist",
-    "image_number",
     "INDEX_COLUMNS",
+    "MAX_ASPECT_RATIO",
+    "Annotation",
+    "DroppedBoxWarning",
+    "ILSVRCValDataset",
+    "find_layout",
+    "image_number",
+    "imagenet_wnids",
+    "keep_inside",
+    "parse_annotation",
+    "read_blacklist",
+    "read_image",
+    "read_xml",
+    "wnid_to_index",
+    "write_index",
 ]
 
 WNIDS_FILE = "imagenet_wnids.txt"
@@ -58,6 +78,15 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg")
 IMAGE_DIRS = ("val", "Data/CLS-LOC/val", ".")
 ANNOTATION_DIRS = ("bbox_val/val", "bbox_val", "Annotations/CLS-LOC/val", "Annotations", "val", ".")
 INDEX_COLUMNS = ("image", "width", "height", "wnid", "label", "xmin", "ymin", "xmax", "ymax")
+#: read_image refuses images whose long side is more than this many times their short side.
+MAX_ASPECT_RATIO = 50
+#: Coordinates and sizes of a box file must be below this in magnitude (a long tensor holds them).
+MAX_COORDINATE = 2**31
+
+
+class DroppedBoxWarning(UserWarning):
+    """Boxes that lie entirely outside their image's stated size were dropped (the message says
+    how many, and where)."""
 
 
 @lru_cache(maxsize=1)
@@ -104,41 +133,113 @@ def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
     return x0, y0, x1, y1
 
 
-def xml_number(node: ET.Element, tag: str, path: Path) -> int:
-    """The integer in ``<tag>`` under ``node`` of a VOC-format XML (ILSVRC and PASCAL VOC share it).
+def keep_inside(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int, source: str) -> list[bool]:
+    """Which inclusive boxes share at least one pixel with a ``width`` x ``height`` image (a size
+    <= 0 means unknown: no limit on that axis). When some do not, one :class:`DroppedBoxWarning`
+    counts them, naming ``source``; the caller drops them (clipping would turn each into a
+    1-pixel box in a corner)."""
+    keep = [
+        (width <= 0 or (x1 >= 0 and x0 <= width - 1)) and (height <= 0 or (y1 >= 0 and y0 <= height - 1))
+        for x0, y0, x1, y1 in boxes
+    ]
+    dropped = len(keep) - sum(keep)
+    if dropped:
+        warnings.warn(
+            f"{source}: dropped {dropped} of {len(keep)} boxes that lie entirely outside the "
+            f"{width} x {height} image",
+            DroppedBoxWarning,
+            stacklevel=3,
+        )
+    return keep
+
+
+def read_xml(path: str | os.PathLike[str]) -> ET.Element:
+    """The ``<annotation>`` root of a VOC-format XML (ILSVRC and PASCAL VOC share it), parsed with
+    ``defusedxml`` (entity declarations and external references are refused).
 
     Raises:
-        ValueError: the tag is missing (the message names the file).
+        FileNotFoundError: no such file.
+        ValueError: empty or malformed XML, a refused construct, or another root element (the
+            message names the file).
     """
+    path = Path(path)
+    try:
+        root = SafeET.parse(path).getroot()
+    except FileNotFoundError:
+        raise
+    except ET.ParseError as error:
+        raise ValueError(
+            f"{path} is not well-formed XML ({error}); re-extract it from the data set's archive"
+        ) from error
+    except defusedxml.DefusedXmlException as error:
+        raise ValueError(f"{path} was refused: {error!r} (annotation files need no DTD entities)") from error
+    if root.tag != "annotation":
+        raise ValueError(f"{path}: root element is <{root.tag}>, not <annotation>; is this a VOC/ILSVRC box file?")
+    return root
+
+
+def xml_number(node: ET.Element, tag: str, path: Path, where: str = "") -> int:
+    """The integer in ``<tag>`` under ``node`` of a VOC-format XML (ILSVRC and PASCAL VOC share it),
+    rounded from a decimal if need be; ``where`` names the element in messages (``"object 2"``).
+
+    Raises:
+        ValueError: the tag is missing or does not hold a finite number below ``MAX_COORDINATE``
+            (the message names the file and ``where``).
+    """
+    place = f"{path}, {where}" if where else str(path)
     text = node.findtext(tag)
     if text is None:
-        raise ValueError(f"{path}: <{tag}> missing")
-    return int(round(float(text)))
+        raise ValueError(f"{place}: <{tag}> missing")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and abs(value) < MAX_COORDINATE):
+        raise ValueError(f"{place}: <{tag}> is {text.strip()!r}, not a finite pixel coordinate")
+    return round(value)
 
 
 def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
-    """Read one ILSVRC/PASCAL VOC XML; boxes are clipped to its ``<size>``.
+    """Read one ILSVRC/PASCAL VOC XML; boxes are clipped to its ``<size>``, and those entirely
+    outside it dropped (one :class:`DroppedBoxWarning` counts them).
 
     Raises:
-        ValueError: a box with ``xmin > xmax`` or ``ymin > ymax``, or a missing field.
+        ValueError: malformed XML (see :func:`read_xml`), a box with ``xmin > xmax`` or
+            ``ymin > ymax``, a missing or non-numeric field, or a negative size; the message names
+            the file and object.
     """
     path = Path(path)
-    root = ET.parse(path).getroot()
+    root = read_xml(path)
 
     size = root.find("size")
-    width, height = (xml_number(size, "width", path), xml_number(size, "height", path)) if size is not None else (0, 0)
+    width, height = (
+        (xml_number(size, "width", path, "<size>"), xml_number(size, "height", path, "<size>"))
+        if size is not None
+        else (0, 0)
+    )
+    if width < 0 or height < 0:
+        raise ValueError(f"{path}: negative image size {width} x {height}")
     wnids, boxes = [], []
-    for obj in root.iter("object"):
+    for number, obj in enumerate(root.iter("object"), start=1):
         bndbox = obj.find("bndbox")
         name = obj.findtext("name")
         if bndbox is None or name is None:
-            raise ValueError(f"{path}: an <object> lacks <name> or <bndbox>")
-        box = tuple(xml_number(bndbox, tag, path) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            raise ValueError(f"{path}: <object> {number} lacks <name> or <bndbox>")
+        where = f"object {number} ({name.strip()})"
+        x0, y0, x1, y1 = (xml_number(bndbox, tag, path, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        box = (x0, y0, x1, y1)
         if box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(f"{path}: inverted box {box} for {name}")
+            raise ValueError(f"{path}, {where}: inverted box {box} (xmin > xmax or ymin > ymax)")
         wnids.append(name.strip())
-        boxes.append(clip_box(box, width, height))
-    return Annotation(path.stem, width, height, tuple(wnids), tuple(boxes))
+        boxes.append(box)
+    keep = keep_inside(boxes, width, height, str(path))
+    return Annotation(
+        printable_id(path.stem),
+        width,
+        height,
+        tuple(w for w, k in zip(wnids, keep, strict=True) if k),
+        tuple(clip_box(b, width, height) for b, k in zip(boxes, keep, strict=True) if k),
+    )
 
 
 def _first_with(root: Path, candidates: Iterable[str], suffixes: tuple[str, ...]) -> Path | None:
@@ -212,20 +313,46 @@ def image_number(image_id: str) -> int:
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully (any mode; the transform converts to RGB).
+    """Decode an image file fully (any mode; the transform converts to RGB). 32-bit integer
+    (``I``) and float (``F``) images are converted to 8-bit grey by range: ``[min(0, lowest),
+    highest]`` -> ``[0, 255]`` (for non-negative values, the division by the peak that
+    :func:`~gradcam_lib.datasets.transforms.to_rgb` applies to 16-bit images).
 
     Raises:
         FileNotFoundError: no such file.
-        OSError: the file is not a decodable image; the message names it.
+        OSError: the file is not a decodable image, is refused as a decompression bomb (more than
+            twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), has an aspect ratio above
+            ``MAX_ASPECT_RATIO`` : 1, or holds NaN / infinite pixels; the message names it.
     """
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as error:
+        raise OSError(
+            f"image {path} was refused as a possible decompression bomb ({error}); if it is genuine, "
+            f"raise PIL.Image.MAX_IMAGE_PIXELS before reading it"
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise OSError(f"cannot decode image {path}: {error}") from error
-    return image
+    width, height = image.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise OSError(
+            f"image {path} is {width} x {height} pixels: an aspect ratio above {MAX_ASPECT_RATIO}:1 is refused "
+            f"(resizing its shorter side for a model would allocate an enormous image); crop it first"
+        )
+    return _eight_bit_by_range(image, path) if image.mode in ("I", "F") else image
+
+
+def _eight_bit_by_range(image: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
+    """A 32-bit integer or float image as 8-bit grey, ``[min(0, lowest), highest]`` -> ``[0, 255]``."""
+    pixels = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(pixels).all():
+        raise OSError(f"image {path} holds NaN or infinite pixels; replace them before reading it")
+    low = min(float(pixels.min(initial=0.0)), 0.0)
+    span = float(pixels.max(initial=0.0)) - low
+    return Image.fromarray(np.round((pixels - low) / (span or 1.0) * 255).astype(np.uint8), "L")
 
 
 class ILSVRCValDataset(Dataset[Sample]):
@@ -234,7 +361,7 @@ class ILSVRCValDataset(Dataset[Sample]):
     Args:
         root: the data set folder, or a CSV index written by :func:`write_index`.
         transform: the model's transform (boxes follow it).
-        limit: keep only the first ``limit`` images (in file-name order) from ``start``.
+        limit: keep only the first ``limit`` (>= 1) images (in file-name order) from ``start``.
         images_dir, annotations_dir: override the folder search (folder mode only).
         blacklist: the devkit's blacklist file; its images are left out of the selection
             (:attr:`skipped` lists them).
@@ -246,6 +373,8 @@ class ILSVRCValDataset(Dataset[Sample]):
     Raises:
         FileNotFoundError: folders missing, or an XML whose image is not there (the message names
             both).
+        ValueError: ``limit < 1`` or ``start < 0``; a CSV index with a missing column or a bad
+            value (the message names the file and line). A bad XML raises when its item is read.
     """
 
     def __init__(
@@ -260,6 +389,8 @@ class ILSVRCValDataset(Dataset[Sample]):
     ) -> None:
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1 (or None for all images), got {limit}")
         self.transform = transform
         root = Path(root)
         if root.suffix.lower() == ".csv":
@@ -273,8 +404,8 @@ class ILSVRCValDataset(Dataset[Sample]):
         if blacklist is not None:
             numbers = read_blacklist(blacklist)
             listed = [image_number(_image_id(a)) in numbers for _, a in pairs]
-            self.skipped = tuple(_image_id(a) for (_, a), out in zip(pairs, listed) if out)
-            pairs = [pair for pair, out in zip(pairs, listed) if not out]
+            self.skipped = tuple(_image_id(a) for (_, a), out in zip(pairs, listed, strict=True) if out)
+            pairs = [pair for pair, out in zip(pairs, listed, strict=True) if not out]
         self.image_paths: list[Path] = [p for p, _ in pairs]
         self._annotations: list[Path | Annotation] = [a for _, a in pairs]
 
@@ -297,7 +428,7 @@ class ILSVRCValDataset(Dataset[Sample]):
 
 
 def _image_id(annotation: Path | Annotation) -> str:
-    return annotation.image_id if isinstance(annotation, Annotation) else annotation.stem
+    return annotation.image_id if isinstance(annotation, Annotation) else printable_id(annotation.stem)
 
 
 def _scan_folder(images: Path, annotations: Path) -> list[tuple[Path, Path | Annotation]]:
@@ -314,32 +445,64 @@ def _scan_folder(images: Path, annotations: Path) -> list[tuple[Path, Path | Ann
 
 
 def _read_index(path: Path) -> list[tuple[Path, Path | Annotation]]:
-    """Pairs from a CSV index (one row per box; image paths relative to the CSV's folder)."""
-    rows: dict[str, list[dict[str, str]]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    """Pairs from a CSV index (one row per box; image paths relative to the CSV's folder; bytes
+    that are not UTF-8 are kept as ``surrogateescape``, as :func:`write_index` writes them)."""
+    rows: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         absent = set(INDEX_COLUMNS) - set(reader.fieldnames or ())
         if absent:
             raise ValueError(f"{path}: columns {sorted(absent)} missing")
         for row in reader:
-            rows.setdefault(row["image"], []).append(row)
+            rows.setdefault(row["image"], []).append((reader.line_num, row))
     pairs: list[tuple[Path, Path | Annotation]] = []
     for image, group in rows.items():
-        first = group[0]
+        numbers = [_index_numbers(path, line, row) for line, row in group]
+        width, height = numbers[0][:2]
+        boxes = [n[2:] for n in numbers]
+        lines = f"lines {group[0][0]}-{group[-1][0]}" if len(group) > 1 else f"line {group[0][0]}"
+        keep = keep_inside(boxes, width, height, f"{path}, {lines} ({image})")
         annotation = Annotation(
-            image_id=Path(image).stem,
-            width=int(first["width"]),
-            height=int(first["height"]),
-            wnids=tuple(r["wnid"] for r in group),
-            boxes=tuple(tuple(int(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")) for r in group),
+            image_id=printable_id(Path(image).stem),
+            width=width,
+            height=height,
+            wnids=tuple(row["wnid"] for (_, row), k in zip(group, keep, strict=True) if k),
+            boxes=tuple(clip_box(b, width, height) for b, k in zip(boxes, keep, strict=True) if k),
         )
         pairs.append((path.parent / image, annotation))
     return pairs
 
 
+def _index_numbers(path: Path, line: int, row: dict[str, str]) -> tuple[int, int, int, int, int, int]:
+    """``(width, height, xmin, ymin, xmax, ymax)`` of one index row.
+
+    Raises:
+        ValueError: a value that is not an integer below ``MAX_COORDINATE``, a negative size or an
+            inverted box (the message names the file and line).
+    """
+    values = []
+    for column in ("width", "height", "xmin", "ymin", "xmax", "ymax"):
+        text = row.get(column)
+        try:
+            value = int(text) if text is not None else None
+        except ValueError:
+            value = None
+        if value is None or abs(value) >= MAX_COORDINATE:
+            raise ValueError(f"{path}, line {line}: {column} is {text!r}, not an integer pixel coordinate")
+        values.append(value)
+    width, height, x0, y0, x1, y1 = values
+    if width < 0 or height < 0:
+        raise ValueError(f"{path}, line {line}: negative image size {width} x {height}")
+    if x0 > x1 or y0 > y1:
+        raise ValueError(f"{path}, line {line}: inverted box {(x0, y0, x1, y1)} (xmin > xmax or ymin > ymax)")
+    return width, height, x0, y0, x1, y1
+
+
 def write_index(dataset: ILSVRCValDataset, out: str | os.PathLike[str], progress: bool = False) -> Path:
     """Write ``dataset``'s images and boxes as a CSV index (columns ``INDEX_COLUMNS``, one row per
-    box, image paths relative to the CSV's folder) that :class:`ILSVRCValDataset` reads back."""
+    box, image paths relative to the CSV's folder) that :class:`ILSVRCValDataset` reads back. UTF-8;
+    the bytes of a non-UTF-8 file name are written unchanged (``surrogateescape``), so the path
+    reads back as the same file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     indices: Iterable[int] = range(len(dataset))
@@ -347,12 +510,12 @@ def write_index(dataset: ILSVRCValDataset, out: str | os.PathLike[str], progress
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="ILSVRC XMLs", unit="img")
-    with open(out, "w", newline="", encoding="utf-8") as handle:
+    with open(out, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(INDEX_COLUMNS)
         for i in indices:
             a = dataset.annotation(i)
             image = Path(os.path.relpath(dataset.image_paths[i].resolve(), out.parent.resolve())).as_posix()
-            for wnid, label, box in zip(a.wnids, a.labels, a.boxes):
+            for wnid, label, box in zip(a.wnids, a.labels, a.boxes, strict=True):
                 writer.writerow([image, a.width, a.height, wnid, label, *box])
     return out

@@ -20,7 +20,7 @@ from PIL import Image
 from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.transforms import ImageTransform, to_rgb
 
-__all__ = ["RawPhoto", "PhotoBox", "read_photo_boxes", "load_source_image", "load_raw_photos", "load_photos"]
+__all__ = ["PhotoBox", "RawPhoto", "load_photos", "load_raw_photos", "load_source_image", "read_photo_boxes"]
 
 BOXES_FILE = "photo_boxes.csv"
 

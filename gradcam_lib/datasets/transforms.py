@@ -45,6 +45,41 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def as_pil(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
+    """A PIL image from a PIL image (returned as is), a numpy array ``(H, W)`` / ``(H, W, 3)`` or a
+    tensor ``(3, H, W)`` / ``(1, H, W)`` (torchvision's layout; ``(H, W, 3)`` is accepted too).
+    Pixels are uint8, or floats in [0, 1] (scaled by 255 and rounded to uint8).
+
+    Raises:
+        TypeError: another type or dtype. ValueError: another shape, or floats outside [0, 1]
+            (an already normalised tensor: pass the pixels instead).
+    """
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+            array = np.moveaxis(array, 0, -1)
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise TypeError(f"image must be a PIL image, a numpy array or a tensor, got {type(image).__name__}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise ValueError(f"image array must be (H, W, 3), (H, W) or a (3, H, W) tensor, got shape {tuple(image.shape)}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+            raise ValueError(
+                "a float image must hold pixels in [0, 1]; this one lies in "
+                f"[{array.min():.3g}, {array.max():.3g}] (already normalised? pass the uint8 or [0, 1] pixels)"
+            )
+        array = np.round(array * 255.0)
+    elif array.dtype != np.uint8:
+        raise TypeError(f"image pixels must be uint8 or floats in [0, 1], got dtype {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array.astype(np.uint8)))
+
+
 def inclusive_to_continuous(boxes: torch.Tensor) -> torch.Tensor:
     """``(N, 4)`` inclusive pixel boxes -> continuous ``[x0, x1) x [y0, y1)`` rectangles."""
     return boxes.to(torch.float64) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
@@ -75,8 +110,8 @@ class ImageTransform:
 
     resize: int = 256
     crop: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN  # one value per channel (three for RGB, one for MNIST)
+    std: tuple[float, ...] = IMAGENET_STD
     geometry: str = "crop"
 
     def __post_init__(self) -> None:
@@ -94,10 +129,11 @@ class ImageTransform:
         return cls(size, size, mean, std, geometry="resize")
 
     def __call__(
-        self, image: Image.Image, boxes: torch.Tensor | None = None
+        self, image: Image.Image | np.ndarray | torch.Tensor, boxes: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args:
-            image: a PIL image of any mode.
+            image: a PIL image of any mode, or pixels as :func:`as_pil` takes them (a numpy
+                ``(H, W, 3)`` uint8 array, a ``(3, H, W)`` uint8 tensor, floats in [0, 1]).
             boxes: ``(N, 4)`` inclusive pixel boxes in the image's own coordinates, or None.
 
         Returns:
@@ -105,7 +141,7 @@ class ImageTransform:
             output's pixels, keep (N,) bool: which input boxes survived the crop -- all of them
             with ``geometry="resize"``)``.
         """
-        image = to_rgb(image)
+        image = to_rgb(as_pil(image))
         width, height = image.size
         if boxes is None:
             boxes = torch.zeros((0, 4), dtype=torch.long)
@@ -146,4 +182,4 @@ class ImageTransform:
 
 def resize_for_crop(crop: int, ratio: float = 0.875) -> int:
     """The usual ImageNet evaluation resize for a given crop (224 -> 256)."""
-    return int(math.floor(crop / ratio))
+    return math.floor(crop / ratio)

@@ -7,7 +7,10 @@ line; ``test`` for the pointing game as TorchRay, ``val`` for the paper's Table 
 
 Boxes: VOC XML coordinates are **1-based** inclusive pixel indices (the devkit's); they are read as
 ``value - 1``, i.e. 0-based inclusive, the convention of the whole library (TorchRay's
-``voc_as_mask`` subtracts 1 in the same way), and clipped to the image. Labels are indices into
+``voc_as_mask`` subtracts 1 in the same way), and clipped to the image; a box entirely outside the
+image is dropped with a :class:`~gradcam_lib.datasets.ilsvrc.DroppedBoxWarning` that counts them.
+XML is parsed with ``defusedxml``; malformed XML or a non-numeric coordinate is a ``ValueError``
+naming the file and object. Labels are indices into
 :data:`VOC_CLASSES` (alphabetical, the devkit's and TorchRay's order). Each object's ``difficult``
 flag is kept on the sample (:class:`VOCSample`); the pointing game skips a class whose boxes are all
 difficult, as TorchRay.
@@ -16,18 +19,17 @@ difficult, as TorchRay.
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from gradcam_lib.datasets.base import Sample
-from gradcam_lib.datasets.ilsvrc import clip_box, read_image, xml_number
+from gradcam_lib.datasets.base import Sample, printable_id
+from gradcam_lib.datasets.ilsvrc import clip_box, keep_inside, read_image, read_xml, xml_number
 from gradcam_lib.datasets.transforms import ImageTransform
 
-__all__ = ["VOC_CLASSES", "VOCAnnotation", "VOCSample", "VOCDataset", "parse_voc_annotation", "find_voc_root"]
+__all__ = ["VOC_CLASSES", "VOCAnnotation", "VOCDataset", "VOCSample", "find_voc_root", "parse_voc_annotation"]
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -56,33 +58,46 @@ class VOCSample(Sample):
 
 
 def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
-    """Read one ``Annotations/<id>.xml``; 1-based boxes become 0-based inclusive.
+    """Read one ``Annotations/<id>.xml``; 1-based boxes become 0-based inclusive, clipped to the
+    image; boxes entirely outside it are dropped (one warning counts them).
 
     Raises:
-        ValueError: unknown class name, missing field, or an inverted box (the message names the file).
+        ValueError: malformed XML, unknown class name, missing or non-numeric field, a
+            negative size or an inverted box (the message names the file and object).
     """
     path = Path(path)
-    root = ET.parse(path).getroot()
+    root = read_xml(path)
 
     size = root.find("size")
     if size is None:
         raise ValueError(f"{path}: <size> missing")
-    width, height = xml_number(size, "width", path), xml_number(size, "height", path)
+    width, height = xml_number(size, "width", path, "<size>"), xml_number(size, "height", path, "<size>")
+    if width < 0 or height < 0:
+        raise ValueError(f"{path}: negative image size {width} x {height}")
     labels, boxes, difficult = [], [], []
-    for obj in root.iter("object"):
+    for number, obj in enumerate(root.iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         bndbox = obj.find("bndbox")
         if name not in _CLASS_INDEX:
-            raise ValueError(f"{path}: unknown VOC class {name!r}")
+            raise ValueError(f"{path}: unknown VOC class {name!r} (object {number})")
+        where = f"object {number} ({name})"
         if bndbox is None:
-            raise ValueError(f"{path}: <object> {name} lacks <bndbox>")
-        x0, y0, x1, y1 = (xml_number(bndbox, tag, path) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
+            raise ValueError(f"{path}, {where}: <bndbox> missing")
+        x0, y0, x1, y1 = (xml_number(bndbox, tag, path, where) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
         if x0 > x1 or y0 > y1:
-            raise ValueError(f"{path}: inverted box {(x0, y0, x1, y1)} for {name}")
-        boxes.append(clip_box((x0, y0, x1, y1), width, height))
+            raise ValueError(f"{path}, {where}: inverted box {(x0, y0, x1, y1)} (xmin > xmax or ymin > ymax)")
+        boxes.append((x0, y0, x1, y1))
         labels.append(_CLASS_INDEX[name])
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    return VOCAnnotation(path.stem, width, height, tuple(labels), tuple(boxes), tuple(difficult))
+    keep = keep_inside(boxes, width, height, str(path))
+    return VOCAnnotation(
+        printable_id(path.stem),
+        width,
+        height,
+        tuple(label for label, k in zip(labels, keep, strict=True) if k),
+        tuple(clip_box(b, width, height) for b, k in zip(boxes, keep, strict=True) if k),
+        tuple(flag for flag, k in zip(difficult, keep, strict=True) if k),
+    )
 
 
 def find_voc_root(root: str | os.PathLike[str]) -> Path:
@@ -111,19 +126,26 @@ class VOCDataset(Dataset[VOCSample]):
         root: see :func:`find_voc_root`.
         transform: the model's transform (boxes follow it).
         split: a file of ``ImageSets/Main`` (``test``, ``val``, ``trainval`` ...).
-        limit: keep the first ``limit`` ids of the split file.
+        limit: keep the first ``limit`` (>= 1) ids of the split file.
 
     Raises:
         FileNotFoundError: no VOC folder, no split file, or a listed id without its XML or JPEG.
+        ValueError: ``limit < 1``.
     """
 
-    def __init__(self, root: str | os.PathLike[str], transform: ImageTransform, split: str = "test", limit: int | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], transform: ImageTransform, split: str = "test", limit: int | None = None
+    ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1 (or None for the whole split), got {limit}")
         self.root = find_voc_root(root)
         self.transform = transform
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"VOC split file {split_file} does not exist")
-        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        # ids name files: bytes that are not UTF-8 are kept (surrogateescape) so the paths still match
+        text = split_file.read_text(encoding="utf-8", errors="surrogateescape")
+        ids = [line.split()[0] for line in text.splitlines() if line.strip()]
         self.ids = ids[:limit] if limit is not None else ids
         for image_id in self.ids[:1] + self.ids[-1:]:  # cheap early check of the layout
             self._paths(image_id)

@@ -12,13 +12,13 @@ from gradcam_lib.published.sensitivity import kth_sensitivity
 from gradcam_lib.published.user_study import class_discrimination, trust_counts, trust_means
 
 __all__ = [
-    "kth_adversarial_examples",
-    "kth_eps_in_pixels",
     "chestxray8_localization",
     "class_discrimination",
     "confidence_metrics",
     "deletion_insertion",
+    "kth_adversarial_examples",
     "kth_box_shares",
+    "kth_eps_in_pixels",
     "kth_fidelity_contrastivity",
     "kth_sensitivity",
     "localization_errors",

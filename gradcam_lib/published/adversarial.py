@@ -12,7 +12,7 @@ import pandas as pd
 
 from gradcam_lib.datasets.transforms import IMAGENET_STD
 
-__all__ = ["KTH_EPS_NORMALISED", "kth_eps_in_pixels", "kth_adversarial_examples"]
+__all__ = ["KTH_EPS_NORMALISED", "kth_adversarial_examples", "kth_eps_in_pixels"]
 
 KTH_EPS_NORMALISED = 0.05
 
@@ -25,7 +25,8 @@ _KTH_EXAMPLES = [
 
 def kth_eps_in_pixels() -> tuple[float, float, float]:
     """KTH's eps = 0.05 in normalised units, per channel in [0, 1] pixel units (0.05 * std)."""
-    return tuple(KTH_EPS_NORMALISED * s for s in IMAGENET_STD)
+    red, green, blue = IMAGENET_STD
+    return KTH_EPS_NORMALISED * red, KTH_EPS_NORMALISED * green, KTH_EPS_NORMALISED * blue
 
 
 def kth_adversarial_examples() -> pd.DataFrame:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["kth_box_shares", "chestxray8_localization"]
+from gradcam_lib.datasets.chestxray import FINDINGS as _CX8_FINDINGS  # ChestX-ray8 tables' order
+
+__all__ = ["chestxray8_localization", "kth_box_shares"]
 
 #: KTH's methods under this book's labels: KTH's notes say "zero baseline" for captum's IG (50 steps)
 #: and GradientShap; on CheXNet's ImageNet-normalised input a zero tensor is the mean colour (a grey).
@@ -29,11 +31,14 @@ _KTH_ROWS = [
 
 def kth_box_shares() -> pd.DataFrame:
     """KTH's mean box share per (model, method), long format: model, method, kth_share, source."""
-    rows = [(model, method, value, "KTH") for model, values in _KTH_ROWS for method, value in zip(_KTH_METHODS, values)]
+    rows = [
+        (model, method, value, "KTH")
+        for model, values in _KTH_ROWS
+        for method, value in zip(_KTH_METHODS, values, strict=True)
+    ]
     return pd.DataFrame(rows, columns=["model", "method", "kth_share", "source"])
 
 
-_CX8_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
 _CX8_TABLE4 = {  # T(IoBB): (Acc. per finding, AFP per finding)
     0.1: ((0.7277, 0.9931, 0.7124, 0.7886, 0.4352, 0.1645, 0.7500, 0.4591),
           (0.8323, 0.3506, 0.7998, 0.5589, 0.6423, 0.6047, 0.9055, 0.4776)),
@@ -50,6 +55,9 @@ _CX8_TABLE4 = {  # T(IoBB): (Acc. per finding, AFP per finding)
 
 def chestxray8_localization() -> pd.DataFrame:
     """ChestX-ray8 Table 4, long format: finding, T, acc, afp, source."""
-    rows = [(finding, t, acc, afp, "ChestX-ray8 Table 4")
-            for t, (accs, afps) in _CX8_TABLE4.items() for finding, acc, afp in zip(_CX8_FINDINGS, accs, afps)]
+    rows = [
+        (finding, t, acc, afp, "ChestX-ray8 Table 4")
+        for t, (accs, afps) in _CX8_TABLE4.items()
+        for finding, acc, afp in zip(_CX8_FINDINGS, accs, afps, strict=True)
+    ]
     return pd.DataFrame(rows, columns=["finding", "T", "acc", "afp", "source"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["rank_correlations", "confidence_metrics", "deletion_insertion"]
+__all__ = ["confidence_metrics", "deletion_insertion", "rank_correlations"]
 
 
 def rank_correlations() -> pd.DataFrame:

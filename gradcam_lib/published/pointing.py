@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["torchray_pointing", "paper_pointing"]
+__all__ = ["paper_pointing", "torchray_pointing"]
 
 _TORCHRAY_COLUMNS = ["method", "dataset", "model", "acc_classes", "difficult_classes", "source"]
 _TORCHRAY = {  # method: VOC07 VGG16, VOC07 RN50, COCO14 VGG16, COCO14 RN50 as (all, difficult)
@@ -20,7 +20,12 @@ _TORCHRAY = {  # method: VOC07 VGG16, VOC07 RN50, COCO14 VGG16, COCO14 RN50 as (
     "rise": [(86.9, 75.1), (86.4, 78.8), (50.8, 45.3), (54.7, 50.0)],
     "extremal_perturbation": [(88.0, 76.1), (88.9, 78.7), (51.5, 45.9), (56.5, 51.5)],
 }
-_SETTINGS = [("VOC07 test", "VGG-16"), ("VOC07 test", "ResNet-50"), ("COCO14 val", "VGG-16"), ("COCO14 val", "ResNet-50")]
+_SETTINGS = [
+    ("VOC07 test", "VGG-16"),
+    ("VOC07 test", "ResNet-50"),
+    ("COCO14 val", "VGG-16"),
+    ("COCO14 val", "ResNet-50"),
+]
 
 
 def torchray_pointing() -> pd.DataFrame:
@@ -29,7 +34,7 @@ def torchray_pointing() -> pd.DataFrame:
     rows = [
         (method, dataset, model, all_, difficult, "TorchRay")
         for method, values in _TORCHRAY.items()
-        for (dataset, model), (all_, difficult) in zip(_SETTINGS, values)
+        for (dataset, model), (all_, difficult) in zip(_SETTINGS, values, strict=True)
     ]
     return pd.DataFrame(rows, columns=_TORCHRAY_COLUMNS)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["ANSWER_SCALE", "trust_means", "trust_counts", "class_discrimination"]
+__all__ = ["ANSWER_SCALE", "class_discrimination", "trust_counts", "trust_means"]
 
 ANSWER_SCALE: tuple[int, ...] = (-2, -1, 0, 1, 2)
 
@@ -46,7 +46,7 @@ def trust_means() -> pd.DataFrame:
 def trust_counts() -> pd.DataFrame:
     """KTH's answer counts, long format: ``source, method, answer (-2..2), count``."""
     rows = [("KTH", method, answer, count) for method, counts in _KTH_COUNTS.items()
-            for answer, count in zip(ANSWER_SCALE, counts)]
+            for answer, count in zip(ANSWER_SCALE, counts, strict=True)]
     return pd.DataFrame(rows, columns=["source", "method", "answer", "count"])
 
 
