@@ -634,3 +634,19 @@ def test_non_utf8_file_names_get_printable_ids_and_round_trip_the_index(tmp_path
     pd.DataFrame({"image_id": [again[0].image_id]}).to_csv(tmp_path / "rows.csv", index=False)
     assert pd.read_csv(tmp_path / "rows.csv")["image_id"].tolist() == ["caf\\xe9"]
     assert printable_id("ILSVRC2012_val_00000001") == "ILSVRC2012_val_00000001" and printable_id("café") == "café"
+
+
+def test_ilsvrc_fingerprint_reads_the_xmls_not_the_images(ilsvrc_root: Path, monkeypatch) -> None:
+    """dataset_fingerprint hashes annotation_records() (every XML) and decodes only the first and
+    last image; a box moved in the middle image's XML changes it."""
+    from gradcam_lib.datasets import ilsvrc
+    from gradcam_lib.results import dataset_fingerprint
+
+    decoded = []
+    read = ilsvrc.read_image
+    monkeypatch.setattr(ilsvrc, "read_image", lambda path: decoded.append(path) or read(path))
+    before = dataset_fingerprint(ILSVRCValDataset(ilsvrc_root, PLAIN))
+    assert len(decoded) == 2
+    xml = next((ilsvrc_root / "bbox_val" / "val").glob("*00000002.xml"))
+    xml.write_text(xml.read_text().replace("<xmax>119</xmax>", "<xmax>118</xmax>"))
+    assert dataset_fingerprint(ILSVRCValDataset(ilsvrc_root, PLAIN)) != before

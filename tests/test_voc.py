@@ -179,3 +179,19 @@ def test_non_utf8_voc_id_reads_its_files_and_gets_a_printable_id(voc: Path):
     (root / "ImageSets" / "Main" / "odd.txt").write_bytes(b"\xe9t\xe9\n")
     sample = VOCDataset(voc, IDENTITY, split="odd")[0]
     assert sample.image_id == "\\xe9t\\xe9" and sample.boxes.tolist() == [[0, 0, 9, 9]]
+
+
+def test_voc_fingerprint_sees_a_difficult_flag_without_decoding_images(voc: Path, monkeypatch):
+    from gradcam_lib.datasets import voc as voc_module
+    from gradcam_lib.results import dataset_fingerprint
+
+    decoded = []
+    read = voc_module.read_image
+    monkeypatch.setattr(voc_module, "read_image", lambda path: decoded.append(path) or read(path))
+    split = voc / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt"
+    split.write_text("000001\n000002\n000004\n")  # three items: the middle one is never decoded
+    before = dataset_fingerprint(VOCDataset(voc, IDENTITY))
+    assert len(decoded) == 2
+    xml = voc / "VOCdevkit" / "VOC2007" / "Annotations" / "000001.xml"
+    xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+    assert dataset_fingerprint(VOCDataset(voc, IDENTITY)) != before

@@ -40,7 +40,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -416,6 +416,13 @@ class ILSVRCValDataset(Dataset[Sample]):
         """The parsed XML (or index rows) of item ``index``."""
         item = self._annotations[index]
         return item if isinstance(item, Annotation) else parse_annotation(item)
+
+    def annotation_records(self) -> list[dict]:
+        """Every item's id, size, classes and boxes as read from its XML (or index rows), and the
+        transform, in order, without decoding an image: what
+        :func:`gradcam_lib.results.dataset_fingerprint` hashes (50 000 XMLs take seconds)."""
+        transform = repr(self.transform)
+        return [asdict(self.annotation(i)) | {"transform": transform} for i in range(len(self))]
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):

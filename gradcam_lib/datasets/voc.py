@@ -19,7 +19,7 @@ difficult, as TorchRay.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -164,6 +164,12 @@ class VOCDataset(Dataset[VOCSample]):
     def annotation(self, index: int) -> VOCAnnotation:
         """The parsed XML of item ``index``."""
         return parse_voc_annotation(self._paths(self.ids[index])[1])
+
+    def annotation_records(self) -> list[dict]:
+        """Every item's id, size, labels, boxes and difficult flags as read from its XML, and the
+        transform, in order, without decoding an image (:func:`gradcam_lib.results.dataset_fingerprint`)."""
+        transform = repr(self.transform)
+        return [asdict(self.annotation(i)) | {"transform": transform} for i in range(len(self))]
 
     def __getitem__(self, index: int) -> VOCSample:
         if not -len(self) <= index < len(self):
