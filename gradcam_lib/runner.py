@@ -216,7 +216,19 @@ def build_html(book: Book, profile: str, src: Path) -> Path:
     if html.exists():
         shutil.rmtree(html)
     shutil.move(str(work / "_build" / "html"), html)
+    fix_bibliography_roles(html)
     return html
+
+
+def fix_bibliography_roles(html: Path) -> None:
+    """Give the bibliography's entries the ARIA role their list requires: docutils writes
+    ``<div role="list" class="citation-list">`` holding ``role="doc-biblioentry"`` entries, a role
+    DPUB-ARIA 1.1 deprecated (no longer a ``listitem``), which axe-core reports as a critical
+    violation (``aria-required-children``)."""
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if 'role="doc-biblioentry"' in text:
+            page.write_text(text.replace('role="doc-biblioentry"', 'role="listitem"'), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None, book: Book | None = None) -> int:

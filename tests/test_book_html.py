@@ -66,6 +66,7 @@ def browser() -> Iterator:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_script_timeout(180)  # MathJax and axe on a long chapter page, on a loaded machine
     try:
         yield driver
     finally:
@@ -172,3 +173,44 @@ def test_chapter_pages_read_as_reports(site, browser) -> None:
     assert not code.is_displayed()
     toggles[0].find_element(By.CSS_SELECTOR, "summary").click()
     assert code.is_displayed() and code.text.strip()
+
+
+def test_linkchecker_finds_no_broken_internal_link(site) -> None:
+    """LinkChecker (PyPI) crawls the served site from its start page; external links are not
+    followed (the book is read offline too), every internal page, image, script and anchor must
+    resolve."""
+    import re
+    import subprocess
+    import sys
+
+    _, base = site
+    linkchecker = Path(sys.executable).with_name("linkchecker")
+    result = subprocess.run([str(linkchecker), "--no-status", "--no-warnings", "--recursion-level=3",
+                             "--ignore-url=^https?://(?!127\\.0\\.0\\.1)", "-o", "text",
+                             f"{base}/index.html"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    checked = re.search(r"(\d+) links? in (\d+) URLs? checked", result.stdout)
+    assert checked and int(checked.group(2)) >= 50 and "0 errors found" in result.stdout, result.stdout[-2000:]
+
+
+def test_no_critical_accessibility_violation(site, browser) -> None:
+    """axe-core 4 (npm, installed by `make test` into .venv/node; driven through
+    axe-selenium-python) on the introduction, a chapter and the API page: no violation of impact
+    "critical". (axe-selenium-python's own bundled axe-core 3 wrongly requires `listitem` children
+    of docutils' bibliography list, whose entries are `doc-biblioentry`, a listitem subclass.)"""
+    from axe_selenium_python import Axe
+
+    script = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        pytest.skip("axe-core is not installed: `make test` installs it (npm)")
+    _, base = site
+    critical = {}
+    for name in ("book/intro.html", "book/01_localization.html", "book/api.html"):
+        open_page(browser, f"{base}/{name}")
+        axe = Axe(browser, script_url=str(script))
+        axe.inject()
+        found = [(v["id"], [n["target"] for n in v["nodes"]][:3])
+                 for v in axe.run()["violations"] if v.get("impact") == "critical"]
+        if found:
+            critical[name] = found
+    assert critical == {}, critical

