@@ -114,6 +114,9 @@ def run_chapter(book: Book, chapter: Path, profile: str, src: Path) -> float:
             kernel_name="python3",
             progress_bar=False,
             log_output=False,
+            # a quiet kernel start: the kernel (on this machine's loopback) otherwise logs a warning
+            # about unencrypted TCP for every chapter; errors are still shown
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as error:
         first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")

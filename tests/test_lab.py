@@ -111,9 +111,11 @@ def test_chapter_opens_and_its_parameters_cell_runs(lab: Lab) -> None:
             "parent_header": {}, "metadata": {}, "channel": "shell",
             "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                         "allow_stdin": False}}))
-        printed, reply = "", None
+        # The reply (shell) may come before the output (iopub); the kernel's iopub status "idle"
+        # for this request comes after all of its output.
+        printed, reply, idle = "", None, False
         deadline = time.monotonic() + 120
-        while reply is None and time.monotonic() < deadline:
+        while not (reply is not None and idle) and time.monotonic() < deadline:
             message = json.loads(channel.recv())
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -121,6 +123,8 @@ def test_chapter_opens_and_its_parameters_cell_runs(lab: Lab) -> None:
                 printed += message["content"]["text"]
             elif message["msg_type"] == "execute_reply":
                 reply = message["content"]
+            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                idle = True
         channel.close()
     finally:
         lab.api(f"api/sessions/{session['id']}", "DELETE")
@@ -137,7 +141,6 @@ DRIVER = shutil.which("chromedriver")
 def test_citation_renders_as_myst_in_the_browser(lab: Lab) -> None:
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
@@ -147,18 +150,27 @@ def test_citation_renders_as_myst_in_the_browser(lab: Lab) -> None:
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
         driver.get(lab.url(f"lab/tree/{CHAPTER}?token={lab.token}"))
+        # Read the rendered cell through one script per poll: jupyterlab-myst re-renders cells
+        # asynchronously, so element handles held across polls can go stale.
+        probe = """
+            const cell = [...document.querySelectorAll('.jp-MarkdownCell .myst')]
+                .find(c => c.innerText.includes('selvaraju2017gradcam'));
+            if (!cell) return null;
+            const nodes = [...cell.querySelectorAll("cite, a[href], [title='Citation Not Found']")];
+            return {text: cell.innerText, citations: nodes.map(n => n.innerText.trim()), html: cell.innerHTML};
+        """
         deadline = time.monotonic() + 120
-        first = None
-        while first is None and time.monotonic() < deadline:
-            rendered = driver.find_elements(By.CSS_SELECTOR, ".jp-MarkdownCell .myst")  # jupyterlab-myst's output
-            first = next((cell for cell in rendered if "selvaraju2017gradcam" in cell.text), None)
+        seen = None
+        while time.monotonic() < deadline:
+            seen = driver.execute_script(probe)
+            if seen and "selvaraju2017gradcam" in seen["citations"]:
+                break
             time.sleep(0.5)
-        assert first is not None, "chapter 1's first markdown cell never rendered through jupyterlab-myst"
-        assert "Weakly supervised localisation" in first.text and "{cite}" not in first.text, first.text[:500]
+        assert seen is not None, "chapter 1's first markdown cell never rendered through jupyterlab-myst"
+        assert "Weakly supervised localisation" in seen["text"] and "{cite}" not in seen["text"], seen["text"][:500]
         # The role is parsed into a citation node that holds the key. jupyterlab-myst (2.7) does not
         # read .bib files, so it marks the key "Citation Not Found" instead of linking it; the built
         # book resolves it against book/references.bib.
-        nodes = first.find_elements(By.CSS_SELECTOR, "cite, a[href], [title='Citation Not Found']")
-        assert any(node.text.strip() == "selvaraju2017gradcam" for node in nodes), first.get_attribute("innerHTML")[:3000]
+        assert "selvaraju2017gradcam" in seen["citations"], seen["html"][:3000]
     finally:
         driver.quit()

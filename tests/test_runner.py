@@ -46,7 +46,7 @@ def test_a_failing_chapter_leaves_book_untouched_and_exits_non_zero(tmp_path, ca
     assert any(o.get("output_type") == "error" for c in failed["cells"] for o in c.get("outputs", []))
 
 
-def test_a_profile_executes_into_its_own_copy_and_says_so(tmp_path):
+def test_a_profile_executes_into_its_own_copy_and_says_so(tmp_path, capfd):
     _write_book(tmp_path)
     before = _snapshot(tmp_path / "book")
     assert main(["--profile", "default", "--no-build"], Book(tmp_path)) == 0
@@ -56,6 +56,8 @@ def test_a_profile_executes_into_its_own_copy_and_says_so(tmp_path):
     assert "ran default" in executed.cells[-1].outputs[0]["text"]
     assert "`default`" in (src / "book" / "intro.md").read_text()
     assert (src / "results").resolve() == (tmp_path / "results").resolve()
+    # a quiet kernel start: no "Kernel is running over TCP without encryption" per chapter
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_update_committed_writes_only_default_and_only_after_success(tmp_path):
