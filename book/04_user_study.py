@@ -351,7 +351,7 @@ for ax in plot.axes.flat:
     for n, label, align in ((36, "KTH ", "right"), (54, " paper", "left")):
         ax.axvline(n, color="black", linewidth=0.8, linestyle="--")
         ax.text(n, 0.02, label, fontsize=8, ha=align)
-plot.set_titles("{col_name}", size=9)
+plot.set_titles("{col_name}", size=9);  # ";": no FacetGrid repr in the report
 
 # %% [markdown]
 # ### Checked by simulation (SIMULATED raters, not data)
