@@ -15,6 +15,9 @@ cheap; ``_PUBLIC`` names each one's module):
   ``input_gradient``, ``guided_backprop``, ``guided_grad_cam``, ``heatmaps``,
   ``explanation_scope``; (:mod:`~gradcam_lib.attributions`): ``integrated_gradients``,
   ``converged_integrated_gradients``, ``completeness_gap``;
+* the method registry (:mod:`~gradcam_lib.methods`): ``maps``, ``attribute``, ``method``,
+  ``register_method`` -- every method by its function's name (``maps("grad_cam", model, layer,
+  images, targets, reduction="max_abs")``; older keys such as ``"gradcam"`` are aliases);
 * models and data: ``load_model`` (``MODEL_NAMES`` in :mod:`~gradcam_lib.models`: efficientnet_lite0
   / lite2 offline, vgg16, alexnet, googlenet, resnet50, densenet121), ``build_dataset``, ``Sample``;
 * metrics: ``heatmap_to_box``, ``iou``, ``max_box_acc``, ``pointing_hit``, ``rank_correlation``,
@@ -42,6 +45,11 @@ _PUBLIC: dict[str, str] = {
     "input_gradient": "explain",
     "heatmaps": "explain",
     "integrated_gradients": "attributions",
+    # the method registry
+    "attribute": "methods",
+    "maps": "methods",
+    "method": "methods",
+    "register_method": "methods",
     "completeness_gap": "attributions",
     "converged_integrated_gradients": "attributions",
     # models and data

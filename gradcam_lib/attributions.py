@@ -14,7 +14,7 @@ per image, for the target class only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -23,11 +23,14 @@ from captum.attr import GradientShap, IntegratedGradients
 from torch import nn
 
 from gradcam_lib.explain import explanation_scope
+from gradcam_lib.methods import register_method
 
 __all__ = [
     "black_baseline",
     "completeness_gap",
+    "converged_ig",
     "converged_integrated_gradients",
+    "first_class_converged_ig",
     "gradient_shap",
     "integrated_gradients",
     "shap_expected_gradients",
@@ -41,6 +44,7 @@ def _targets(targets: torch.Tensor, batch: int) -> torch.Tensor:
     return targets
 
 
+@register_method(label="Integrated Gradients", space="input", one_pass=False, per_class=True)
 def integrated_gradients(
     model: nn.Module,
     images: torch.Tensor,
@@ -114,6 +118,89 @@ def converged_integrated_gradients(
     return attributions, gaps, count
 
 
+#: The step schedule of :func:`first_class_converged_ig` (chapter 7's default).
+IG_STEPS: tuple[int, ...] = (16, 32, 64, 128)
+
+
+@register_method(label="Integrated Gradients", space="input", one_pass=False, returns=("gaps", "steps"),
+                 aliases=("ig",))
+def first_class_converged_ig(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    steps: int | Sequence[int] = IG_STEPS,
+    baseline: float | torch.Tensor = 0.0,
+    tolerance: float = 0.05,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Integrated Gradients of ``classes (B, K)`` (or ``(B,)``) with one step count for the whole batch, chosen
+    on the *first* class of each image: ``(attributions (B, K, C, H, W), gaps (B, K), steps used)``.
+
+    ``steps``: one count, or increasing counts tried in turn until the largest completeness gap
+    (:func:`completeness_gap`) of the maps of the first class (the explained class, whose mask
+    fidelity removes) is under ``tolerance`` (Sundararajan et al. 2017: within 5 %); the last count
+    is kept when none is. The other classes' gaps are returned, not required: where a logit barely
+    differs between x and the baseline, the relative gap divides by a number near 0.
+    ``internal_batch_size`` (captum's: path points per forward pass) defaults to about 4M input
+    values per pass. A 4-D ``baseline`` is one per image. (Chapter 7's IG, ``fidelity.ig_maps``
+    sums its channels; chapter 5 converges each map on its own: :func:`converged_ig`.)
+    """
+    single = classes.dim() == 1  # (B,): one class per image, maps (B, C, H, W) and gaps (B,)
+    classes = classes.reshape(len(images), -1)
+    batch, k = classes.shape
+    if internal_batch_size is None:  # about 4M input values per forward pass along the path
+        internal_batch_size = max(1, 2**22 // images[0].numel())
+    repeated = images.repeat_interleave(k, dim=0)
+    flat = classes.reshape(-1).to(images.device)
+    base = (
+        baseline.repeat_interleave(k, dim=0) if isinstance(baseline, torch.Tensor) and baseline.dim() == 4 else baseline
+    )
+    schedule = (steps,) if isinstance(steps, int) else tuple(steps)
+    for count in schedule:
+        values = integrated_gradients(model, repeated, flat, count, base, internal_batch_size)
+        gaps = completeness_gap(model, repeated, flat, values, base).view(batch, k).cpu()
+        if float(gaps[:, 0].max()) < tolerance:
+            break
+    values = values.view(batch, k, *images.shape[1:])
+    return (values[:, 0], gaps[:, 0], count) if single else (values, gaps, count)
+
+
+@register_method(label="Integrated Gradients (converged per map)", space="input", one_pass=False, per_class=True,
+                 returns=("gaps", "steps"))
+def converged_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor,
+                 steps: Sequence[int] = (32, 64, 128, 256), tolerance: float = 0.05,
+                 internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrated Gradients converged *per map*: each image gets the first count of ``steps``
+    whose completeness gap (:func:`completeness_gap`) is under ``tolerance`` (Sundararajan et al.
+    2017: within 5 %); only the images not yet converged are recomputed with the next count, and
+    those still above it at the last count keep that count and report their gap. Each map is what
+    :func:`converged_integrated_gradients` gives for that image alone with the schedule ``steps``.
+    ``baseline`` is one per image (or broadcastable to ``images``). (Chapter 5's IG.)
+
+    Returns:
+        ``(attributions (B, C, H, W), gaps (B,), steps used (B,) long)``.
+    """
+    if not len(steps):
+        raise ValueError("steps must hold at least one step count")
+    baseline = baseline.expand_as(images)
+    attributions = torch.zeros_like(images)
+    gaps = torch.full((len(images),), float("nan"))
+    used = torch.zeros(len(images), dtype=torch.long)
+    remaining = torch.arange(len(images))
+    for count in steps:
+        index = remaining.to(images.device)
+        values, gap, _ = converged_integrated_gradients(model, images[index], targets[index], baseline[index],
+                                                        tolerance, (int(count),), internal_batch_size)
+        attributions[index] = values
+        gaps[remaining] = gap.cpu().float()
+        used[remaining] = int(count)
+        remaining = remaining[gap.cpu() >= tolerance]
+        if not len(remaining):
+            break
+    return attributions, gaps, used
+
+
+@register_method(label="GradientShap", space="input", one_pass=False, per_class=True)
 def gradient_shap(
     model: nn.Module,
     images: torch.Tensor,
@@ -161,6 +248,8 @@ class _TargetLogit(nn.Module):
         return self.model(x)[:, self.target : self.target + 1]
 
 
+@register_method(label="SHAP (GradientExplainer)", space="input", one_pass=False, per_class=True,
+                 aliases=("shap",))
 def shap_expected_gradients(
     model: nn.Module,
     images: torch.Tensor,

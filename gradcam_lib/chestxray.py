@@ -60,16 +60,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import models as tv_models
 
-from gradcam_lib.attributions import (
-    black_baseline,
-    converged_integrated_gradients,
-    gradient_shap,
-    shap_expected_gradients,
-)
+from gradcam_lib.attributions import black_baseline, converged_ig
 from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from gradcam_lib.explain import grad_cam, grad_cam_pp
+from gradcam_lib.methods import attribute, canonical_key
+from gradcam_lib.methods import labels as method_labels
 from gradcam_lib.models import ModelEntry, read_checkpoint, rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
@@ -131,18 +127,21 @@ CHEXNET_CLASSES: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
-XRAY_METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "gradcam_pp": "Grad-CAM++",
-    "ig_mean_colour": "IG (mean-colour baseline)",
-    "ig_black": "IG (black baseline)",
-    "gradient_shap": "GradientShap (mean-colour baseline)",
-    "shap": "SHAP (GradientExplainer)",
-}
-#: The Integrated Gradients methods and their baselines (:func:`ig_baseline`): ``mean_colour`` is
+#: The Integrated Gradients methods of the chapter: :func:`gradcam_lib.attributions.converged_ig`
+#: (registry key ``converged_ig``) with these baselines (:func:`ig_baseline`): ``mean_colour`` is
 #: the zero tensor of the normalised input space (KTH's "zero baseline": for ImageNet statistics
 #: the mean colour (0.485, 0.456, 0.406), a grey); ``black`` is pixel value 0.
 IG_METHODS: dict[str, str] = {"ig_mean_colour": "mean_colour", "ig_black": "black"}
+#: The chapter's methods and labels: registry keys (``gradcam`` is ``grad_cam``, ``shap`` is
+#: ``shap_expected_gradients``: :mod:`gradcam_lib.methods`) and the two IG baselines; GradientShap
+#: runs with the mean-colour baseline.
+XRAY_METHODS: dict[str, str] = {
+    **method_labels(("gradcam", "gradcam_pp")),
+    "ig_mean_colour": "IG (mean-colour baseline)",
+    "ig_black": "IG (black baseline)",
+    "gradient_shap": "GradientShap (mean-colour baseline)",
+    **method_labels(("shap",)),
+}
 IG_BASELINES: tuple[str, ...] = ("mean_colour", "black")
 #: Sundararajan et al.'s completeness check: the relative gap must be under 5 %.
 IG_TOLERANCE = 0.05
@@ -664,38 +663,23 @@ def ig_baseline(name: str, transform: ImageTransform, images: torch.Tensor) -> t
     raise ValueError(f"unknown IG baseline {name!r}; choose one of {', '.join(IG_BASELINES)}")
 
 
-def converged_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, baseline: torch.Tensor,
-                 steps: Sequence[int] = (32, 64, 128, 256), tolerance: float = IG_TOLERANCE,
-                 internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integrated Gradients converged *per map*: each image gets the first count of ``steps``
-    whose completeness gap (:func:`gradcam_lib.attributions.completeness_gap`) is under
-    ``tolerance`` (Sundararajan et al. 2017: within 5 %); only the images not yet converged are
-    recomputed with the next count, and those still above it at the last count keep that count
-    and report their gap. Each map is what :func:`converged_integrated_gradients` gives for that
-    image alone with the schedule ``steps``.
-
-    Returns:
-        ``(attributions (B, C, H, W), gaps (B,), steps used (B,) long)``.
-    """
-    if not len(steps):
-        raise ValueError("steps must hold at least one step count")
-    baseline = baseline.expand_as(images)
-    attributions = torch.zeros_like(images)
-    gaps = torch.full((len(images),), float("nan"))
-    used = torch.zeros(len(images), dtype=torch.long)
-    remaining = torch.arange(len(images))
-    for count in steps:
-        index = remaining.to(images.device)
-        values, gap, _ = converged_integrated_gradients(model, images[index], targets[index], baseline[index],
-                                                        tolerance, (int(count),), internal_batch_size)
-        attributions[index] = values
-        gaps[remaining] = gap.cpu().float()
-        used[remaining] = int(count)
-        remaining = remaining[gap.cpu() >= tolerance]
-        if not len(remaining):
-            break
-    return attributions, gaps, used
-
+def _options(method: str, entry: ModelEntry, images: torch.Tensor, settings: AttributionSettings
+             ) -> tuple[str, dict[str, Any]]:
+    """The registry key of ``method`` and the chapter's settings of it as the function's options."""
+    if method in IG_METHODS:
+        return "converged_ig", {"baseline": ig_baseline(IG_METHODS[method], entry.transform, images),
+                                "steps": settings.ig_steps, "tolerance": settings.ig_tolerance,
+                                "internal_batch_size": settings.ig_internal_batch_size}
+    key = canonical_key(method)
+    if key == "gradient_shap":  # seeds and restores both torch's and numpy's RNGs (captum draws from both)
+        return key, {"baselines": ig_baseline("mean_colour", entry.transform, images[:1]),
+                     "n_samples": settings.gradient_shap_samples, "seed": settings.seed}
+    if key == "shap_expected_gradients":
+        if settings.background is None:
+            raise ValueError(f"method {method!r} needs AttributionSettings.background (reference images)")
+        return key, {"background": settings.background.to(images.device), "n_samples": settings.shap_samples,
+                     "seed": settings.seed}
+    return key, {}
 
 
 def method_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor,
@@ -703,27 +687,9 @@ def method_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: t
     """``(maps (B, H, W), IG gaps (B,) or None, IG steps (B,) or None)`` of one method for
     ``targets (B,)`` (model output indices); maps signed for the input-space methods (channel
     sum, :func:`to_grey`), non-negative for the CAMs."""
-    model = entry.model
-    if method == "gradcam":
-        return grad_cam(model, entry.layer, images, targets), None, None
-    if method == "gradcam_pp":
-        return grad_cam_pp(model, entry.layer, images, targets), None, None
-    if method in IG_METHODS:
-        baseline = ig_baseline(IG_METHODS[method], entry.transform, images)
-        values, gaps, used = converged_ig(model, images, targets, baseline, settings.ig_steps, settings.ig_tolerance,
-                                          settings.ig_internal_batch_size)
-        return to_grey(values), gaps, used
-    if method == "gradient_shap":
-        baseline = ig_baseline("mean_colour", entry.transform, images[:1])
-        # gradient_shap seeds and restores both torch's and numpy's RNGs (captum draws from both)
-        maps = gradient_shap(model, images, targets, baseline, settings.gradient_shap_samples, seed=settings.seed)
-        return to_grey(maps), None, None
-    if method == "shap":
-        if settings.background is None:
-            raise ValueError("method 'shap' needs AttributionSettings.background (reference images)")
-        return to_grey(shap_expected_gradients(model, images, targets, settings.background.to(images.device),
-                                               settings.shap_samples, seed=settings.seed)), None, None
-    raise KeyError(f"unknown method {method!r}; choose one of {', '.join(XRAY_METHODS)}")
+    key, options = _options(method, entry, images, settings)
+    explained = attribute(key, entry.model, entry.layer, images, targets, reduction="sum", **options)
+    return explained.maps, explained.info.get("gaps"), explained.info.get("steps")
 
 
 def attribution_maps(method: str, entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor,

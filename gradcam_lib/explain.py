@@ -21,6 +21,11 @@ of the autograd graph and no parameter requires a gradient, so the backward pass
 part of the network after the layer; K classes share one forward pass and one batched (vmapped)
 backward pass through that part.
 
+Each method is registered in :mod:`gradcam_lib.methods` under its function's name
+(``maps("grad_cam", ...)``), and takes as ``targets`` also a chooser ``logits -> (B, K)``
+(:data:`Classes`), called on the method's own forward pass: the top-k classes and their maps from
+one pass.
+
 Every entry point runs inside :func:`explanation_scope`, which puts the model in eval mode,
 switches parameter gradients off and restores both (and removes every hook) on exit, also when an
 exception is raised.
@@ -36,6 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from gradcam_lib.methods import Chooser, labels, register_method
+from gradcam_lib.methods import maps as _registry_maps
 
 __all__ = [
     "HEATMAP_METHODS",
@@ -55,6 +63,11 @@ Targets: TypeAlias = torch.Tensor | int | Sequence[int] | Sequence[Sequence[int]
 """Class indices to explain: ``(B,)`` one class per image, ``(B, K)`` K classes per image (one
 forward pass for all K), or a single int / 0-d tensor, the same class for every image (maps shaped
 as for ``(B,)``). Integer-valued: floats are accepted only when they hold whole numbers."""
+
+Classes: TypeAlias = Targets | Chooser
+"""``targets`` as the registered methods take them: :data:`Targets`, or a chooser
+``logits (B, N) -> (B,) or (B, K)`` called once on the method's own forward pass (top-k from the
+same pass: :func:`gradcam_lib.methods.top_k`)."""
 
 Layer: TypeAlias = nn.Module | str
 """The layer whose output A Grad-CAM weighs: a module of the model, or its dotted name as in
@@ -213,6 +226,28 @@ def _as_2d(targets: Targets, batch: int, name: str = "targets") -> tuple[torch.T
     return values.reshape(batch, -1), values.dim() == 1
 
 
+class _Choice:
+    """``targets`` as a chooser of the forward pass: fixed classes are checked (and moved to
+    ``device``) before the pass; a caller's chooser is called on the logits. ``single``: one class
+    per image (maps without the K dimension)."""
+
+    def __init__(self, targets: Classes, batch: int, device: torch.device) -> None:
+        self.choose: Chooser | None = None
+        self.fixed: torch.Tensor | None = None
+        if callable(targets):
+            self.choose, self.single = targets, False
+        else:
+            fixed, self.single = _as_2d(targets, batch)
+            self.fixed = fixed.to(device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed
+        assert self.choose is not None
+        chosen, self.single = _as_2d(self.choose(logits), logits.shape[0], "the chosen targets")
+        return chosen.to(logits.device)
+
+
 def _check_targets(targets: torch.Tensor, num_classes: int) -> None:
     if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
         raise IndexError(
@@ -361,25 +396,25 @@ def _cam(
     model: nn.Module,
     layer: Layer,
     images: torch.Tensor,
-    targets: Targets,
+    targets: Classes,
     counterfactual: bool,
     upsample: bool,
 ) -> torch.Tensor:
     images = _batch(model, images, spatial=True)
-    fixed, single = _as_2d(targets, images.shape[0])
-    fixed = fixed.to(images.device)
-    _, _, activations, gradients = _layer_gradients(model, layer, images, lambda _logits: fixed)
+    choice = _Choice(targets, images.shape[0], images.device)
+    _, _, activations, gradients = _layer_gradients(model, layer, images, choice)
     if counterfactual:
         gradients = -gradients
     maps = _class_maps(activations, weight_rule(activations, gradients), images.shape[-2:] if upsample else None)
-    return maps[:, 0] if single else maps
+    return maps[:, 0] if choice.single else maps
 
 
+@register_method(label="Grad-CAM", space="layer", nonnegative=True, chooses=True, aliases=("gradcam",))
 def grad_cam(
     model: nn.Module,
     layer: Layer,
     images: torch.Tensor,
-    targets: Targets,
+    targets: Classes,
     counterfactual: bool = False,
     upsample: bool = True,
 ) -> torch.Tensor:
@@ -390,7 +425,8 @@ def grad_cam(
         model: the classifier, returning logits ``(B, N)``; its state is restored on return.
         layer: the module inside ``model`` whose output is A, or its dotted name (``"layer4"``).
         images: a float batch ``(B, 3, H, W)``, normalised as the model expects.
-        targets: ``(B,)`` or ``(B, K)`` class indices, or one int for every image.
+        targets: ``(B,)`` or ``(B, K)`` class indices, or one int for every image; or a chooser
+            ``logits -> (B, K)`` called on this forward pass (:data:`Classes`).
         counterfactual: negate the gradients (paper Sec. 3.2): regions that lower the score.
         upsample: False returns the ``(h, w)`` map at the layer's resolution.
 
@@ -409,11 +445,12 @@ def grad_cam(
     return _cam(_grad_cam_weights, model, layer, images, targets, counterfactual, upsample)
 
 
+@register_method(label="Grad-CAM++", space="layer", nonnegative=True, chooses=True, aliases=("gradcam_pp",))
 def grad_cam_pp(
     model: nn.Module,
     layer: Layer,
     images: torch.Tensor,
-    targets: Targets,
+    targets: Classes,
     counterfactual: bool = False,
     upsample: bool = True,
 ) -> torch.Tensor:
@@ -465,10 +502,9 @@ def grad_cam_top_k(
 # --------------------------------------------------------------------------------------------
 
 
-def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Targets, guided: bool) -> torch.Tensor:
+def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Classes, guided: bool) -> torch.Tensor:
     images = _batch(model, images, spatial=False)
-    fixed, single = _as_2d(targets, images.shape[0])
-    fixed = fixed.to(images.device)
+    choice = _Choice(targets, images.shape[0], images.device)
     with explanation_scope(model):
         inputs = images.requires_grad_(True)
         if guided:
@@ -476,6 +512,7 @@ def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Targets, g
                 logits = _logits(model, inputs)
         else:
             logits = _logits(model, inputs)
+        fixed = choice(logits.detach())
         scores = _scores(logits, fixed)
         num_targets = fixed.shape[1]
         gradients = torch.stack(
@@ -485,16 +522,18 @@ def _input_gradients(model: nn.Module, images: torch.Tensor, targets: Targets, g
             ],
             dim=1,
         )
-    return gradients[:, 0] if single else gradients
+    return gradients[:, 0] if choice.single else gradients
 
 
-def input_gradient(model: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+@register_method(label="Backprop (gradient)", space="input", chooses=True, aliases=("backprop",))
+def input_gradient(model: nn.Module, images: torch.Tensor, targets: Classes) -> torch.Tensor:
     """Plain gradient of the logit with respect to the input ('Backprop', Simonyan et al. 2014,
     Eq. 3: w = dS_c/dI), ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``; ``images`` may also be ``(B, F)``."""
     return _input_gradients(model, images, targets, guided=False)
 
 
-def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+@register_method(label="Guided Backprop", space="input", chooses=True)
+def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Classes) -> torch.Tensor:
     """Guided Backpropagation (Springenberg et al. 2015, Fig. 1): the input gradient with every
     rectifier that runs in the forward pass guided (see :class:`guided_relus`): a gradient passes
     a rectifier only where its input was positive (below 6 for ReLU6) and the gradient is positive.
@@ -505,23 +544,36 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, targets: Targets) ->
     return _input_gradients(model, images, targets, guided=True)
 
 
+@register_method(label="Guided Grad-CAM", space="input", chooses=True, aliases=("guided_gradcam",))
 def guided_grad_cam(
     model: nn.Module,
     layer: Layer,
     images: torch.Tensor,
-    targets: Targets,
+    targets: Classes,
     guided: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Guided Grad-CAM (paper Sec. 3.1): Guided Backprop times the upsampled Grad-CAM map.
 
     Args:
         guided: the :func:`guided_backprop` of the same inputs and targets, when the caller has it
-            already (it is the expensive half).
+            already (it is the expensive half); not with a chooser as ``targets``.
 
     Returns:
         ``(B, 3, H, W)`` or ``(B, K, 3, H, W)``.
     """
-    if guided is None:
+    if callable(targets):  # the Guided Backprop pass chooses; Grad-CAM maps the same classes
+        if guided is not None:
+            raise ValueError("guided= needs fixed targets: a chooser picks them in the Guided Backprop pass")
+        chosen: list[torch.Tensor] = []
+        choose = targets
+
+        def remember(logits: torch.Tensor) -> torch.Tensor:
+            chosen.append(choose(logits))
+            return chosen[0]
+
+        guided = guided_backprop(model, images, remember)
+        targets = chosen[0]
+    elif guided is None:
         guided = guided_backprop(model, images, targets)
     cam = grad_cam(model, layer, images, targets)
     return guided * cam.unsqueeze(-3)
@@ -532,32 +584,17 @@ def guided_grad_cam(
 # --------------------------------------------------------------------------------------------
 
 
-def _channel_saliency(maps: torch.Tensor) -> torch.Tensor:
-    """Input-space maps -> 2-D: max over colour channels of the magnitude (Simonyan et al. 2014)."""
-    return maps.abs().amax(dim=-3)
+#: The methods of the localisation, pointing, occlusion and attack chapters under their older keys
+#: (a view of :mod:`gradcam_lib.methods`, whose canonical keys are the function names).
+HEATMAP_METHODS: dict[str, str] = labels(("gradcam", "gradcam_pp", "backprop", "guided_backprop", "guided_gradcam"))
 
 
-HEATMAP_METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "gradcam_pp": "Grad-CAM++",
-    "backprop": "Backprop (gradient)",
-    "guided_backprop": "Guided Backprop",
-    "guided_gradcam": "Guided Grad-CAM",
-}
+def heatmaps(method: str, model: nn.Module, layer: Layer, images: torch.Tensor, targets: Classes) -> torch.Tensor:
+    """``(B, [K,] H, W)`` non-negative maps for any registered method (:mod:`gradcam_lib.methods`;
+    the chapters use ``HEATMAP_METHODS``); input-space maps M are reduced to 2-D as Simonyan et al.
+    (2014, Sec. 3.1) do: max_c |M_c| over the colour channels (``reduction="max_abs"``).
 
-
-def heatmaps(method: str, model: nn.Module, layer: Layer, images: torch.Tensor, targets: Targets) -> torch.Tensor:
-    """``(B, [K,] H, W)`` non-negative maps for any method of ``HEATMAP_METHODS``; input-space
-    maps M are reduced to 2-D as Simonyan et al. (2014, Sec. 3.1) do: max_c |M_c| over the colour
-    channels."""
-    if method == "gradcam":
-        return grad_cam(model, layer, images, targets)
-    if method == "gradcam_pp":
-        return grad_cam_pp(model, layer, images, targets)
-    if method == "backprop":
-        return _channel_saliency(input_gradient(model, images, targets))
-    if method == "guided_backprop":
-        return _channel_saliency(guided_backprop(model, images, targets))
-    if method == "guided_gradcam":
-        return _channel_saliency(guided_grad_cam(model, layer, images, targets))
-    raise KeyError(f"unknown method {method!r}; choose one of {', '.join(HEATMAP_METHODS)}")
+    Raises:
+        KeyError: an unknown method, with the known keys.
+    """
+    return _registry_maps(method, model, layer, images, targets, reduction="max_abs")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,8 +45,11 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from gradcam_lib.attributions import completeness_gap, integrated_gradients, shap_expected_gradients
-from gradcam_lib.explain import explanation_scope, grad_cam
+from gradcam_lib.attributions import IG_STEPS, first_class_converged_ig
+from gradcam_lib.explain import explanation_scope
+from gradcam_lib.methods import attribute, canonical_key, reduce_channels
+from gradcam_lib.methods import labels as method_labels
+from gradcam_lib.methods import maps as method_maps
 from gradcam_lib.stats import mean_ci
 from gradcam_lib.validate import check_targets
 
@@ -238,19 +242,14 @@ def contrastivity(masks: torch.Tensor, target_index: torch.Tensor | int = 0) -> 
 # Attribution maps
 # --------------------------------------------------------------------------------------------
 
-ATTRIBUTION_METHODS: dict[str, str] = {
-    "gradcam": "Grad-CAM",
-    "ig": "Integrated Gradients",
-    "shap": "SHAP (GradientExplainer)",
-}
-
-IG_STEPS: tuple[int, ...] = (16, 32, 64, 128)
+#: The chapter's methods under their older keys (a view of :mod:`gradcam_lib.methods`: ``gradcam``
+#: is ``grad_cam``, ``ig`` is ``first_class_converged_ig``, ``shap`` is ``shap_expected_gradients``).
+ATTRIBUTION_METHODS: dict[str, str] = method_labels(("gradcam", "ig", "shap"))
 
 
 @contextmanager
 def _numpy_global_rng_preserved() -> Iterator[None]:
-    """``shap.GradientExplainer`` seeds numpy's *global* generator (``np.random.seed(rseed)``);
-    restore the caller's state afterwards."""
+    """``shap.DeepExplainer`` may seed numpy's *global* generator; restore the caller's state afterwards."""
     state = np.random.get_state()
     try:
         yield
@@ -262,53 +261,41 @@ def ig_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
             steps: int | Sequence[int] = IG_STEPS, baseline: float | torch.Tensor = 0.0,
             tolerance: float = 0.05, internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Integrated Gradients maps ``(B, K, H, W)`` (channels summed) of ``classes (B, K)`` with the
-    completeness gap of every map (:func:`gradcam_lib.attributions.completeness_gap`, ``(B, K)``).
+    completeness gap of every map (``(B, K)``) and the step count used: the channel sum of
+    :func:`gradcam_lib.attributions.first_class_converged_ig` (one count for the batch, converged on
+    the first, explained class)."""
+    values, gaps, count = first_class_converged_ig(model, images, classes, steps, baseline, tolerance,
+                                                   internal_batch_size)
+    return reduce_channels(values, "sum"), gaps, count
 
-    ``steps``: one count, or increasing counts tried in turn until the largest gap of the maps of
-    the *first* class (the explained class, whose mask fidelity removes) is under ``tolerance``
-    (Sundararajan et al. 2017: within 5 %); the last count is kept when none is. The other classes'
-    gaps are returned, not required: where a logit barely differs between x and the baseline, the
-    relative gap divides by a number near 0. ``internal_batch_size`` (captum's: path points per
-    forward pass) defaults to about 4M input values per pass. Returns ``(maps, gaps, steps used)``.
-    """
-    batch, k = classes.shape
-    if internal_batch_size is None:  # about 4M input values per forward pass along the path
-        internal_batch_size = max(1, 2**22 // images[0].numel())
-    repeated = images.repeat_interleave(k, dim=0)
-    flat = classes.reshape(-1).to(images.device)
-    base = (
-        baseline.repeat_interleave(k, dim=0) if isinstance(baseline, torch.Tensor) and baseline.dim() == 4 else baseline
-    )
-    schedule = (steps,) if isinstance(steps, int) else tuple(steps)
-    for count in schedule:
-        values = integrated_gradients(model, repeated, flat, count, base, internal_batch_size)
-        gaps = completeness_gap(model, repeated, flat, values, base).view(batch, k).cpu()
-        if float(gaps[:, 0].max()) < tolerance:
-            break
-    return values.sum(1).view(batch, k, *images.shape[-2:]), gaps, count
+
+def _options(method: str, background: torch.Tensor | None, ig_steps: int | Sequence[int], shap_samples: int,
+             seed: int, ig_baseline: float | torch.Tensor, ig_tolerance: float) -> dict[str, Any]:
+    """The chapter's settings of ``method``, as options of its registered function."""
+    key = canonical_key(method)
+    if key == "first_class_converged_ig":
+        return {"steps": ig_steps, "baseline": ig_baseline, "tolerance": ig_tolerance}
+    if key == "shap_expected_gradients":
+        if background is None:
+            raise ValueError("SHAP needs a background sample")
+        return {"background": background, "n_samples": shap_samples, "seed": seed}
+    return {}
 
 
 def attribution_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor,
                      background: torch.Tensor | None = None, ig_steps: int | Sequence[int] = IG_STEPS,
                      shap_samples: int = 50, seed: int = 0, ig_baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """``(B, K, H, W)`` maps of ``classes (B, K)`` by one of ``ATTRIBUTION_METHODS``: Grad-CAM
+    """``(B, K, H, W)`` maps of ``classes (B, K)`` by a registered method (the chapter's:
+    ``ATTRIBUTION_METHODS``), input-space maps summed over channels (``reduction="sum"``): Grad-CAM
     (upsampled, rectified), IG (:func:`ig_maps`, baseline ``ig_baseline`` in the model's input
-    space) or SHAP (``shap.GradientExplainer`` over ``background``) summed over channels. Wraps
-    :mod:`gradcam_lib.explain` and :mod:`gradcam_lib.attributions`; numpy's global generator is left
-    as it was."""
-    batch, k = classes.shape
-    if method == "gradcam":
-        return grad_cam(model, layer, images, classes)
-    if method == "ig":
-        return ig_maps(model, images, classes, ig_steps, ig_baseline)[0]
-    if method == "shap":
-        if background is None:
-            raise ValueError("SHAP needs a background sample")
-        with _numpy_global_rng_preserved():
-            values = shap_expected_gradients(model, images.repeat_interleave(k, dim=0), classes.reshape(-1),
-                                             background, n_samples=shap_samples, seed=seed)
-        return values.sum(1).view(batch, k, *images.shape[-2:])
-    raise KeyError(f"unknown method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}")
+    space) or SHAP (``shap.GradientExplainer`` over ``background``, the K classes as B * K images).
+    numpy's global generator is left as it was.
+
+    Raises:
+        KeyError: an unknown method; ValueError: SHAP without ``background``.
+    """
+    options = _options(method, background, ig_steps, shap_samples, seed, ig_baseline, 0.05)
+    return method_maps(method, model, layer, images, classes, reduction="sum", **options)
 
 
 def deep_shap_top1(
@@ -359,11 +346,9 @@ def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, 
     probs = _probabilities(model, images)
     classes = probs.topk(n_classes, dim=1).indices
     before = probs.gather(1, classes[:, :1])[:, 0]
-    gaps, steps_used = None, np.nan
-    if method == "ig":
-        maps, gaps, steps_used = ig_maps(model, images, classes, ig_steps, ig_baseline, ig_tolerance)
-    else:
-        maps = attribution_maps(method, model, layer, images, classes, background, ig_steps, shap_samples, seed)
+    explained = attribute(method, model, layer, images, classes, reduction="sum",
+                          **_options(method, background, ig_steps, shap_samples, seed, ig_baseline, ig_tolerance))
+    maps, gaps, steps_used = explained.maps, explained.info.get("gaps"), explained.info.get("steps", np.nan)
     support = input_support(images, fill)
     label_sets = _label_sets(labels, len(images)) if labels is not None else None
     rows_index = torch.arange(len(images), device=images.device)

@@ -36,7 +36,8 @@ from torch.utils.data import Dataset
 
 from gradcam_lib.acceleration import precision
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.explain import grad_cam_top_k, heatmaps
+from gradcam_lib.methods import attribute
+from gradcam_lib.methods import top_k as top_k_chooser
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import cluster_bootstrap_ci, wilson_ci
@@ -580,14 +581,10 @@ def localize_batch(
       (``xmin`` ... ``ymax``, NaN when there is none).
     """
     truth = torch.tensor([[sample.labels[0]] for sample in samples], device=images.device)
-    if method == "gradcam":
-        _, classes, maps = grad_cam_top_k(entry.model, entry.layer, images, top_k, also=truth)
-    else:
-        with torch.no_grad():
-            top = entry.model(images).topk(top_k, dim=1).indices if top_k else truth[:, :0]
-        classes = torch.cat([top, truth], dim=1)
-        maps = heatmaps(method, entry.model, entry.layer, images, classes)
-    maps, classes = maps.float().cpu(), classes.cpu()
+    # the top-k classes are chosen from the method's own forward pass (one pass for the CAMs)
+    explained = attribute(method, entry.model, entry.layer, images, top_k_chooser(top_k, also=truth),
+                          reduction="max_abs")
+    maps, classes = explained.maps.float().cpu(), explained.targets.cpu()
     grid = tuple(float(t) for t in thresholds)
     rows = []
     for index, sample in enumerate(samples):

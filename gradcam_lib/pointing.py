@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.explain import grad_cam_top_k, heatmaps
+from gradcam_lib.methods import attribute
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import PairedDifference
@@ -254,8 +254,6 @@ def pointing_batch(
     pairs = [_pairs(s) for s in samples]
     width_gt = max(1, max(len(p) for p in pairs))
     gt = torch.tensor([(p + p[:1] * width_gt)[:width_gt] if p else [0] * width_gt for p in pairs], device=images.device)
-    with torch.no_grad():
-        topk = entry.model(images).topk(top_k, dim=1).indices
     centre = centre_point(height, width)
     rows: list[dict[str, Any]] = []
     for index, sample in enumerate(samples):
@@ -268,13 +266,10 @@ def pointing_batch(
             rows.append(_row(sample, "centre", "gt", -1, label, True, hit, float("nan")))
     for method in methods:
         with_topk = method in rejection_methods
-        targets = torch.cat([gt, topk], dim=1) if with_topk else gt
-        if method == "gradcam" and with_topk:  # one forward pass for all K classes
-            _, targets, maps = grad_cam_top_k(entry.model, entry.layer, images, top_k, also=gt)
-            targets = torch.cat([targets[:, top_k:], targets[:, :top_k]], dim=1)
-            maps = torch.cat([maps[:, top_k:], maps[:, :top_k]], dim=1)
-        else:
-            maps = heatmaps(method, entry.model, entry.layer, images, targets)
+        # the ground-truth classes, then the top-k chosen from the method's own forward pass
+        choose = (lambda logits: torch.cat([gt, logits.topk(top_k, dim=1).indices], dim=1)) if with_topk else gt
+        explained = attribute(method, entry.model, entry.layer, images, choose, reduction="max_abs")
+        maps, targets = explained.maps, explained.targets
         if method in SMOOTHED_METHODS:
             maps = smooth_saliency(maps.detach(), smooth)
         maps, targets = maps.detach().cpu(), targets.cpu()

@@ -51,7 +51,8 @@ from torch.utils.data import Dataset
 from gradcam_lib import viz
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.explain import guided_backprop, guided_grad_cam
+from gradcam_lib.methods import labels as method_labels
+from gradcam_lib.methods import maps as method_maps
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import PairedDifference, paired_difference, wilson_ci
@@ -113,7 +114,9 @@ ANSWER_LABELS: dict[int, str] = {
     -2: "Robot B clearly more reasonable",
 }
 SCALE: tuple[int, ...] = (-2, -1, 0, 1, 2)
-STUDY_METHODS: dict[str, str] = {"guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM"}
+#: The study's two methods under their older keys (a view of :mod:`gradcam_lib.methods`:
+#: ``guided_gradcam`` is ``guided_grad_cam``).
+STUDY_METHODS: dict[str, str] = method_labels(("guided_backprop", "guided_gradcam"))
 RATINGS_COLUMNS: tuple[str, ...] = ("study_id", "rater_id", "question_id", "answer")
 KEY_COLUMNS: tuple[str, ...] = (
     "study_id", "question_id", "position", "image_id", "class_index", "class_name", "method",
@@ -233,10 +236,11 @@ def _explain(
     unknown = set(methods) - set(STUDY_METHODS)
     if unknown:
         raise KeyError(f"unknown study method {sorted(unknown)}; choose from {', '.join(STUDY_METHODS)}")
-    guided = guided_backprop(entry.model, images, targets)
+    guided = method_maps("guided_backprop", entry.model, entry.layer, images, targets, reduction="none")
     maps = {"guided_backprop": guided}
     if "guided_gradcam" in methods:
-        maps["guided_gradcam"] = guided_grad_cam(entry.model, entry.layer, images, targets, guided=guided)
+        maps["guided_gradcam"] = method_maps("guided_gradcam", entry.model, entry.layer, images, targets,
+                                             reduction="none", guided=guided)
     return {method: maps[method].detach().cpu() for method in methods}
 
 

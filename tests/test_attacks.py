@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from torch import nn
+from toy_models import means_entry
 
 from gradcam_lib.attacks import (
     COLUMNS,
@@ -174,23 +175,8 @@ def test_pointing_with_a_15_pixel_tolerance_and_without_a_box():
     assert math.isnan(points_at(heat, torch.zeros((0, 4), dtype=torch.long)))  # nothing to point at
 
 
-class ChannelMeans(nn.Module):
-    """logit_c = mean of pixel channel c: the FGSM step and the Grad-CAM maps are known by hand.
-    (A unit scale parameter: torchattacks reads the device from the model's parameters.)"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Identity()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(-2, -1)) * self.scale
-
-
 def _means_entry() -> ModelEntry:
-    model = ChannelMeans()
-    transform = ImageTransform(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # pixels = model input
-    return ModelEntry("means", model, model.features, "features", transform, ("a", "b", "c"))
+    return means_entry()
 
 
 def _means_samples() -> list[Sample]:
