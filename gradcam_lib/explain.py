@@ -592,7 +592,7 @@ HEATMAP_METHODS: dict[str, str] = labels(("gradcam", "gradcam_pp", "backprop", "
 def heatmaps(method: str, model: nn.Module, layer: Layer, images: torch.Tensor, targets: Classes) -> torch.Tensor:
     """``(B, [K,] H, W)`` non-negative maps for any registered method (:mod:`gradcam_lib.methods`;
     the chapters use ``HEATMAP_METHODS``); input-space maps M are reduced to 2-D as Simonyan et al.
-    (2014, Sec. 3.1) do: max_c |M_c| over the colour channels (``reduction="max_abs"``).
+    (2014, Sec. 3.1) do: ``max_c |M_c|`` over the colour channels (``reduction="max_abs"``).
 
     Raises:
         KeyError: an unknown method, with the known keys.

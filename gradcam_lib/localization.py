@@ -212,9 +212,10 @@ def image_outcome(
 
 @dataclass(frozen=True)
 class ThresholdSweep:
-    """The connected components of one map at every threshold of a grid, scored against boxes.
+    """The connected components of one map at every threshold of a grid, scored against boxes;
+    each attribute holds one entry per threshold, in the order given.
 
-    Attributes (one entry per threshold, in the order given):
+    Attributes:
         largest_boxes: ``(T, 4)`` long, the box of the largest 8-connected segment (what
             :func:`heatmap_to_box` returns at that threshold); ``-1`` rows where there is none.
         largest_iou: ``(T,)`` its best IoU with the ground-truth boxes (0 without boxes).

@@ -16,7 +16,7 @@ and a caller's result rows keep the key it was given (so old rows and notebooks 
   case (:attr:`Method.chooses`; for the other methods the registry runs one no-grad forward pass in
   :func:`~gradcam_lib.explain.explanation_scope` to choose);
 * ``reduction`` (required: the metric chooses it) turns input-space maps ``(..., C, H, W)`` into
-  2-D: ``"max_abs"`` (max over channels of |.|, Simonyan et al. 2014: the localisation, pointing,
+  2-D: ``"max_abs"`` (max over channels of ``|.|``, Simonyan et al. 2014: the localisation, pointing,
   occlusion and attack chapters), ``"sum"`` (channel sum, keeps completeness: fidelity and the chest
   X-rays) or ``"none"`` (the input-space maps as they are: the user study). Layer-space maps (the
   CAMs) are 2-D already and come back as they are;
