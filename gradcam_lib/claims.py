@@ -49,11 +49,21 @@ class Claims:
         return "\n".join(lines) or "(no claims checked)"
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td style='color:{'#1a7f37' if c.holds else '#cf222e'};font-weight:bold'>"
-            f"{'&#10004; pass' if c.holds else '&#10008; FAIL'}</td><td>{html.escape(c.statement)}</td>"
-            f"<td style='color:#57606a'>{html.escape(c.evidence)}</td></tr>"
+        """An admonition (the book theme's styles): green ``tip`` when every claim holds, red
+        ``error`` naming how many fail; one line per claim with its verdict and evidence."""
+        failed = sum(not c.holds for c in self.items)
+        if not self.items:
+            kind, title = "note", "No claims checked"
+        elif failed:
+            kind, title = "error", f"{failed} of {len(self.items)} claims FAIL on this run"
+        else:
+            kind, title = "tip", f"All {len(self.items)} claims hold on this run"
+        lines = "".join(
+            f"<li><strong style='color:{'#1a7f37' if c.holds else '#cf222e'}'>"
+            f"{'&#10004; pass' if c.holds else '&#10008; FAIL'}</strong> {html.escape(c.statement)}"
+            + (f" <span style='color:#57606a'>[{html.escape(c.evidence)}]</span>" if c.evidence else "")
+            + "</li>"
             for c in self.items
         )
-        return ("<table class='claims'><thead><tr><th>verdict</th><th>claim</th><th>evidence</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>")
+        return (f"<div class='admonition {kind} claims'><p class='admonition-title'>{html.escape(title)}</p>"
+                f"<ul>{lines}</ul></div>")

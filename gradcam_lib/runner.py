@@ -147,18 +147,40 @@ def tag_for_reading(notebook: dict) -> dict:
 
 def commit_notebook(executed: Path, chapter: Path) -> None:
     """Copy an executed notebook over the committed one, without this machine's paths (papermill
-    records the absolute input and output paths in the notebook's metadata) and without the empty
-    ``tags`` papermill gives every cell, then rewrite its jupytext pair (``jupytext.toml``)."""
+    records the absolute input and output paths in the notebook's metadata) and without the run's
+    details (:func:`without_run_details`), then rewrite its jupytext pair (``jupytext.toml``)."""
     notebook = json.loads(executed.read_text(encoding="utf-8"))
     record = notebook.get("metadata", {}).get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in record:
             record[key] = chapter.name
-    for cell in notebook.get("cells", []):
-        if cell.get("metadata", {}).get("tags") == []:
-            del cell["metadata"]["tags"]
-    chapter.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    chapter.write_text(json.dumps(without_run_details(notebook), indent=1, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
     write_pair(chapter)
+
+
+def without_run_details(notebook: dict) -> dict:
+    """Drop what changes from run to run and says nothing about the results, so that refreshing an
+    unchanged chapter leaves git clean: papermill's and the kernel's timings (per run and per cell),
+    the random id papermill gives its injected-parameters cell (a fixed one instead), the progress
+    bars of the cells tagged ``remove-stderr`` (never shown; their rates are the machine's), and the
+    empty ``tags`` papermill adds to every cell."""
+    record = notebook.get("metadata", {}).get("papermill", {})
+    for key in ("start_time", "end_time", "duration"):
+        record.pop(key, None)
+    for cell in notebook.get("cells", []):
+        metadata = cell.setdefault("metadata", {})
+        metadata.pop("papermill", None)
+        metadata.pop("execution", None)
+        tags = metadata.get("tags")
+        if tags == []:
+            del metadata["tags"]
+        elif tags and "injected-parameters" in tags:
+            cell["id"] = "injected-parameters"
+        if tags and "remove-stderr" in tags:
+            cell["outputs"] = [o for o in cell.get("outputs", [])
+                               if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    return notebook
 
 
 def paired_text(notebook: Path) -> str:

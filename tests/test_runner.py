@@ -76,3 +76,13 @@ def test_unknown_profile_and_chapter_are_refused(tmp_path):
         main(["--profile", "nope"], Book(tmp_path))
     with pytest.raises(SystemExit):
         main(["--chapters", "99_missing"], Book(tmp_path))
+
+
+def test_refreshing_an_unchanged_book_leaves_it_byte_identical(tmp_path):
+    """`make notebooks` twice on an unchanged tree: the second run writes the same bytes (no
+    timings, no random ids, no progress bars in the committed notebooks)."""
+    _write_book(tmp_path)
+    assert main(["--update-committed", "--no-build"], Book(tmp_path)) == 0
+    first = _snapshot(tmp_path / "book")
+    assert main(["--update-committed", "--no-build"], Book(tmp_path)) == 0
+    assert _snapshot(tmp_path / "book") == first
