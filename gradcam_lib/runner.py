@@ -163,8 +163,9 @@ def without_run_details(notebook: dict) -> dict:
     """Drop what changes from run to run and says nothing about the results, so that refreshing an
     unchanged chapter leaves git clean: papermill's and the kernel's timings (per run and per cell),
     the random id papermill gives its injected-parameters cell (a fixed one instead), the progress
-    bars of the cells tagged ``remove-stderr`` (never shown; their rates are the machine's), and the
-    empty ``tags`` papermill adds to every cell."""
+    bars of the cells tagged ``remove-stderr`` (never shown; their rates are the machine's), the
+    empty ``tags`` papermill adds to every cell, and the chunking of printed text (consecutive stream
+    outputs are joined)."""
     record = notebook.get("metadata", {}).get("papermill", {})
     for key in ("start_time", "end_time", "duration"):
         record.pop(key, None)
@@ -180,7 +181,24 @@ def without_run_details(notebook: dict) -> dict:
         if tags and "remove-stderr" in tags:
             cell["outputs"] = [o for o in cell.get("outputs", [])
                                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        if "outputs" in cell:
+            cell["outputs"] = _coalesce_streams(cell["outputs"])
     return notebook
+
+
+def _coalesce_streams(outputs: list[dict]) -> list[dict]:
+    """Join consecutive stream outputs of the same stream: how the kernel chunks a cell's printing
+    varies from run to run, the text does not."""
+    joined: list[dict] = []
+    for output in outputs:
+        previous = joined[-1] if joined else None
+        if (previous is not None and output.get("output_type") == "stream"
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            text = "".join(previous["text"]) + "".join(output["text"])
+            previous["text"] = text.splitlines(keepends=True)
+        else:
+            joined.append(dict(output))
+    return joined
 
 
 def paired_text(notebook: Path) -> str:

@@ -86,3 +86,28 @@ def test_refreshing_an_unchanged_book_leaves_it_byte_identical(tmp_path):
     first = _snapshot(tmp_path / "book")
     assert main(["--update-committed", "--no-build"], Book(tmp_path)) == 0
     assert _snapshot(tmp_path / "book") == first
+
+
+def test_run_details_are_dropped_and_printed_text_is_joined():
+    from gradcam_lib.runner import without_run_details
+
+    stream = lambda name, text: {"output_type": "stream", "name": name, "text": [text]}  # noqa: E731
+    notebook = {"metadata": {"papermill": {"duration": 3.2, "start_time": "t0", "end_time": "t1", "parameters": {"a": 1}}},
+                "cells": [
+                    {"cell_type": "code", "id": "r4nd0m", "metadata": {"tags": ["injected-parameters"], "papermill": {}},
+                     "outputs": []},
+                    {"cell_type": "code", "id": "c1", "metadata": {"tags": ["remove-stderr"], "execution": {"x": 1}},
+                     "outputs": [stream("stdout", "a\n"), stream("stderr", "10%|#\n"), stream("stdout", "b\n"),
+                                 stream("stdout", "c\n"), {"output_type": "display_data", "data": {}}, stream("stdout", "d\n")]},
+                    {"cell_type": "code", "id": "c2", "metadata": {"tags": []},
+                     "outputs": [stream("stdout", "e\n"), stream("stderr", "warn\n"), stream("stdout", "f\n")]},
+                ]}
+    clean = without_run_details(notebook)
+    assert clean["metadata"]["papermill"] == {"parameters": {"a": 1}}
+    injected, hidden, shown = clean["cells"]
+    assert injected["id"] == "injected-parameters" and "papermill" not in injected["metadata"]
+    assert "execution" not in hidden["metadata"] and "tags" not in shown["metadata"]
+    assert [(o.get("name"), "".join(o.get("text", ""))) for o in hidden["outputs"]] == [
+        ("stdout", "a\nb\nc\n"), (None, ""), ("stdout", "d\n")]
+    assert [(o["name"], "".join(o["text"])) for o in shown["outputs"]] == [("stdout", "e\n"), ("stderr", "warn\n"),
+                                                                           ("stdout", "f\n")]
