@@ -14,13 +14,19 @@ per image, for the target class only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
-from captum.attr import GradientShap, IntegratedGradients
 from torch import nn
+
+with warnings.catch_warnings():
+    # captum imports tqdm.auto, whose notebook check warns (with this machine's paths) in every
+    # kernel without ipywidgets; gradcam_lib shows no captum progress bars
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from captum.attr import GradientShap, IntegratedGradients
 
 from gradcam_lib.explain import explanation_scope
 from gradcam_lib.methods import register_method
