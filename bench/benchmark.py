@@ -27,16 +27,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from scipy import stats
 from captum.attr import GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy import stats
 
-from gradcam_lib.attributions import integrated_gradients
 from gradcam_lib.datasets import CompositeDataset
-from gradcam_lib.explain import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam
 from gradcam_lib.faithfulness import occlusion_map, window_starts
 from gradcam_lib.localization import evaluate_localization
+from gradcam_lib.methods import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam
+from gradcam_lib.methods.attributions import integrated_gradients
 from gradcam_lib.models import load_model
 
 OUT = Path(__file__).with_name("results.csv")

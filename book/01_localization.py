@@ -94,9 +94,17 @@ from IPython.display import display
 from gradcam_lib import published, viz
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.explain import HEATMAP_METHODS, grad_cam, guided_backprop, guided_grad_cam
-from gradcam_lib.localization import (MAX_BOX_ACC_V2_IOUS, THRESHOLD_GRID, error_interval, error_table,
-                                      evaluate_localization, iou_curves, max_box_acc_ci, pick_threshold)
+from gradcam_lib.localization import (
+    MAX_BOX_ACC_V2_IOUS,
+    THRESHOLD_GRID,
+    error_interval,
+    error_table,
+    evaluate_localization,
+    iou_curves,
+    max_box_acc_ci,
+    pick_threshold,
+)
+from gradcam_lib.methods import HEATMAP_METHODS, grad_cam, guided_backprop, guided_grad_cam
 from gradcam_lib.models import load_model
 from gradcam_lib.stats import mcnemar, paired_difference
 

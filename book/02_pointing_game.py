@@ -102,12 +102,24 @@ from scipy import stats as scipy_stats
 from gradcam_lib import viz
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.explain import HEATMAP_METHODS, heatmaps
+from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
 from gradcam_lib.models import load_model, load_voc_model
-from gradcam_lib.pointing import (SMOOTHED_METHODS, calibrate_tau, centre_point, class_accuracy_ci, evaluate_pointing,
-                                  max_point, pair_clusters, paired_class_accuracy_difference, pointing_accuracy,
-                                  rejection_at, rejection_curve, rejection_outcomes, smooth_saliency,
-                                  subset_difference)
+from gradcam_lib.pointing import (
+    SMOOTHED_METHODS,
+    calibrate_tau,
+    centre_point,
+    class_accuracy_ci,
+    evaluate_pointing,
+    max_point,
+    pair_clusters,
+    paired_class_accuracy_difference,
+    pointing_accuracy,
+    rejection_at,
+    rejection_curve,
+    rejection_outcomes,
+    smooth_saliency,
+    subset_difference,
+)
 from gradcam_lib.published import pointing as published
 from gradcam_lib.stats import PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
 

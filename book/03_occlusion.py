@@ -99,10 +99,18 @@ from torch.utils.data import Subset
 from gradcam_lib import viz
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.explain import HEATMAP_METHODS, heatmaps
-from gradcam_lib.faithfulness import (MEASURES, compare_occlusion_backends, curves_of, evaluate_faithfulness,
-                                      independent_units, method_intervals, paired_comparison, per_image_measures,
-                                      rank_correlation)
+from gradcam_lib.faithfulness import (
+    MEASURES,
+    compare_occlusion_backends,
+    curves_of,
+    evaluate_faithfulness,
+    independent_units,
+    method_intervals,
+    paired_comparison,
+    per_image_measures,
+    rank_correlation,
+)
+from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
 from gradcam_lib.models import load_model, load_voc_model
 from gradcam_lib.published import occlusion as published
 

@@ -140,15 +140,33 @@ import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 from gradcam_lib import viz
-from gradcam_lib.chestxray import (XRAY_METHODS, IOBB_THRESHOLDS, AttributionSettings,
-                                   StandinXrayDataset, attribution_maps, background_images, build_xray_dataset,
-                                   classification_auc, evaluate_chestxray, evaluate_rows, finding_index,
-                                   headline_table, ig_convergence_table, iobb_table, kth_table, load_xray_model,
-                                   map_to_boxes, paired_afp, paired_hits, paired_share, paired_units)
+from gradcam_lib.chestxray import (
+    IOBB_THRESHOLDS,
+    XRAY_METHODS,
+    AttributionSettings,
+    StandinXrayDataset,
+    attribution_maps,
+    background_images,
+    build_xray_dataset,
+    classification_auc,
+    evaluate_chestxray,
+    evaluate_rows,
+    finding_index,
+    headline_table,
+    ig_convergence_table,
+    iobb_table,
+    kth_table,
+    load_xray_model,
+    map_to_boxes,
+    paired_afp,
+    paired_hits,
+    paired_share,
+    paired_units,
+)
 from gradcam_lib.claims import Claims
-from gradcam_lib.stats import paired_difference
 from gradcam_lib.datasets.chestxray import FINDINGS
 from gradcam_lib.published.chestxray import chestxray8_localization, kth_box_shares
+from gradcam_lib.stats import paired_difference
 
 out_dir = Path(results_dir) / profile / "05_chest_xray"
 entry = load_xray_model(model, device, checkpoint, cam_layer)

@@ -95,9 +95,19 @@ from gradcam_lib import viz
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.mnist import as_samples, least_confident, load_any_model, mnist_split
-from gradcam_lib.one_pixel import (DEConfig, attacked_maps, evaluate_sensitivity, map_value_at, one_pixel_attack,
-                                   paint_pixels, pixel_percentiles, random_pixel_test, sensitivity_table,
-                                   torchattacks_config, torchattacks_one_pixel)
+from gradcam_lib.one_pixel import (
+    DEConfig,
+    attacked_maps,
+    evaluate_sensitivity,
+    map_value_at,
+    one_pixel_attack,
+    paint_pixels,
+    pixel_percentiles,
+    random_pixel_test,
+    sensitivity_table,
+    torchattacks_config,
+    torchattacks_one_pixel,
+)
 from gradcam_lib.published.sensitivity import kth_sensitivity
 from gradcam_lib.stats import mcnemar, paired_difference, wilson_ci
 

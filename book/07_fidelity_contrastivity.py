@@ -111,10 +111,25 @@ import torch
 from gradcam_lib import viz
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.fidelity import (ATTRIBUTION_METHODS, attribution_maps, deep_shap_top1, evaluate_fidelity, fidelity,
-                                  positive_percentile_mask, summary_table)
-from gradcam_lib.mnist import (CIFAR10_CLASSES, accuracy, load_any_model, load_cifar10, mnist_split, seeded_small_cnn,
-                               small_entry, train_classifier)
+from gradcam_lib.fidelity import (
+    ATTRIBUTION_METHODS,
+    attribution_maps,
+    deep_shap_top1,
+    evaluate_fidelity,
+    fidelity,
+    positive_percentile_mask,
+    summary_table,
+)
+from gradcam_lib.mnist import (
+    CIFAR10_CLASSES,
+    accuracy,
+    load_any_model,
+    load_cifar10,
+    mnist_split,
+    seeded_small_cnn,
+    small_entry,
+    train_classifier,
+)
 from gradcam_lib.published.fidelity import kth_fidelity_contrastivity
 from gradcam_lib.stats import mcnemar, mean_ci, paired_difference, wilson_ci
 

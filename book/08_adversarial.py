@@ -97,11 +97,21 @@ import torch
 from torch.utils.data import ConcatDataset, Subset
 
 from gradcam_lib import viz
-from gradcam_lib.attacks import (ATTACKS, MIN_UNITS, AttackSpec, attack_and_explain, attack_table, clean_pointing,
-                                 compare_settings, correctly_classified, evaluate_attacks, with_clusters)
+from gradcam_lib.attacks import (
+    ATTACKS,
+    MIN_UNITS,
+    AttackSpec,
+    attack_and_explain,
+    attack_table,
+    clean_pointing,
+    compare_settings,
+    correctly_classified,
+    evaluate_attacks,
+    with_clusters,
+)
 from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.explain import HEATMAP_METHODS
+from gradcam_lib.methods import HEATMAP_METHODS
 from gradcam_lib.models import load_model
 from gradcam_lib.pointing import max_point
 from gradcam_lib.published.adversarial import kth_adversarial_examples, kth_eps_in_pixels

@@ -36,22 +36,22 @@ from typing import Any
 
 _PUBLIC: dict[str, str] = {
     # explanations
-    "explanation_scope": "explain",
-    "grad_cam": "explain",
-    "grad_cam_pp": "explain",
-    "grad_cam_top_k": "explain",
-    "guided_backprop": "explain",
-    "guided_grad_cam": "explain",
-    "input_gradient": "explain",
-    "heatmaps": "explain",
-    "integrated_gradients": "attributions",
+    "explanation_scope": "methods",
+    "grad_cam": "methods",
+    "grad_cam_pp": "methods",
+    "grad_cam_top_k": "methods",
+    "guided_backprop": "methods",
+    "guided_grad_cam": "methods",
+    "input_gradient": "methods",
+    "heatmaps": "methods",
+    "integrated_gradients": "methods",
     # the method registry
     "attribute": "methods",
     "maps": "methods",
     "method": "methods",
     "register_method": "methods",
-    "completeness_gap": "attributions",
-    "converged_integrated_gradients": "attributions",
+    "completeness_gap": "methods",
+    "converged_integrated_gradients": "methods",
     # models and data
     "load_model": "models",
     "build_dataset": "datasets",

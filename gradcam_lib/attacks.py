@@ -65,9 +65,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from gradcam_lib.datasets.base import Sample, collate_samples
 from gradcam_lib.datasets.composite import CompositeDataset
-from gradcam_lib.explain import explanation_scope, heatmaps
 from gradcam_lib.faithfulness import rank_correlation
 from gradcam_lib.localization import heatmap_to_box, iou
+from gradcam_lib.methods import explanation_scope, heatmaps
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.pointing import pointing_hit
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable

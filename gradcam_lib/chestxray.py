@@ -60,12 +60,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import models as tv_models
 
-from gradcam_lib.attributions import black_baseline, converged_ig
 from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from gradcam_lib.methods import attribute, canonical_key
 from gradcam_lib.methods import labels as method_labels
+from gradcam_lib.methods.attributions import black_baseline, converged_ig
 from gradcam_lib.models import ModelEntry, read_checkpoint, rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference

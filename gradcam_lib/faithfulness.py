@@ -23,7 +23,7 @@ from scipy import ndimage, stats
 from torch import nn
 
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.explain import explanation_scope, heatmaps
+from gradcam_lib.methods import explanation_scope, heatmaps
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci

@@ -45,11 +45,10 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from gradcam_lib.attributions import IG_STEPS, first_class_converged_ig
-from gradcam_lib.explain import explanation_scope
-from gradcam_lib.methods import attribute, canonical_key, reduce_channels
+from gradcam_lib.methods import attribute, canonical_key, explanation_scope, reduce_channels
 from gradcam_lib.methods import labels as method_labels
 from gradcam_lib.methods import maps as method_maps
+from gradcam_lib.methods.attributions import IG_STEPS, first_class_converged_ig
 from gradcam_lib.stats import mean_ci
 from gradcam_lib.validate import check_targets
 

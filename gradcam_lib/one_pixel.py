@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from gradcam_lib.attacks import PixelSpaceModel, to_pixels
-from gradcam_lib.explain import grad_cam
+from gradcam_lib.methods import grad_cam
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import mean_ci, paired_difference, wilson_ci

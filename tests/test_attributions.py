@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradcam_lib.attributions import (
+from gradcam_lib.methods.attributions import (
     black_baseline,
     completeness_gap,
     converged_integrated_gradients,

@@ -16,7 +16,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from gradcam_lib.explain import grad_cam, grad_cam_pp, guided_backprop, input_gradient
+from gradcam_lib.methods import grad_cam, grad_cam_pp, guided_backprop, input_gradient
 from gradcam_lib.models import load_model
 
 

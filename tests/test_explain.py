@@ -14,14 +14,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from gradcam_lib.explain import (
-    grad_cam,
-    grad_cam_pp,
-    grad_cam_top_k,
-    guided_backprop,
-    guided_grad_cam,
-    input_gradient,
-)
+from gradcam_lib.methods import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam, input_gradient
 from gradcam_lib.models import load_model
 
 

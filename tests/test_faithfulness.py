@@ -252,11 +252,12 @@ def test_auc_is_the_trapezoid_rule():
 
 def test_faithfulness_rows_match_the_pieces(small_cnn):
     """The chapter's batch function against the functions it combines, on a tiny CNN."""
-    from gradcam_lib.datasets import ImageTransform, Sample
-    from gradcam_lib.explain import heatmaps
-    from gradcam_lib.faithfulness import compare_occlusion_backends, curves_of, faithfulness_batch
-    from gradcam_lib.models import ModelEntry
     import pandas as pd
+
+    from gradcam_lib.datasets import ImageTransform, Sample
+    from gradcam_lib.faithfulness import compare_occlusion_backends, curves_of, faithfulness_batch
+    from gradcam_lib.methods import heatmaps
+    from gradcam_lib.models import ModelEntry
 
     entry = ModelEntry("tiny", small_cnn, small_cnn[1], "1", ImageTransform(), tuple("abcde"))
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))

@@ -9,7 +9,6 @@ import torch
 from scipy import stats
 from torch import nn
 
-from gradcam_lib.attributions import completeness_gap, integrated_gradients
 from gradcam_lib.fidelity import (
     METRICS,
     accuracy_drop,
@@ -29,6 +28,7 @@ from gradcam_lib.fidelity import (
     summary_table,
     top1_hits,
 )
+from gradcam_lib.methods.attributions import completeness_gap, integrated_gradients
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -10,14 +10,7 @@ import torch
 from toy_models import toy_cnn
 
 from gradcam_lib import chestxray, fidelity, localization, pointing, user_study
-from gradcam_lib import explain as ex
-from gradcam_lib.attributions import (
-    completeness_gap,
-    converged_ig,
-    gradient_shap,
-    integrated_gradients,
-    shap_expected_gradients,
-)
+from gradcam_lib import methods as ex
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.methods import (
     ALIASES,
@@ -29,6 +22,13 @@ from gradcam_lib.methods import (
     method_keys,
     register_method,
     top_k,
+)
+from gradcam_lib.methods.attributions import (
+    completeness_gap,
+    converged_ig,
+    gradient_shap,
+    integrated_gradients,
+    shap_expected_gradients,
 )
 
 CAMS = ("gradcam", "gradcam_pp", "backprop", "guided_backprop", "guided_gradcam")

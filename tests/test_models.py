@@ -19,7 +19,7 @@ import torchvision
 
 from gradcam_lib import models
 from gradcam_lib.chestxray import load_chexnet, load_standin, load_xray_model
-from gradcam_lib.explain import layer_capture
+from gradcam_lib.methods import layer_capture
 from gradcam_lib.mnist import MNIST_CLASSES, SmallCNN, load_mnist_cnn, small_entry
 from gradcam_lib.models import MODEL_NAMES, ModelEntry, load_model, load_voc_model, read_checkpoint
 

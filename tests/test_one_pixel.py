@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from gradcam_lib.explain import grad_cam
+from gradcam_lib.methods import grad_cam
 from gradcam_lib.one_pixel import (
     SU2019,
     DEConfig,

@@ -15,8 +15,8 @@ from torch import nn
 from toy_models import ChannelMeans
 
 from gradcam_lib.datasets import ImageTransform, Sample
-from gradcam_lib.datasets.voc import VOCSample
 from gradcam_lib.datasets.composite import CompositeDataset
+from gradcam_lib.datasets.voc import VOCSample
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.pointing import (
     box_distances,

@@ -55,7 +55,7 @@ def test_readme_shapes_and_predictions_are_as_described(readme_run):
     assert ns["maps"].shape == (2, 160, 120) and ns["cat"].shape == (1, 300, 451)
     assert ns["coarse"].shape == (1, 7, 7)
     # the top-5 maps and the two-class call agree with a separate call per class
-    from gradcam_lib.explain import grad_cam
+    from gradcam_lib.methods import grad_cam
 
     torch.testing.assert_close(ns["two"][:, 0], grad_cam(entry.model, entry.layer, ns["images"], [285]))
     where = ns["classes"][0].tolist().index(285)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_user_study import STRONG, synthetic_study
 
 from gradcam_lib import user_study as us
-from test_user_study import STRONG, synthetic_study
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402

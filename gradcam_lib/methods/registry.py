@@ -14,7 +14,7 @@ and a caller's result rows keep the key it was given (so old rows and notebooks 
 * ``targets`` is ``(B,)`` / ``(B, K)`` class indices, or a *chooser* ``logits (B, N) -> (B, K)``
   (e.g. :func:`top_k`): classes picked from the method's own forward pass, so top-k needs no special
   case (:attr:`Method.chooses`; for the other methods the registry runs one no-grad forward pass in
-  :func:`~gradcam_lib.explain.explanation_scope` to choose);
+  :func:`~gradcam_lib.methods.scopes.explanation_scope` to choose);
 * ``reduction`` (required: the metric chooses it) turns input-space maps ``(..., C, H, W)`` into
   2-D: ``"max_abs"`` (max over channels of ``|.|``, Simonyan et al. 2014: the localisation, pointing,
   occlusion and attack chapters), ``"sum"`` (channel sum, keeps completeness: fidelity and the chest
@@ -23,18 +23,19 @@ and a caller's result rows keep the key it was given (so old rows and notebooks 
 * methods that take one class per image (:attr:`Method.per_class`) see ``(B, K)`` targets as
   ``B * K`` images (each image repeated K times), which is what fidelity did for SHAP.
 
-Adding a method (a CAM, say): write it in :mod:`gradcam_lib.explain` (or a module listed in
+Adding a method (a CAM, say): write it in :mod:`gradcam_lib.methods.cam` (or a module listed in
 ``_PROVIDERS``) and decorate it; its name is its key::
 
     @register_method(label="Score-CAM", space="layer", nonnegative=True, chooses=True)
     def score_cam(model, layer, images, targets: Classes) -> torch.Tensor:
-        ...  # (B, [K,] H, W); inside explanation_scope; targets through _Choice for choosers
+        ...  # (B, [K,] H, W); inside explanation_scope; targets through Choice for choosers
 
 Every chapter that takes a method key can then run it (``maps("score_cam", ...)``), and
 ``tests/test_methods.py`` checks it (shape, sign, passes, state) with no change to the test.
 
-This module holds the registry only; :mod:`gradcam_lib.explain` (CAMs, gradients) and
-:mod:`gradcam_lib.attributions` (IG, SHAP) register their functions, and are imported on the first
+This module holds the registry only; :mod:`~gradcam_lib.methods.cam` (the CAMs),
+:mod:`~gradcam_lib.methods.gradients` (input-space maps) and
+:mod:`~gradcam_lib.methods.attributions` (IG, SHAP) register their functions, and are imported on the first
 lookup, so ``method("grad_cam")`` works after ``import gradcam_lib.methods`` alone.
 """
 
@@ -48,6 +49,8 @@ from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 import torch
 from torch import nn
+
+from gradcam_lib.methods.scopes import explanation_scope
 
 __all__ = [
     "ALIASES",
@@ -74,7 +77,11 @@ Chooser = Callable[[torch.Tensor], torch.Tensor]
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The modules that register methods, imported on the first lookup (in this order).
-_PROVIDERS: tuple[str, ...] = ("gradcam_lib.explain", "gradcam_lib.attributions")
+_PROVIDERS: tuple[str, ...] = (
+    "gradcam_lib.methods.cam",
+    "gradcam_lib.methods.gradients",
+    "gradcam_lib.methods.attributions",
+)
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,6 @@ class _Recorded:
 
 
 def _choose_by_forward(model: nn.Module, images: torch.Tensor, choose: Chooser) -> torch.Tensor:
-    from gradcam_lib.explain import explanation_scope  # explain registers here: import at call time
 
     with explanation_scope(model), torch.no_grad():
         return choose(model(images))

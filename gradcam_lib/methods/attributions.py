@@ -1,6 +1,6 @@
 """Input-attribution methods that the chapters compare with Grad-CAM, as thin wrappers of the
 reference libraries: Integrated Gradients and GradientShap from captum, SHAP's expected gradients
-from the ``shap`` library. Same shapes as :mod:`gradcam_lib.explain`: ``images (B, C, H, W)``,
+from the ``shap`` library. Same shapes as :mod:`gradcam_lib.methods`: ``images (B, C, H, W)``,
 ``targets (B,)`` -> ``(B, C, H, W)``. Models run inside :func:`explanation_scope` (eval mode,
 no parameter gradients, state restored).
 
@@ -28,8 +28,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="IProgress not found")
     from captum.attr import GradientShap, IntegratedGradients
 
-from gradcam_lib.explain import explanation_scope
-from gradcam_lib.methods import register_method
+from gradcam_lib.methods.registry import register_method
+from gradcam_lib.methods.scopes import explanation_scope
 
 __all__ = [
     "black_baseline",
