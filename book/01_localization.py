@@ -84,21 +84,16 @@ bf16 = False
 # %% tags=["hide-input"]
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import display
 
-from gradcam_lib import published, viz
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.localization import (
     MAX_BOX_ACC_V2_IOUS,
     THRESHOLD_GRID,
     error_interval,
-    error_table,
     evaluate_localization,
     iou_curves,
     max_box_acc_ci,
@@ -106,6 +101,8 @@ from gradcam_lib.localization import (
 )
 from gradcam_lib.methods import HEATMAP_METHODS, grad_cam, guided_backprop, guided_grad_cam
 from gradcam_lib.models import load_model
+from gradcam_lib.report import published, viz
+from gradcam_lib.report.claims import Claims
 from gradcam_lib.stats import mcnemar, paired_difference
 
 thresholds = sorted(set(THRESHOLD_GRID) | {threshold})  # 0.00, 0.01, ..., 0.99 (Choe et al. 2020)

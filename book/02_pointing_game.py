@@ -96,14 +96,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from IPython.display import display
 from scipy import stats as scipy_stats
 
-from gradcam_lib import viz
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
-from gradcam_lib.models import load_model, load_voc_model
+from gradcam_lib.models import load_model
+from gradcam_lib.models.voc import load_voc_model
 from gradcam_lib.pointing import (
     SMOOTHED_METHODS,
     calibrate_tau,
@@ -120,7 +118,9 @@ from gradcam_lib.pointing import (
     smooth_saliency,
     subset_difference,
 )
-from gradcam_lib.published import pointing as published
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published import pointing as published
 from gradcam_lib.stats import PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
 
 out_dir = Path(results_dir) / profile / "02_pointing_game"
@@ -168,7 +168,7 @@ gt = gt.merge(units, on=["dataset", "image_id", "label"], how="left")
 # number), with its 95 % cluster-bootstrap interval (`low`, `high`); `difficult` the same on the
 # difficult subset; `acc_pairs` the hits over all (image, class) pairs. `clusters` is the number of
 # independent units behind the interval (source objects on the composites). TorchRay's rows are
-# VGG-16 / ResNet-50 fine-tuned on PASCAL VOC 2007, on its test set (`gradcam_lib.published.pointing`
+# VGG-16 / ResNet-50 fine-tuned on PASCAL VOC 2007, on its test set (`gradcam_lib.report.published.pointing`
 # also holds their COCO 2014 rows, RISE and extremal perturbation); ours, in the default profile, are
 # EfficientNet-Lite0 (ImageNet) on the generated composite benchmark, so compare methods *within* a
 # block, not across blocks.

@@ -96,8 +96,6 @@ import seaborn as sns
 import torch
 from torch.utils.data import Subset
 
-from gradcam_lib import viz
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.faithfulness import (
     MEASURES,
@@ -111,8 +109,11 @@ from gradcam_lib.faithfulness import (
     rank_correlation,
 )
 from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
-from gradcam_lib.models import load_model, load_voc_model
-from gradcam_lib.published import occlusion as published
+from gradcam_lib.models import load_model
+from gradcam_lib.models.voc import load_voc_model
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published import occlusion as published
 
 out_dir = Path(results_dir) / profile / "03_occlusion"
 entry = load_voc_model(model, voc_checkpoint, device) if dataset == "voc" else load_model(model, device)

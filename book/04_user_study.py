@@ -89,9 +89,9 @@ import pandas as pd
 import seaborn as sns
 
 from gradcam_lib import user_study as us
-from gradcam_lib.claims import Claims
 from gradcam_lib.models import load_model
-from gradcam_lib.published import user_study as published
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published import user_study as published
 
 out_dir = Path(results_dir) / profile / "04_user_study"
 stronger = load_model(stronger_model, device)

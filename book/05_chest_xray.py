@@ -132,16 +132,13 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-from gradcam_lib import viz
 from gradcam_lib.chestxray import (
-    IOBB_THRESHOLDS,
     XRAY_METHODS,
     AttributionSettings,
     StandinXrayDataset,
@@ -163,9 +160,10 @@ from gradcam_lib.chestxray import (
     paired_share,
     paired_units,
 )
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets.chestxray import FINDINGS
-from gradcam_lib.published.chestxray import chestxray8_localization, kth_box_shares
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published.chestxray import chestxray8_localization, kth_box_shares
 from gradcam_lib.stats import paired_difference
 
 out_dir = Path(results_dir) / profile / "05_chest_xray"

@@ -81,7 +81,6 @@ seed = 0
 
 # %% tags=["hide-input"]
 import itertools
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -91,10 +90,10 @@ import torch
 from IPython.display import display
 from scipy import stats
 
-from gradcam_lib import viz
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.mnist import as_samples, least_confident, load_any_model, mnist_split
+from gradcam_lib.datasets.mnist import as_samples, mnist_split
+from gradcam_lib.models import load_model
+from gradcam_lib.models.mnist import least_confident
 from gradcam_lib.one_pixel import (
     DEConfig,
     attacked_maps,
@@ -108,12 +107,14 @@ from gradcam_lib.one_pixel import (
     torchattacks_config,
     torchattacks_one_pixel,
 )
-from gradcam_lib.published.sensitivity import kth_sensitivity
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published.sensitivity import kth_sensitivity
 from gradcam_lib.stats import mcnemar, paired_difference, wilson_ci
 
 out_dir = Path(results_dir) / profile / "06_sensitivity"
 models = dict.fromkeys([run[0] for run in runs] + ([compare_torchattacks[0]] if compare_torchattacks else []))
-entries = {name: load_any_model(name, device) for name in models}
+entries = {name: load_model(name, device) for name in models}
 _, mnist_test = mnist_split(seed=seed)
 
 

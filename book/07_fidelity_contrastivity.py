@@ -108,9 +108,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from gradcam_lib import viz
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
+from gradcam_lib.datasets.mnist import CIFAR10_CLASSES, load_cifar10, mnist_split
 from gradcam_lib.fidelity import (
     ATTRIBUTION_METHODS,
     attribution_maps,
@@ -120,17 +119,11 @@ from gradcam_lib.fidelity import (
     positive_percentile_mask,
     summary_table,
 )
-from gradcam_lib.mnist import (
-    CIFAR10_CLASSES,
-    accuracy,
-    load_any_model,
-    load_cifar10,
-    mnist_split,
-    seeded_small_cnn,
-    small_entry,
-    train_classifier,
-)
-from gradcam_lib.published.fidelity import kth_fidelity_contrastivity
+from gradcam_lib.models import load_model
+from gradcam_lib.models.mnist import accuracy, seeded_small_cnn, small_entry, train_classifier
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published.fidelity import kth_fidelity_contrastivity
 from gradcam_lib.stats import mcnemar, mean_ci, paired_difference, wilson_ci
 
 out_dir = Path(results_dir) / profile / "07_fidelity_contrastivity"
@@ -143,7 +136,7 @@ def load_run(model: str, dataset: str, n: int, n_background: int):
     SHAP background; the embedded photographs (their ImageNet labels) with generated composite
     images as background; CIFAR-10 test images with a KTH-style CNN trained here (seeded)."""
     if dataset == "mnist":
-        entry = load_any_model(model, device)
+        entry = load_model(model, device)
         return entry, mnist_test.images[:n].to(device), mnist_test.labels[:n], mnist_train.images[:n_background].to(device)
     if dataset == "cifar10":
         train = load_cifar10(cifar_root, train=True)
@@ -152,7 +145,7 @@ def load_run(model: str, dataset: str, n: int, n_background: int):
         print(f"CIFAR-10 CNN: test accuracy {accuracy(net, load_cifar10(cifar_root, train=False)):.3f}")
         entry = small_entry(model, net, CIFAR10_CLASSES, 3, 32)
         return entry, test.images.to(device), test.labels, train.images[:n_background].to(device)
-    entry = load_any_model(model, device)
+    entry = load_model(model, device)
     samples = list(build_dataset(dataset, entry.transform, n, None, seed))[:n]
     images = torch.stack([s.image for s in samples]).to(device)
     background = torch.stack([s.image for s in build_dataset("composite", entry.transform, n_background, None, seed + 1)])

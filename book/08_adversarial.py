@@ -96,10 +96,8 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, Subset
 
-from gradcam_lib import viz
 from gradcam_lib.attacks import (
     ATTACKS,
-    MIN_UNITS,
     AttackSpec,
     attack_and_explain,
     attack_table,
@@ -109,12 +107,13 @@ from gradcam_lib.attacks import (
     evaluate_attacks,
     with_clusters,
 )
-from gradcam_lib.claims import Claims
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.methods import HEATMAP_METHODS
 from gradcam_lib.models import load_model
 from gradcam_lib.pointing import max_point
-from gradcam_lib.published.adversarial import kth_adversarial_examples, kth_eps_in_pixels
+from gradcam_lib.report import viz
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.published.adversarial import kth_adversarial_examples, kth_eps_in_pixels
 
 out_dir = Path(results_dir) / profile / "08_adversarial"
 specs = [AttackSpec(attack, eps / 255, mode == "targeted", steps=pgd_steps)

@@ -21,7 +21,6 @@
 results_csv = "../bench/results.csv"
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 

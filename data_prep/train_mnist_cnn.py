@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from gradcam_lib.mnist import CHECKPOINT, SmallCNN, accuracy, mnist_split, train_classifier
+from gradcam_lib.datasets.mnist import mnist_split
+from gradcam_lib.models.mnist import CHECKPOINT, SmallCNN, accuracy, train_classifier
 
 
 def main(argv: list[str] | None = None) -> None:

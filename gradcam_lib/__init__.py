@@ -25,7 +25,7 @@ cheap; ``_PUBLIC`` names each one's module):
 * statistics, runs, claims: ``mcnemar``, ``paired_difference``, ``cluster_bootstrap_ci``,
   ``wilson_ci``, ``run_resumable``, ``Claims``.
 
-Figures are in :mod:`gradcam_lib.viz` (``show_overlay``, ``show_guided``, ``draw_box``); the README's
+Figures are in :mod:`gradcam_lib.report.viz` (``show_overlay``, ``show_guided``, ``draw_box``); the README's
 "Using the library" section shows a whole session.
 """
 
@@ -69,7 +69,7 @@ _PUBLIC: dict[str, str] = {
     "cluster_bootstrap_ci": "stats",
     "wilson_ci": "stats",
     "run_resumable": "results",
-    "Claims": "claims",
+    "Claims": "report.claims",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -66,7 +66,8 @@ from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTr
 from gradcam_lib.methods import attribute, canonical_key
 from gradcam_lib.methods import labels as method_labels
 from gradcam_lib.methods.attributions import black_baseline, converged_ig
-from gradcam_lib.models import ModelEntry, read_checkpoint, rectify_densenet_features
+from gradcam_lib.models import ModelEntry, read_checkpoint
+from gradcam_lib.models.imagenet import rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
 from gradcam_lib.validate import check_box, check_boxes, check_map

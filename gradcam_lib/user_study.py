@@ -48,12 +48,12 @@ from PIL import Image
 from scipy import optimize, stats
 from torch.utils.data import Dataset
 
-from gradcam_lib import viz
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.methods import labels as method_labels
 from gradcam_lib.methods import maps as method_maps
 from gradcam_lib.models import ModelEntry
+from gradcam_lib.report import viz
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import PairedDifference, paired_difference, wilson_ci
 
@@ -254,7 +254,7 @@ def explain_items(
     device: str = "cpu",
 ) -> tuple[list[np.ndarray], dict[tuple[str, str], np.ndarray]]:
     """Each method's explanation of ``items`` (rows of :func:`agreed_items`) by one model, rendered
-    as images raters see (:func:`gradcam_lib.viz.guided_to_display`, resized to ``size``).
+    as images raters see (:func:`gradcam_lib.report.viz.guided_to_display`, resized to ``size``).
 
     Returns:
         ``(pictures, maps)``: the images as shown, one per item, and ``{(image_id, method): map}``.

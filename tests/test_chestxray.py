@@ -49,7 +49,7 @@ from gradcam_lib.chestxray import (
 from gradcam_lib.datasets import ImageTransform
 from gradcam_lib.datasets.chestxray import FINDINGS, ChestXray14BoxDataset, read_bbox_list
 from gradcam_lib.methods import grad_cam
-from gradcam_lib.published.chestxray import chestxray8_localization, kth_box_shares
+from gradcam_lib.report.published.chestxray import chestxray8_localization, kth_box_shares
 
 PLAIN_224 = ImageTransform(224, 224, (0.0,) * 3, (1.0,) * 3)
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"

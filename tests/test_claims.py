@@ -3,7 +3,7 @@ admonition that is green when every claim holds and red (naming the count) when 
 
 from __future__ import annotations
 
-from gradcam_lib.claims import Claims
+from gradcam_lib.report.claims import Claims
 
 
 def test_verdicts_follow_the_checks_and_the_text_form_lists_them() -> None:

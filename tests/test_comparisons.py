@@ -9,7 +9,6 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from captum.attr import GuidedBackprop, LayerGradCam
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, GuidedBackpropReLUModel

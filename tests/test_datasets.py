@@ -36,7 +36,7 @@ from gradcam_lib.datasets import (
 )
 from gradcam_lib.datasets.base import printable_id
 from gradcam_lib.datasets.ilsvrc import MAX_ASPECT_RATIO, DroppedBoxWarning
-from gradcam_lib.models import imagenet_class_names
+from gradcam_lib.models.imagenet import imagenet_class_names
 
 REPO = Path(__file__).resolve().parents[1]
 # mean 0, std 1: the tensor is the pixels / 255, so colours can be checked after the transform

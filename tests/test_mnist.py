@@ -10,17 +10,12 @@ import pytest
 import torch
 from torchvision.datasets import cifar
 
-from gradcam_lib.mnist import (
+from gradcam_lib.datasets.mnist import Split, as_samples, load_cifar10, load_mnist_digits, mnist_split
+from gradcam_lib.models.mnist import (
     CHECKPOINT,
-    SmallCNN,
-    Split,
     accuracy,
-    as_samples,
     least_confident,
-    load_cifar10,
     load_mnist_cnn,
-    load_mnist_digits,
-    mnist_split,
     seeded_small_cnn,
     train_classifier,
 )

@@ -17,11 +17,12 @@ import pytest
 import torch
 import torchvision
 
-from gradcam_lib import models
 from gradcam_lib.chestxray import load_chexnet, load_standin, load_xray_model
+from gradcam_lib.datasets.mnist import MNIST_CLASSES
 from gradcam_lib.methods import layer_capture
-from gradcam_lib.mnist import MNIST_CLASSES, SmallCNN, load_mnist_cnn, small_entry
-from gradcam_lib.models import MODEL_NAMES, ModelEntry, load_model, load_voc_model, read_checkpoint
+from gradcam_lib.models import MODEL_NAMES, ModelEntry, imagenet, load_model, read_checkpoint
+from gradcam_lib.models.mnist import SmallCNN, load_mnist_cnn, small_entry
+from gradcam_lib.models.voc import load_voc_model
 
 
 def _entries() -> list[tuple[str, callable]]:
@@ -121,7 +122,7 @@ def test_first_download_creates_the_folder_and_checks_the_hash(tmp_path, monkeyp
     served = _hashed_copy(source.state_dict(), tmp_path / "server", "squeezenet1_1")
     home = tmp_path / "fresh_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    model = models._torchvision_builder("squeezenet1_1", _weights(served))(True).eval()
+    model = imagenet._torchvision_builder("squeezenet1_1", _weights(served))(True).eval()
     cached = home / "hub" / "checkpoints" / served.name
     assert cached.read_bytes() == served.read_bytes()
     assert sorted(p.name for p in cached.parent.iterdir()) == [served.name]  # no .part left behind
@@ -138,7 +139,7 @@ def test_googlenet_weights_with_auxiliary_heads_load_into_the_registry_network(t
     assert any(k.startswith("aux1.") for k in source.state_dict())
     served = _hashed_copy(source.state_dict(), tmp_path / "server", "googlenet")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
-    build = models._torchvision_builder("googlenet", _weights(served), aux_logits=False, transform_input=True, init_weights=False)
+    build = imagenet._torchvision_builder("googlenet", _weights(served), aux_logits=False, transform_input=True, init_weights=False)
     model = build(True).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -149,7 +150,7 @@ def test_download_with_a_wrong_hash_keeps_nothing(tmp_path, monkeypatch):
     served = _hashed_copy({"w": torch.ones(3)}, tmp_path / "server", "tiny", prefix="00000000")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     with pytest.raises(ValueError, match=r"SHA-256 .* does not start with 00000000, the hash in its file name"):
-        models._torchvision_state_dict("tiny", _weights(served))
+        imagenet._torchvision_state_dict("tiny", _weights(served))
     assert list((tmp_path / "home" / "hub" / "checkpoints").iterdir()) == []
 
 
@@ -158,7 +159,7 @@ def test_failed_download_says_what_failed_and_where_the_file_goes(tmp_path, monk
     missing = tmp_path / "server" / "tiny-12345678.pth"
     target = tmp_path / "home" / "hub" / "checkpoints" / missing.name
     with pytest.raises(FileNotFoundError, match=r"downloading file:.*tiny-12345678.pth failed \(URLError") as info:
-        models._torchvision_state_dict("tiny", _weights(missing))
+        imagenet._torchvision_state_dict("tiny", _weights(missing))
     assert f"place it at {target}" in str(info.value)
     assert target.parent.is_dir() and not any(target.parent.iterdir())
 
@@ -169,7 +170,7 @@ def test_unusable_torch_home_is_named(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("TORCH_HOME", str(blocker))
     with pytest.raises(OSError, match=r"cannot create the weights folder .*not_a_folder.*set TORCH_HOME to a writable"):
-        models._torchvision_state_dict("tiny", _weights(tmp_path / "tiny-12345678.pth"))
+        imagenet._torchvision_state_dict("tiny", _weights(tmp_path / "tiny-12345678.pth"))
 
 
 def test_a_corrupt_cached_weights_file_says_delete_it(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_a_corrupt_cached_weights_file_says_delete_it(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"")
     with pytest.raises(ValueError, match=r"tiny-12345678.pth is empty \(0 bytes\); delete it to download it again"):
-        models._torchvision_state_dict("tiny", _weights(tmp_path / "server" / cached.name))
+        imagenet._torchvision_state_dict("tiny", _weights(tmp_path / "server" / cached.name))
 
 
 class _Crafted:

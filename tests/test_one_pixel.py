@@ -237,9 +237,11 @@ def test_map_value_and_percentile_rank_by_hand():
 
 
 def test_sensitivity_reads_grad_cam_at_the_attacked_pixel():
-    from gradcam_lib.mnist import least_confident, load_any_model, mnist_split
+    from gradcam_lib.datasets.mnist import mnist_split
+    from gradcam_lib.models import load_model
+    from gradcam_lib.models.mnist import least_confident
 
-    entry = load_any_model("mnist_cnn")
+    entry = load_model("mnist_cnn")
     model, layer = entry.model, entry.layer
     assert entry.layer_name == "relu1"
     _, test = mnist_split()

@@ -24,12 +24,12 @@ from scipy import stats
 from torch import nn
 
 from gradcam_lib import user_study as us
-from gradcam_lib import viz
 from gradcam_lib.datasets.base import build_sample
 from gradcam_lib.datasets.transforms import ImageTransform
 from gradcam_lib.methods import guided_backprop, guided_grad_cam
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.published.user_study import trust_counts, trust_means
+from gradcam_lib.report import viz
+from gradcam_lib.report.published.user_study import trust_counts, trust_means
 
 STRONG, WEAK = "strong_net", "weak_net"
 

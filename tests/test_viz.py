@@ -1,4 +1,4 @@
-"""gradcam_lib.viz against hand-computed pictures: what each figure helper hands to matplotlib."""
+"""gradcam_lib.report.viz against hand-computed pictures: what each figure helper hands to matplotlib."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gradcam_lib import viz  # noqa: E402
+from gradcam_lib.report import viz  # noqa: E402
 
 
 @pytest.fixture

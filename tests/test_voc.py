@@ -20,7 +20,8 @@ from gradcam_lib.datasets.voc import (
     find_voc_root,
     parse_voc_annotation,
 )
-from gradcam_lib.models import load_model, load_voc_model
+from gradcam_lib.models import load_model
+from gradcam_lib.models.voc import load_voc_model
 
 IDENTITY = ImageTransform(64, 64, (0.0,) * 3, (1.0,) * 3)
 

