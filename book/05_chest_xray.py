@@ -138,28 +138,7 @@ import seaborn as sns
 import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-from gradcam_lib.chestxray import (
-    XRAY_METHODS,
-    AttributionSettings,
-    StandinXrayDataset,
-    attribution_maps,
-    background_images,
-    build_xray_dataset,
-    classification_auc,
-    evaluate_chestxray,
-    evaluate_rows,
-    finding_index,
-    headline_table,
-    ig_convergence_table,
-    iobb_table,
-    kth_table,
-    load_xray_model,
-    map_to_boxes,
-    paired_afp,
-    paired_hits,
-    paired_share,
-    paired_units,
-)
+from gradcam_lib.chestxray import XRAY_METHODS, AttributionSettings, StandinXrayDataset, attribution_maps, background_images, build_xray_dataset, classification_auc, evaluate_chestxray, evaluate_rows, finding_index, headline_table, ig_convergence_table, iobb_table, kth_table, load_xray_model, map_to_boxes, paired_afp, paired_hits, paired_share, paired_units
 from gradcam_lib.datasets.chestxray import FINDINGS
 from gradcam_lib.report import viz
 from gradcam_lib.report.claims import Claims

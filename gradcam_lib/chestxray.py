@@ -61,6 +61,7 @@ from torch.utils.data import Dataset
 from torchvision import models as tv_models
 
 from gradcam_lib.datasets.base import Sample, build_sample
+from gradcam_lib.datasets.boxes import Box, box_fraction, box_mask, iobb, iobb_unchecked
 from gradcam_lib.datasets.chestxray import FINDINGS, canonical_finding
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from gradcam_lib.methods import attribute, canonical_key
@@ -71,8 +72,6 @@ from gradcam_lib.models.imagenet import rectify_densenet_features
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import McNemar, PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
 from gradcam_lib.validate import check_box, check_boxes, check_map
-
-Box = tuple[int, int, int, int]
 
 __all__ = [
     "BOX_UNIT",
@@ -551,20 +550,6 @@ def _min_max(values: np.ndarray) -> np.ndarray | None:
     return None if not high > low else (values - low) / (high - low)
 
 
-def _box_mask(box: Sequence[int], shape: tuple[int, ...]) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    x0, y0, x1, y1 = (int(v) for v in box)
-    mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-    return mask
-
-
-def box_fraction(box: Sequence[int], shape: tuple[int, ...]) -> float:
-    """The box's share of the image: the KTH score of a map that knows nothing, on average.
-    Raises ValueError for an invalid box (:func:`gradcam_lib.validate.check_box`)."""
-    check_box("box", box)
-    return float(_box_mask(box, shape).mean())
-
-
 def kth_box_share(heatmap: torch.Tensor | np.ndarray, box: Sequence[int], threshold: float = KTH_THRESHOLD
                   ) -> tuple[float, int]:
     """KTH's score: positive part, per-image min-max, keep pixels >= ``threshold``; the share of
@@ -583,25 +568,7 @@ def kth_box_share(heatmap: torch.Tensor | np.ndarray, box: Sequence[int], thresh
         return 0.0, 0
     kept = values >= threshold
     count = int(kept.sum())
-    return float((kept & _box_mask(box, values.shape)).sum() / count), count
-
-
-def iobb(truth: Sequence[int], predicted: Sequence[int]) -> float:
-    """ChestX-ray8's IoBB (Wang et al. 2017, Sec. 4 "Disease Localization"): area(truth n
-    predicted) / area(predicted), inclusive pixel boxes (widths ``x2 - x1 + 1``, as
-    :func:`gradcam_lib.localization.iou`). Raises ValueError for an invalid or inverted box."""
-    check_box("truth", truth)
-    check_box("predicted", predicted)
-    return _iobb(truth, predicted)
-
-
-def _iobb(truth: Sequence[int], predicted: Sequence[int]) -> float:
-    """:func:`iobb` of boxes already checked."""
-    ix = min(truth[2], predicted[2]) - max(truth[0], predicted[0]) + 1
-    iy = min(truth[3], predicted[3]) - max(truth[1], predicted[1]) + 1
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    return ix * iy / ((predicted[2] - predicted[0] + 1) * (predicted[3] - predicted[1] + 1))
+    return float((kept & box_mask(box, values.shape)).sum() / count), count
 
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -705,7 +672,8 @@ def _score_boxes(heatmap: torch.Tensor, truths: list[Box], thresholds: Sequence[
     (NaN when it drew none)."""
     check_boxes("truths", truths)
     predicted = map_to_boxes(heatmap)
-    overlaps = np.array([[_iobb(t, p) for p in predicted] for t in truths]).reshape(len(truths), len(predicted))
+    overlaps = np.array([[iobb_unchecked(t, p) for p in predicted] for t in truths])
+    overlaps = overlaps.reshape(len(truths), len(predicted))
     area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731  inclusive pixel box
     smallest = float(min(area(p) for p in predicted)) if predicted else float("nan")
     rows = []

@@ -36,14 +36,13 @@ from torch.utils.data import Dataset
 
 from gradcam_lib.acceleration import precision
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.boxes import Box, iou, iou_unchecked
 from gradcam_lib.methods import attribute
 from gradcam_lib.methods import top_k as top_k_chooser
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
 from gradcam_lib.stats import cluster_bootstrap_ci, wilson_ci
 from gradcam_lib.validate import check_box, check_boxes, check_map
-
-Box = tuple[int, int, int, int]
 
 __all__ = [
     "CLSLOC_IOU",
@@ -115,29 +114,6 @@ def heatmap_to_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.15) 
     return (cols.start, rows.start, cols.stop - 1, rows.stop - 1)
 
 
-def iou(box_a: Sequence[int], box_b: Sequence[int]) -> float:
-    """Intersection over union of two inclusive pixel boxes (ILSVRC devkit: widths are x2 - x1 + 1).
-
-    Raises:
-        ValueError: a box that is not 4 finite numbers or is inverted (xmin > xmax or ymin > ymax).
-    """
-    check_box("box_a", box_a)
-    check_box("box_b", box_b)
-    return _iou(box_a, box_b)
-
-
-def _iou(box_a: Sequence[int], box_b: Sequence[int]) -> float:
-    """:func:`iou` of boxes already checked."""
-    ix = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]) + 1
-    iy = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]) + 1
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    area_a = (box_a[2] - box_a[0] + 1) * (box_a[3] - box_a[1] + 1)
-    area_b = (box_b[2] - box_b[0] + 1) * (box_b[3] - box_b[1] + 1)
-    return inter / (area_a + area_b - inter)
-
-
 def iou_threshold(box: Sequence[int], tiny_box_rule: bool = False) -> float:
     """IoU needed to match the ground-truth ``box``: 0.5 (CLS-LOC, ``eval_clsloc.m``), or with
     ``tiny_box_rule`` the DET devkit's min(0.5, wh / ((w + 10)(h + 10))).
@@ -170,7 +146,7 @@ def guess_is_localized(label: int, box: Box | None, sample: Sample, tiny_box_rul
     check_box("box", box)
     truths = sample.boxes_of(label)
     check_boxes(f"the boxes of class {label} in sample {sample.image_id!r}", truths)
-    return any(_iou(box, gt) >= _needed_iou(gt, tiny_box_rule) for gt in truths.tolist())
+    return any(iou_unchecked(box, gt) >= _needed_iou(gt, tiny_box_rule) for gt in truths.tolist())
 
 
 def image_outcome(
@@ -257,7 +233,7 @@ def _sweep_python(levels: np.ndarray, n_levels: int, gt: np.ndarray, need: np.nd
         slices = ndimage.find_objects(segments)
         for index, (rows, cols) in enumerate(slices):
             box = (cols.start, rows.start, cols.stop - 1, rows.stop - 1)
-            overlaps = [_iou(box, g) for g in gt.tolist()]
+            overlaps = [iou_unchecked(box, g) for g in gt.tolist()]
             best_iou[k] = max([best_iou[k], *overlaps])
             if index == int(np.argmax(sizes)):
                 boxes[k] = box

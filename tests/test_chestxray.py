@@ -13,39 +13,7 @@ from skimage.measure import label, regionprops
 from torch import nn
 from torchvision import models as tv_models
 
-from gradcam_lib.chestxray import (
-    CHEXNET_CLASSES,
-    IG_METHODS,
-    STANDIN_FINDINGS,
-    XRAY_METHODS,
-    AttributionSettings,
-    StandinXrayDataset,
-    box_fraction,
-    chexnet_state_dict,
-    converged_ig,
-    evaluate_boxes_batch,
-    evaluate_chestxray,
-    evaluate_rows,
-    finding_index,
-    headline_table,
-    ig_baseline,
-    ig_convergence_table,
-    iobb,
-    iobb_table,
-    kth_box_share,
-    kth_table,
-    load_chexnet,
-    load_standin,
-    load_xray_model,
-    map_to_boxes,
-    method_maps,
-    paired_afp,
-    paired_hits,
-    paired_share,
-    standin_transform,
-    to_grey,
-    wrap_xrv_model,
-)
+from gradcam_lib.chestxray import CHEXNET_CLASSES, IG_METHODS, STANDIN_FINDINGS, XRAY_METHODS, AttributionSettings, StandinXrayDataset, box_fraction, chexnet_state_dict, converged_ig, evaluate_boxes_batch, evaluate_chestxray, evaluate_rows, finding_index, headline_table, ig_baseline, ig_convergence_table, iobb, iobb_table, kth_box_share, kth_table, load_chexnet, load_standin, load_xray_model, map_to_boxes, method_maps, paired_afp, paired_hits, paired_share, standin_transform, to_grey, wrap_xrv_model
 from gradcam_lib.datasets import ImageTransform
 from gradcam_lib.datasets.chestxray import FINDINGS, ChestXray14BoxDataset, read_bbox_list
 from gradcam_lib.methods import grad_cam

@@ -14,24 +14,7 @@ from toy_models import ChannelMeans
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.datasets.transforms import ImageTransform
-from gradcam_lib.localization import (
-    MAX_BOX_ACC_V2_IOUS,
-    THRESHOLD_GRID,
-    _sweep_python,
-    error_interval,
-    error_table,
-    heatmap_to_box,
-    image_outcome,
-    iou,
-    iou_curves,
-    iou_threshold,
-    localize_batch,
-    max_box_acc,
-    max_box_acc_ci,
-    max_box_acc_from_ious,
-    pick_threshold,
-    threshold_sweep,
-)
+from gradcam_lib.localization import MAX_BOX_ACC_V2_IOUS, THRESHOLD_GRID, _sweep_python, error_interval, error_table, heatmap_to_box, image_outcome, iou, iou_curves, iou_threshold, localize_batch, max_box_acc, max_box_acc_ci, max_box_acc_from_ious, pick_threshold, threshold_sweep
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.stats import wilson_ci
 
