@@ -49,8 +49,22 @@ class Book:
         return self.root / "book"
 
     def chapters(self) -> list[Path]:
-        """The notebooks in book order: chapters (names start with two digits), then appendices."""
-        return sorted(self.sources.glob("[0-9][0-9]_*.ipynb")) + sorted(self.sources.glob("appendix_*.ipynb"))
+        """The notebooks in the order of ``_toc.yml`` (the one list of the book's pages; its
+        Markdown pages are not executed).
+
+        Raises:
+            FileNotFoundError: a page of ``_toc.yml`` that has neither a notebook nor a Markdown file.
+        """
+        toc = yaml.safe_load((self.root / "_toc.yml").read_text())
+        pages = [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
+        notebooks = []
+        for page in pages:
+            notebook, markdown = self.root / f"{page}.ipynb", self.root / f"{page}.md"
+            if notebook.is_file():
+                notebooks.append(notebook)
+            elif not markdown.is_file():
+                raise FileNotFoundError(f"_toc.yml lists {page!r}, but neither {notebook} nor {markdown} exists")
+        return notebooks
 
     def parameters(self, profile: str, chapter: Path) -> dict:
         """The parameters of one chapter for one profile (empty when the profile has no file for it)."""

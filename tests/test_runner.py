@@ -27,6 +27,7 @@ def _write_book(root: Path) -> None:
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, book / "01_chapter.ipynb")
     (book / "intro.md").write_text("# The book\n\nIntro.\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_chapter\n")
     (book / "params" / "default" / "01_chapter.yaml").write_text("profile: default\n")
     (book / "params" / "broken" / "01_chapter.yaml").write_text("profile: broken\nfail: true\n")
 
@@ -68,6 +69,22 @@ def test_update_committed_writes_only_default_and_only_after_success(tmp_path):
     assert str(tmp_path) not in chapter.read_text()  # no absolute paths of this machine
     with pytest.raises(SystemExit):
         main(["--profile", "broken", "--update-committed", "--no-build"], Book(tmp_path))
+
+
+def test_the_chapters_are_those_of_the_table_of_contents_in_its_order(tmp_path):
+    _write_book(tmp_path)
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "book" / "00_first.ipynb")
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "book" / "02_not_in_the_toc.ipynb")
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_chapter\n  - file: book/00_first\n")
+    assert [c.name for c in Book(tmp_path).chapters()] == ["01_chapter.ipynb", "00_first.ipynb"]
+    toc.write_text(toc.read_text() + "  - file: book/03_gone\n")
+    with pytest.raises(FileNotFoundError, match="_toc.yml lists 'book/03_gone'"):
+        Book(tmp_path).chapters()
+
+
+def test_the_committed_book_runs_every_notebook_of_its_table_of_contents():
+    assert {c.name for c in Book().chapters()} == {p.name for p in Book().sources.glob("*.ipynb")}
 
 
 def test_unknown_profile_and_chapter_are_refused(tmp_path):

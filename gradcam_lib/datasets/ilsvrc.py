@@ -35,24 +35,26 @@ write their bad bytes as ``\\xNN`` escapes (:func:`~gradcam_lib.datasets.base.pr
 from __future__ import annotations
 
 import csv
-import math
 import os
-import warnings
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from gradcam_lib.datasets.annotations import (
+    MAX_COORDINATE,
+    DroppedBoxWarning,
+    clip_box,
+    keep_inside,
+    read_objects,
+    read_xml,
+)
 from gradcam_lib.datasets.base import Sample, build_sample, printable_id
+from gradcam_lib.datasets.images import MAX_ASPECT_RATIO, read_image
 from gradcam_lib.datasets.transforms import ImageTransform
 
 __all__ = [
@@ -78,15 +80,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg")
 IMAGE_DIRS = ("val", "Data/CLS-LOC/val", ".")
 ANNOTATION_DIRS = ("bbox_val/val", "bbox_val", "Annotations/CLS-LOC/val", "Annotations", "val", ".")
 INDEX_COLUMNS = ("image", "width", "height", "wnid", "label", "xmin", "ymin", "xmax", "ymax")
-#: read_image refuses images whose long side is more than this many times their short side.
-MAX_ASPECT_RATIO = 50
-#: Coordinates and sizes of a box file must be below this in magnitude (a long tensor holds them).
-MAX_COORDINATE = 2**31
 
-
-class DroppedBoxWarning(UserWarning):
-    """Boxes that lie entirely outside their image's stated size were dropped (the message says
-    how many, and where)."""
 
 
 @lru_cache(maxsize=1)
@@ -123,82 +117,6 @@ class Annotation:
         return tuple(index[w] for w in self.wnids)
 
 
-def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    """Clamp an inclusive box into a ``width`` x ``height`` image (a size <= 0 means unknown)."""
-    x0, y0, x1, y1 = box
-    if width > 0:
-        x0, x1 = (min(max(v, 0), width - 1) for v in (x0, x1))
-    if height > 0:
-        y0, y1 = (min(max(v, 0), height - 1) for v in (y0, y1))
-    return x0, y0, x1, y1
-
-
-def keep_inside(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int, source: str) -> list[bool]:
-    """Which inclusive boxes share at least one pixel with a ``width`` x ``height`` image (a size
-    <= 0 means unknown: no limit on that axis). When some do not, one :class:`DroppedBoxWarning`
-    counts them, naming ``source``; the caller drops them (clipping would turn each into a
-    1-pixel box in a corner)."""
-    keep = [
-        (width <= 0 or (x1 >= 0 and x0 <= width - 1)) and (height <= 0 or (y1 >= 0 and y0 <= height - 1))
-        for x0, y0, x1, y1 in boxes
-    ]
-    dropped = len(keep) - sum(keep)
-    if dropped:
-        warnings.warn(
-            f"{source}: dropped {dropped} of {len(keep)} boxes that lie entirely outside the "
-            f"{width} x {height} image",
-            DroppedBoxWarning,
-            stacklevel=3,
-        )
-    return keep
-
-
-def read_xml(path: str | os.PathLike[str]) -> ET.Element:
-    """The ``<annotation>`` root of a VOC-format XML (ILSVRC and PASCAL VOC share it), parsed with
-    ``defusedxml`` (entity declarations and external references are refused).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: empty or malformed XML, a refused construct, or another root element (the
-            message names the file).
-    """
-    path = Path(path)
-    try:
-        root = SafeET.parse(path).getroot()
-    except FileNotFoundError:
-        raise
-    except ET.ParseError as error:
-        raise ValueError(
-            f"{path} is not well-formed XML ({error}); re-extract it from the data set's archive"
-        ) from error
-    except defusedxml.DefusedXmlException as error:
-        raise ValueError(f"{path} was refused: {error!r} (annotation files need no DTD entities)") from error
-    if root.tag != "annotation":
-        raise ValueError(f"{path}: root element is <{root.tag}>, not <annotation>; is this a VOC/ILSVRC box file?")
-    return root
-
-
-def xml_number(node: ET.Element, tag: str, path: Path, where: str = "") -> int:
-    """The integer in ``<tag>`` under ``node`` of a VOC-format XML (ILSVRC and PASCAL VOC share it),
-    rounded from a decimal if need be; ``where`` names the element in messages (``"object 2"``).
-
-    Raises:
-        ValueError: the tag is missing or does not hold a finite number below ``MAX_COORDINATE``
-            (the message names the file and ``where``).
-    """
-    place = f"{path}, {where}" if where else str(path)
-    text = node.findtext(tag)
-    if text is None:
-        raise ValueError(f"{place}: <{tag}> missing")
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and abs(value) < MAX_COORDINATE):
-        raise ValueError(f"{place}: <{tag}> is {text.strip()!r}, not a finite pixel coordinate")
-    return round(value)
-
-
 def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
     """Read one ILSVRC/PASCAL VOC XML; boxes are clipped to its ``<size>``, and those entirely
     outside it dropped (one :class:`DroppedBoxWarning` counts them).
@@ -209,37 +127,9 @@ def parse_annotation(path: str | os.PathLike[str]) -> Annotation:
             the file and object.
     """
     path = Path(path)
-    root = read_xml(path)
-
-    size = root.find("size")
-    width, height = (
-        (xml_number(size, "width", path, "<size>"), xml_number(size, "height", path, "<size>"))
-        if size is not None
-        else (0, 0)
-    )
-    if width < 0 or height < 0:
-        raise ValueError(f"{path}: negative image size {width} x {height}")
-    wnids, boxes = [], []
-    for number, obj in enumerate(root.iter("object"), start=1):
-        bndbox = obj.find("bndbox")
-        name = obj.findtext("name")
-        if bndbox is None or name is None:
-            raise ValueError(f"{path}: <object> {number} lacks <name> or <bndbox>")
-        where = f"object {number} ({name.strip()})"
-        x0, y0, x1, y1 = (xml_number(bndbox, tag, path, where) for tag in ("xmin", "ymin", "xmax", "ymax"))
-        box = (x0, y0, x1, y1)
-        if box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(f"{path}, {where}: inverted box {box} (xmin > xmax or ymin > ymax)")
-        wnids.append(name.strip())
-        boxes.append(box)
-    keep = keep_inside(boxes, width, height, str(path))
-    return Annotation(
-        printable_id(path.stem),
-        width,
-        height,
-        tuple(w for w, k in zip(wnids, keep, strict=True) if k),
-        tuple(clip_box(b, width, height) for b, k in zip(boxes, keep, strict=True) if k),
-    )
+    width, height, objects = read_objects(path)
+    return Annotation(printable_id(path.stem), width, height, tuple(o.name for o in objects),
+                      tuple(o.box for o in objects))
 
 
 def _first_with(root: Path, candidates: Iterable[str], suffixes: tuple[str, ...]) -> Path | None:
@@ -310,49 +200,6 @@ def image_number(image_id: str) -> int:
     if not tail.isdigit():
         raise ValueError(f"{image_id!r} is not an ILSVRC val image name (ILSVRC2012_val_%08d)")
     return int(tail)
-
-
-def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully (any mode; the transform converts to RGB). 32-bit integer
-    (``I``) and float (``F``) images are converted to 8-bit grey by range: ``[min(0, lowest),
-    highest]`` -> ``[0, 255]`` (for non-negative values, the division by the peak that
-    :func:`~gradcam_lib.datasets.transforms.to_rgb` applies to 16-bit images).
-
-    Raises:
-        FileNotFoundError: no such file.
-        OSError: the file is not a decodable image, is refused as a decompression bomb (more than
-            twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels), has an aspect ratio above
-            ``MAX_ASPECT_RATIO`` : 1, or holds NaN / infinite pixels; the message names it.
-    """
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise OSError(
-            f"image {path} was refused as a possible decompression bomb ({error}); if it is genuine, "
-            f"raise PIL.Image.MAX_IMAGE_PIXELS before reading it"
-        ) from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise OSError(f"cannot decode image {path}: {error}") from error
-    width, height = image.size
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise OSError(
-            f"image {path} is {width} x {height} pixels: an aspect ratio above {MAX_ASPECT_RATIO}:1 is refused "
-            f"(resizing its shorter side for a model would allocate an enormous image); crop it first"
-        )
-    return _eight_bit_by_range(image, path) if image.mode in ("I", "F") else image
-
-
-def _eight_bit_by_range(image: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
-    """A 32-bit integer or float image as 8-bit grey, ``[min(0, lowest), highest]`` -> ``[0, 255]``."""
-    pixels = np.asarray(image, dtype=np.float64)
-    if not np.isfinite(pixels).all():
-        raise OSError(f"image {path} holds NaN or infinite pixels; replace them before reading it")
-    low = min(float(pixels.min(initial=0.0)), 0.0)
-    span = float(pixels.max(initial=0.0)) - low
-    return Image.fromarray(np.round((pixels - low) / (span or 1.0) * 255).astype(np.uint8), "L")
 
 
 class ILSVRCValDataset(Dataset[Sample]):

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from gradcam_lib.datasets.annotations import read_objects
 from gradcam_lib.datasets.base import Sample, printable_id
-from gradcam_lib.datasets.ilsvrc import clip_box, keep_inside, read_image, read_xml, xml_number
+from gradcam_lib.datasets.images import read_image
 from gradcam_lib.datasets.transforms import ImageTransform
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "VOCDataset", "VOCSample", "find_voc_root", "parse_voc_annotation"]
@@ -66,37 +67,14 @@ def parse_voc_annotation(path: str | os.PathLike[str]) -> VOCAnnotation:
             negative size or an inverted box (the message names the file and object).
     """
     path = Path(path)
-    root = read_xml(path)
-
-    size = root.find("size")
-    if size is None:
-        raise ValueError(f"{path}: <size> missing")
-    width, height = xml_number(size, "width", path, "<size>"), xml_number(size, "height", path, "<size>")
-    if width < 0 or height < 0:
-        raise ValueError(f"{path}: negative image size {width} x {height}")
-    labels, boxes, difficult = [], [], []
-    for number, obj in enumerate(root.iter("object"), start=1):
-        name = (obj.findtext("name") or "").strip()
-        bndbox = obj.find("bndbox")
-        if name not in _CLASS_INDEX:
-            raise ValueError(f"{path}: unknown VOC class {name!r} (object {number})")
-        where = f"object {number} ({name})"
-        if bndbox is None:
-            raise ValueError(f"{path}, {where}: <bndbox> missing")
-        x0, y0, x1, y1 = (xml_number(bndbox, tag, path, where) - 1 for tag in ("xmin", "ymin", "xmax", "ymax"))
-        if x0 > x1 or y0 > y1:
-            raise ValueError(f"{path}, {where}: inverted box {(x0, y0, x1, y1)} (xmin > xmax or ymin > ymax)")
-        boxes.append((x0, y0, x1, y1))
-        labels.append(_CLASS_INDEX[name])
-        difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    keep = keep_inside(boxes, width, height, str(path))
+    width, height, objects = read_objects(path, one_based=True, size_required=True, names=_CLASS_INDEX)
     return VOCAnnotation(
         printable_id(path.stem),
         width,
         height,
-        tuple(label for label, k in zip(labels, keep, strict=True) if k),
-        tuple(clip_box(b, width, height) for b, k in zip(boxes, keep, strict=True) if k),
-        tuple(flag for flag, k in zip(difficult, keep, strict=True) if k),
+        tuple(_CLASS_INDEX[o.name] for o in objects),
+        tuple(o.box for o in objects),
+        tuple(o.difficult for o in objects),
     )
 
 

@@ -48,7 +48,8 @@ from torch.utils.data import Dataset
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.methods.scopes import explanation_scope
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
+from gradcam_lib.results import run_resumable
+from gradcam_lib.run_keys import dataset_fingerprint, model_fingerprint, run_key
 
 __all__ = ["Experiment"]
 
