@@ -44,6 +44,9 @@ class Table:
         frame = self.frame
         uid = hashlib.sha256(frame.to_csv().encode()).hexdigest()[:10]  # same table, same HTML
         styler = frame.style.set_uuid(uid).format(precision=self.digits, na_rep=MISSING).set_table_styles(_CSS)
+        counts = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])
+                  and frame[c].dropna().map(float.is_integer).all()]  # counts with gaps: 50000, not 50000.00
+        styler = styler.format("{:.0f}", subset=counts, na_rep=MISSING) if counts else styler
         text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
         styler = styler.set_properties(subset=text, **{"text-align": "left"}) if text else styler
         if self.caption:
