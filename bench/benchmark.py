@@ -33,10 +33,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy import stats
 
 from gradcam_lib.datasets import CompositeDataset
-from gradcam_lib.faithfulness import occlusion_map, window_starts
-from gradcam_lib.localization import evaluate_localization
+from gradcam_lib.experiments.localization import LocalizationExperiment, LocalizationSettings
 from gradcam_lib.methods import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam
 from gradcam_lib.methods.attributions import integrated_gradients
+from gradcam_lib.metrics.occlusion import occlusion_map, window_starts
 from gradcam_lib.models import load_model
 
 OUT = Path(__file__).with_name("results.csv")
@@ -240,7 +240,7 @@ def bench_localization_loop(name: str, batch: int, n_images: int, device: str, b
 
     def loop() -> None:
         with tempfile.TemporaryDirectory() as folder:
-            evaluate_localization(entry, dataset, "composite", folder, batch_size=batch, device=device)
+            LocalizationExperiment(entry, dataset, "composite", LocalizationSettings()).run(folder, batch, device)
 
     ratio = paired_ratio(loop, inference, min_rounds=3, max_rounds=5, budget_s=budget_s)
     return {"model": name, "batch": batch, "method": "localisation loop (images/s)", "library": "gradcam_lib",

@@ -1,4 +1,4 @@
-"""Occlusion speed: captum's ``Occlusion`` against ``gradcam_lib.faithfulness`` on the same inputs,
+"""Occlusion speed: captum's ``Occlusion`` against ``gradcam_lib.metrics.occlusion`` on the same inputs,
 in one run (both give the same maps; the script prints the largest difference).
 
     .venv/bin/python bench/occlusion_speed.py --model efficientnet_lite0 --images 2 --stride 16
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gradcam_lib.datasets import load_photos
-from gradcam_lib.faithfulness import compare_occlusion_backends
+from gradcam_lib.metrics.occlusion import compare_occlusion_backends
 from gradcam_lib.models import load_model
 
 

@@ -26,5 +26,5 @@ from gradcam_lib.runner import Book
 chapters = [page.stem for page in Book().chapters() if page.stem[:2].isdigit()]
 for chapter, title, table in read_headlines(results_dir, profile, chapters):
     display(Markdown(f"**[{chapter[3:].replace('_', ' ').capitalize()}]({chapter}.ipynb)**: {title}"))
-    if table is not None:
-        display(Table(table, group="source", highlight="this run"))
+    for source, rows in ([] if table is None else table.groupby("source", sort=False)):
+        display(Table(rows.drop(columns="source").dropna(axis=1, how="all"), caption=source))

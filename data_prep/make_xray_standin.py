@@ -3,7 +3,7 @@
     python data_prep/make_xray_standin.py [--out PATH] [--train 2400] [--epochs 12]
 
 No chest X-ray data set is available offline, so the default profile of chapter 5 runs on
-generated stand-in X-rays (:class:`gradcam_lib.chestxray.StandinXrayDataset`: findings drawn in
+generated stand-in X-rays (:class:`gradcam_lib.datasets.xray_standin.StandinXrayDataset`: findings drawn in
 known boxes) and a small torchvision DenseNet trained here on them, multi-label, with binary
 cross-entropy on the logits (as CheXNet). Training runs on one CPU thread in about five minutes, seeded and
 with ``torch.use_deterministic_algorithms(True)``; the checkpoint is shipped (< 1 MB) so that every
@@ -27,13 +27,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from gradcam_lib.chestxray import (
-    STANDIN_ARCHITECTURE,
-    STANDIN_FINDINGS,
-    StandinXrayDataset,
-    standin_densenet,
-)
 from gradcam_lib.datasets.chestxray import FINDINGS
+from gradcam_lib.datasets.xray_standin import STANDIN_FINDINGS, StandinXrayDataset
+from gradcam_lib.models.xray import STANDIN_ARCHITECTURE, standin_densenet
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "gradcam_lib" / "data" / "xray_standin.pt"
@@ -96,7 +92,7 @@ def main() -> None:
             total += loss.item() * len(index)
         auc = evaluate_auc(model, val_x, val_y)
         print(f"epoch {epoch + 1}: loss {total / len(train_x):.4f}, val AUC "
-              + ", ".join(f"{f} {a:.3f}" for f, a in zip(STANDIN_FINDINGS, auc))
+              + ", ".join(f"{f} {a:.3f}" for f, a in zip(STANDIN_FINDINGS, auc, strict=True))
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +102,8 @@ def main() -> None:
             "class_names": list(STANDIN_FINDINGS),
             "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in STANDIN_ARCHITECTURE.items()},
             "val_auc": auc,
-            "recipe": f"make_xray_standin.py --train {args.train} --epochs {args.epochs} --batch {args.batch} --lr {args.lr}",
+            "recipe": f"make_xray_standin.py --train {args.train} --epochs {args.epochs} --batch {args.batch} "
+                      f"--lr {args.lr}",
         },
         args.out,
     )

@@ -1,5 +1,5 @@
 """GPU fast-path setting for long runs: bf16 autocast (channels-last memory format is applied by the
-loops themselves, see :func:`gradcam_lib.localization.evaluate_localization`).
+loops themselves, see :class:`gradcam_lib.experiments.localization.LocalizationExperiment`).
 
 Opt-in. bf16 maps are not bit-identical to fp32 maps; ``tests/test_acceleration.py`` bounds the
 difference on a real model.

@@ -16,13 +16,17 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "MIN_UNITS",
     "McNemar",
     "PairedDifference",
     "bootstrap_ci",
     "cluster_bootstrap_ci",
+    "effective_units",
     "mcnemar",
     "mean_ci",
+    "mean_interval",
     "paired_difference",
+    "share_interval",
     "wilson_bounds",
     "wilson_ci",
 ]
@@ -180,3 +184,51 @@ def paired_difference(
     else:
         mean, low, high = cluster_bootstrap_ci(diff, clusters, confidence, seed=seed)
     return PairedDifference(mean, low, high, int((~np.isnan(diff)).sum()))
+
+
+MIN_UNITS = 5
+"""Fewer independent units than this: :func:`mean_interval` gives no bootstrap interval (a handful of
+resamples)."""
+
+
+def effective_units(clusters: Sequence[object] | np.ndarray) -> float:
+    """Kish's effective sample size ``(sum m_c)^2 / sum m_c^2`` of units in clusters of sizes
+    ``m_c`` when the units of a cluster are perfectly correlated (Kish 1965, *Survey Sampling*,
+    Sec. 11.7): the number of clusters when they are equally large, the number of units when each
+    is its own cluster."""
+    _, sizes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_counts=True)
+    return float(sizes.sum() ** 2 / (sizes**2).sum()) if len(sizes) else 0.0
+
+
+def share_interval(
+    hits: Sequence[float] | np.ndarray, clusters: Sequence[object] | np.ndarray | None = None, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(share, low, high)`` of a hit rate over images (NaN entries left out): Wilson's score
+    interval on the images (``clusters`` None) or on Kish's effective sample size
+    (:func:`effective_units`). The latter is conservative, and never collapses to a point the way
+    a bootstrap over a handful of clusters does when every image has the same outcome."""
+    data = np.asarray(hits, dtype=np.float64)
+    keep = ~np.isnan(data)
+    data = data[keep]
+    if not len(data):
+        return float("nan"), float("nan"), float("nan")
+    share = float(data.mean())
+    n = len(data) if clusters is None else effective_units(np.asarray(clusters, dtype=object)[keep])
+    return (share, *wilson_bounds(share, n, confidence))
+
+
+def mean_interval(
+    values: Sequence[float] | np.ndarray, clusters: Sequence[object] | None = None, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``, NaN left out: BCa bootstrap over the images
+    (:func:`mean_ci`) or, with clusters, the percentile bootstrap over whole
+    clusters (:func:`cluster_bootstrap_ci`). Fewer than :data:`MIN_UNITS` units
+    (images or clusters): the mean and no interval."""
+    data = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(data)
+    units = keep.sum() if clusters is None else len(set(np.asarray(clusters, dtype=object)[keep].astype(str)))
+    if units < MIN_UNITS:
+        return (float(data[keep].mean()) if keep.any() else float("nan")), float("nan"), float("nan")
+    if clusters is None:
+        return mean_ci(data, confidence)
+    return cluster_bootstrap_ci(data, clusters, confidence)

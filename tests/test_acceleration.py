@@ -6,8 +6,9 @@ import torch
 
 from gradcam_lib.acceleration import precision
 from gradcam_lib.datasets import load_photos
-from gradcam_lib.localization import heatmap_to_box, iou
+from gradcam_lib.datasets.boxes import iou
 from gradcam_lib.methods import grad_cam
+from gradcam_lib.metrics.localization import heatmap_to_box
 from gradcam_lib.models import load_model
 
 

@@ -1,4 +1,6 @@
-"""gradcam_lib.attacks against hand-written FGSM / PGD steps, closed forms and hand-made cases."""
+"""FGSM / PGD (attacks.adversarial), the chapter's experiment (experiments.adversarial), the map
+comparisons (metrics.stability) and the report's intervals (report.adversarial) against hand-written
+FGSM / PGD steps, closed forms and hand-made cases."""
 
 from __future__ import annotations
 
@@ -14,36 +16,45 @@ from scipy import stats
 from torch import nn
 from toy_models import means_entry
 
-from gradcam_lib.attacks import (
-    COLUMNS,
-    MIN_UNITS,
+from gradcam_lib.attacks.adversarial import (
     AttackSpec,
     PixelSpaceModel,
-    _box_iou,
     attack_and_explain,
-    attack_batch,
     attack_success,
-    attack_table,
-    clean_pointing,
-    compare_settings,
-    correctly_classified,
-    effective_units,
-    evaluate_attacks,
-    mean_interval,
-    paired_outcomes,
-    photograph_of,
-    points_at,
     random_targets,
     run_attack,
-    share_interval,
     to_pixels,
-    with_clusters,
 )
 from gradcam_lib.datasets import build_dataset
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from gradcam_lib.experiments.adversarial import (
+    COLUMNS,
+    AdversarialExperiment,
+    AdversarialSettings,
+    correctly_classified,
+    photograph_of,
+    with_clusters,
+)
+from gradcam_lib.metrics.stability import box_iou, points_at
 from gradcam_lib.models import ModelEntry
-from gradcam_lib.stats import wilson_bounds
+from gradcam_lib.report.adversarial import attack_table, clean_pointing, compare_settings, paired_outcomes
+from gradcam_lib.stats import MIN_UNITS, effective_units, mean_interval, share_interval, wilson_bounds
+
+
+def batch_rows(entry: ModelEntry, images: torch.Tensor, samples: list[Sample], specs: list[AttackSpec],
+                 methods: tuple[str, ...] = ("gradcam", "guided_backprop"), tolerance: float = 15.0) -> list[dict]:
+    """The rows of one batch, as the experiment computes them (:meth:`AdversarialExperiment.batch`)."""
+    settings = AdversarialSettings(tuple(specs), tuple(methods), tolerance=tolerance)
+    return AdversarialExperiment(entry, samples, "batch", settings).batch(images, samples)
+
+
+def run_experiment(entry: ModelEntry, dataset: list[Sample], name: str, results_dir, specs: list[AttackSpec],
+                     methods: tuple[str, ...] = ("gradcam", "guided_backprop"), batch_size: int = 8,
+                     tolerance: float = 15.0) -> pd.DataFrame:
+    """A whole resumable run of :class:`AdversarialExperiment`."""
+    settings = AdversarialSettings(tuple(specs), tuple(methods), tolerance=tolerance)
+    return AdversarialExperiment(entry, dataset, name, settings).run(results_dir, batch_size=batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +168,9 @@ def test_box_iou_of_two_maps_and_of_a_vanished_map():
     a[2:6, 2:6] = 1.0  # box (2, 2, 5, 5)
     b = torch.zeros(20, 20)
     b[4:8, 2:6] = 1.0  # box (2, 4, 5, 7): 8 shared pixels of 24
-    assert _box_iou(a, b, 0.15) == pytest.approx(8 / 24)
-    assert _box_iou(a, torch.zeros(20, 20), 0.15) == 0.0
-    assert math.isnan(_box_iou(torch.zeros(20, 20), torch.zeros(20, 20), 0.15))
+    assert box_iou(a, b, 0.15) == pytest.approx(8 / 24)
+    assert box_iou(a, torch.zeros(20, 20), 0.15) == 0.0
+    assert math.isnan(box_iou(torch.zeros(20, 20), torch.zeros(20, 20), 0.15))
 
 
 def test_pointing_with_a_15_pixel_tolerance_and_without_a_box():
@@ -197,7 +208,7 @@ def test_attack_batch_bookkeeping_on_a_model_known_by_hand():
     samples = _means_samples()
     images = torch.stack([s.image for s in samples])
     specs = [AttackSpec("fgsm", 0.1), AttackSpec("fgsm", 0.01), AttackSpec("fgsm", 0.1, targeted=True)]
-    raw = attack_batch(entry, images, samples, specs, ("gradcam",), tolerance=1)
+    raw = batch_rows(entry, images, samples, specs, ("gradcam",), tolerance=1)
     assert all(list(row) == list(COLUMNS) for row in raw)  # batches append to one CSV without a header
     rows = pd.DataFrame(raw)
     none = rows[rows.attack == "none"]
@@ -227,12 +238,12 @@ def test_table_averages_successes_only_and_counts_images(tmp_path):
     assert correctly_classified(entry, dataset) == [0]
     specs = [AttackSpec("fgsm", 0.1), AttackSpec("fgsm", 0.01)]
     # batch_size 1: the misclassified image's batch has no attack rows, yet its columns line up
-    run = lambda: evaluate_attacks(entry, dataset, "hand", tmp_path, specs, ("gradcam",), batch_size=1, tolerance=1)
+    run = lambda: run_experiment(entry, dataset, "hand", tmp_path, specs, ("gradcam",), batch_size=1, tolerance=1)
     rows, again = run(), run()
     pd.testing.assert_frame_equal(rows, again)  # read back from the CSV, nothing recomputed
     assert len(list(tmp_path.glob("*.csv"))) == 1
     moved = ModelEntry(entry.name, entry.model, entry.layer, "another.layer", entry.transform, entry.class_names)
-    evaluate_attacks(moved, dataset, "hand", tmp_path, specs, ("gradcam",), batch_size=1, tolerance=1)
+    run_experiment(moved, dataset, "hand", tmp_path, specs, ("gradcam",), batch_size=1, tolerance=1)
     assert len(list(tmp_path.glob("*.csv"))) == 2  # another Grad-CAM layer: never the old rows
     table = attack_table(rows).set_index("eps")
     assert table.loc[0.1, ["images", "successes", "success_pct", "rank_corr", "points_new"]].tolist() == [
@@ -311,9 +322,9 @@ def test_every_entry_point_leaves_the_model_in_train_mode_and_the_global_rng_alo
     assert kept == correctly_classified(_norm_drop_entry(reference), samples, batch_size=2) == [0, 1, 2, 3]
 
     state = _state(model)
-    rows = pd.DataFrame(attack_batch(entry, images, samples, specs))
+    rows = pd.DataFrame(batch_rows(entry, images, samples, specs))
     _assert_unchanged(state, model)
-    expected = pd.DataFrame(attack_batch(_norm_drop_entry(reference), images, samples, specs))
+    expected = pd.DataFrame(batch_rows(_norm_drop_entry(reference), images, samples, specs))
     pd.testing.assert_frame_equal(rows, expected)
 
     state = _state(model)
@@ -325,7 +336,7 @@ def test_every_entry_point_leaves_the_model_in_train_mode_and_the_global_rng_alo
     assert torch.equal(outcome.new_class, new_class)
 
     state = _state(model)
-    evaluated = evaluate_attacks(entry, samples, "fixture", tmp_path, specs, batch_size=2)
+    evaluated = run_experiment(entry, samples, "fixture", tmp_path, specs, batch_size=2)
     _assert_unchanged(state, model)
     assert len(evaluated) == len(rows)
 
@@ -385,7 +396,7 @@ def test_mean_interval_needs_enough_units_and_resamples_clusters():
     groups = [values[clusters == c] for c in "abcd"]
     means = [np.concatenate([groups[i] for i in rng.integers(0, 4, 4)]).mean() for _ in range(20_000)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("gradcam_lib.attacks.MIN_UNITS", 4)
+        patch.setattr("gradcam_lib.stats.MIN_UNITS", 4)
         got = mean_interval(values, clusters)
     assert got[0] == pytest.approx(values.mean())
     assert got[1:] == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=0.02)

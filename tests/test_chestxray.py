@@ -13,13 +13,49 @@ from skimage.measure import label, regionprops
 from torch import nn
 from torchvision import models as tv_models
 
-from gradcam_lib.chestxray import CHEXNET_CLASSES, IG_METHODS, STANDIN_FINDINGS, XRAY_METHODS, AttributionSettings, StandinXrayDataset, box_fraction, chexnet_state_dict, converged_ig, evaluate_boxes_batch, evaluate_chestxray, evaluate_rows, finding_index, headline_table, ig_baseline, ig_convergence_table, iobb, iobb_table, kth_box_share, kth_table, load_chexnet, load_standin, load_xray_model, map_to_boxes, method_maps, paired_afp, paired_hits, paired_share, standin_transform, to_grey, wrap_xrv_model
 from gradcam_lib.datasets import ImageTransform
+from gradcam_lib.datasets.boxes import box_fraction, iobb
 from gradcam_lib.datasets.chestxray import FINDINGS, ChestXray14BoxDataset, read_bbox_list
+from gradcam_lib.datasets.xray_standin import STANDIN_FINDINGS, StandinXrayDataset, standin_transform
+from gradcam_lib.experiments.chest_xray import (
+    IG_METHODS,
+    XRAY_METHODS,
+    AttributionSettings,
+    ChestXrayExperiment,
+    ChestXraySettings,
+    ig_baseline,
+    method_maps,
+)
 from gradcam_lib.methods import grad_cam
+from gradcam_lib.methods.attributions import converged_ig
+from gradcam_lib.metrics.chestxray import kth_box_share, map_to_boxes, score_boxes, to_grey
+from gradcam_lib.models import load_model
+from gradcam_lib.models.xray import (
+    CHEXNET_CLASSES,
+    chexnet_state_dict,
+    finding_index,
+    load_chexnet,
+    load_standin,
+    wrap_xrv_model,
+)
+from gradcam_lib.report.chest_xray import (
+    headline_table,
+    ig_convergence_table,
+    iobb_table,
+    kth_table,
+    paired_afp,
+    paired_hits,
+    paired_share,
+)
 from gradcam_lib.report.published.chestxray import chestxray8_localization, kth_box_shares
 
 PLAIN_224 = ImageTransform(224, 224, (0.0,) * 3, (1.0,) * 3)
+
+
+def evaluate_boxes_batch(entry, images, samples, methods, settings):
+    """One batch of the chapter's experiment (:meth:`ChestXrayExperiment.batch`)."""
+    experiment = ChestXrayExperiment(entry, samples, "standin", ChestXraySettings(tuple(methods), settings))
+    return experiment.batch(images, samples)
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
 
 
@@ -90,7 +126,7 @@ def test_reader_maps_boxes_from_1024_px_through_the_transform(nih_root):
 
 def test_reader_errors_name_what_is_missing(nih_root, tmp_path_factory):
     (nih_root / "images_002/images/00000002_001.png").unlink()
-    with pytest.raises(FileNotFoundError, match="00000002_001.png"):
+    with pytest.raises(FileNotFoundError, match=r"00000002_001\.png"):
         ChestXray14BoxDataset(nih_root, PLAIN_224)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ChestXray14BoxDataset(tmp_path_factory.mktemp("x") / "absent", PLAIN_224)
@@ -183,9 +219,9 @@ def test_model_loading_errors():
     with pytest.raises(FileNotFoundError):
         load_chexnet("/nonexistent/model.pth.tar")
     with pytest.raises(ValueError, match="checkpoint"):
-        load_xray_model("chexnet")
-    with pytest.raises(ValueError, match="unknown"):
-        load_xray_model("resnet")
+        load_model("chexnet")
+    with pytest.raises(KeyError, match="unknown"):  # the one model registry's error for an unknown name
+        load_model("resnet")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -238,15 +274,14 @@ def test_map_to_boxes_matches_scikit_image_regions():
 
 
 def test_scored_rows_carry_box_areas_hand_computed():
-    from gradcam_lib.chestxray import _score_boxes
 
     heat = torch.zeros(20, 20)
     heat[5:8, 3:9] = 1.0  # one flat blob: the same box (3, 5, 8, 7) at both levels
     heat[15, 15] = 0.1  # below level 60 of 255 after min-max: no box
-    (row,) = _score_boxes(heat, [(2, 4, 9, 9)], (0.5, 0.9))
+    (row,) = score_boxes(heat, [(2, 4, 9, 9)], (0.5, 0.9))
     assert row["pred_boxes"] == 1 and row["smallest_pred_area"] == 6 * 3 and row["box_area"] == 8 * 6
     assert row["hit@0.9"] and row["fp@0.9"] == 0  # the box lies inside the truth: IoBB = 1
-    (empty,) = _score_boxes(torch.zeros(20, 20), [(2, 4, 9, 9)], (0.5,))
+    (empty,) = score_boxes(torch.zeros(20, 20), [(2, 4, 9, 9)], (0.5,))
     assert empty["pred_boxes"] == 0 and np.isnan(empty["smallest_pred_area"]) and not empty["hit@0.5"]
 
 
@@ -321,7 +356,8 @@ def test_shipped_standin_model_and_one_evaluated_batch():
     assert all(rows["output"] == [STANDIN_FINDINGS.index(f) for f in rows["finding"]])
     first = samples[0]
     label = int(first.box_labels[0])
-    cam = grad_cam(entry.model, entry.layer, first.image[None], torch.tensor([STANDIN_FINDINGS.index(FINDINGS[label])]))[0]
+    output = torch.tensor([STANDIN_FINDINGS.index(FINDINGS[label])])
+    cam = grad_cam(entry.model, entry.layer, first.image[None], output)[0]
     row = rows[(rows.image_id == first.image_id) & (rows.method == "gradcam")].iloc[0]
     assert row["kth_share"] == pytest.approx(kth_box_share(cam, first.boxes[0].tolist())[0])
 
@@ -412,7 +448,8 @@ def test_gradient_shap_maps_are_reproducible_and_leave_numpys_rng_alone():
     np.testing.assert_array_equal(np.random.random(3), expected_next)  # the caller's numpy RNG untouched
     second = method_maps("gradient_shap", entry, images, targets, settings)[0]
     assert torch.equal(first, second)
-    other = method_maps("gradient_shap", entry, images, targets, AttributionSettings(gradient_shap_samples=4, seed=4))[0]
+    reseeded = AttributionSettings(gradient_shap_samples=4, seed=4)
+    other = method_maps("gradient_shap", entry, images, targets, reseeded)[0]
     assert not torch.equal(first, other)  # the seed is what fixes the draws
 
 
@@ -420,12 +457,14 @@ def test_in_memory_rows_repeat_the_resumable_run_and_redraw_with_another_seed(tm
     entry = load_standin()
     dataset = StandinXrayDataset(3, entry.transform, seed=4)
     settings = AttributionSettings(gradient_shap_samples=3, seed=5)
-    stored = evaluate_chestxray(entry, dataset, "standin", tmp_path, ["gradient_shap"], settings, batch_size=2)
-    again = evaluate_rows(entry, dataset, ["gradient_shap"], settings, batch_size=2)
+    experiment = ChestXrayExperiment(entry, dataset, "standin", ChestXraySettings(("gradient_shap",), settings))
+    stored = experiment.run(tmp_path / "first", batch_size=2)
+    again = experiment.run(tmp_path / "second", batch_size=2)  # computed again, not read back
     np.testing.assert_allclose(again["kth_share"], stored["kth_share"], rtol=0, atol=1e-12)
     assert list(again["image_id"]) == list(stored["image_id"])
-    redrawn = evaluate_rows(entry, dataset, ["gradient_shap"], AttributionSettings(gradient_shap_samples=3, seed=6),
-                            batch_size=2)
+    redrawn = experiment.with_seed(6).run(tmp_path / "first", batch_size=2)
+    assert experiment.with_seed(6).settings.attribution == AttributionSettings(gradient_shap_samples=3, seed=6)
+    assert experiment.with_seed(6).path(tmp_path) != experiment.path(tmp_path)
     assert not np.array_equal(redrawn["kth_pixels"], stored["kth_pixels"])
 
 
@@ -564,7 +603,7 @@ def test_nih_box_list_errors_name_the_file(nih_root):
     (nih_root / "latin1.csv").write_bytes(HEADER.encode() + b"caf\xe9.png,Mass,1,2,3,4,,,\n")
     with pytest.raises(ValueError, match=r"latin1.csv is not UTF-8 text"):
         read_bbox_list(nih_root / "latin1.csv")
-    with pytest.raises(ValueError, match="limit must be at least 1 .*got 0"):
+    with pytest.raises(ValueError, match=r"limit must be at least 1 .*got 0"):
         ChestXray14BoxDataset(nih_root, PLAIN_224, limit=0)
     (nih_root / "BBox_List_2017.csv").write_text(HEADER + "00000001_000.png,Mass,1500,10,20,20,,,\n")
     with pytest.raises(ValueError, match=r"00000001_000.png: boxes of the box list lie outside the 1024 x 1024 image"):

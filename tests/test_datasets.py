@@ -34,8 +34,9 @@ from gradcam_lib.datasets import (
     wnid_to_index,
     write_index,
 )
+from gradcam_lib.datasets.annotations import DroppedBoxWarning
 from gradcam_lib.datasets.base import printable_id
-from gradcam_lib.datasets.ilsvrc import MAX_ASPECT_RATIO, DroppedBoxWarning
+from gradcam_lib.datasets.images import MAX_ASPECT_RATIO
 from gradcam_lib.models.imagenet import imagenet_class_names
 
 REPO = Path(__file__).resolve().parents[1]

@@ -91,6 +91,8 @@ def test_the_key_changes_with_settings_weights_layer_and_data(tmp_path) -> None:
     relabelled = _data()
     relabelled[2] = Sample(relabelled[2].image, (1,), relabelled[2].boxes, relabelled[2].box_labels, "002")
     assert PeakExperiment(toy_entry(), relabelled, "toy_set", PeakSettings()).path(tmp_path) != base
+    odd = PeakExperiment(toy_entry(), data, "x/ray:set", PeakSettings()).path(tmp_path)
+    assert odd.parent == tmp_path and odd.name.startswith("toy_gradcam_x_ray_set_")
 
 
 @pytest.mark.parametrize("fail", [False, True])

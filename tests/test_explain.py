@@ -1,4 +1,4 @@
-"""gradcam_lib.explain against independent references: captum, pytorch-grad-cam, and closed forms."""
+"""gradcam_lib.methods against independent references: captum, pytorch-grad-cam, and closed forms."""
 
 from __future__ import annotations
 

@@ -7,30 +7,22 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import ndimage, stats
 from torch import nn
 
-from gradcam_lib.faithfulness import (
-    argsort_correlation,
+from gradcam_lib.metrics.confidence import (
     average_drop,
     confidence_drop,
     confidence_increased,
-    curve_auc,
-    deletion_insertion_curves,
     explanation_map_confidence,
     increase_in_confidence,
-    independent_units,
-    method_intervals,
-    occlusion_map,
-    paired_comparison,
-    per_image_measures,
-    rank_correlation,
-    rise_blur,
-    rise_kernel,
-    window_starts,
 )
+from gradcam_lib.metrics.deletion import curve_auc, deletion_insertion_curves, rise_blur, rise_kernel
+from gradcam_lib.metrics.occlusion import argsort_correlation, occlusion_map, rank_correlation, window_starts
+from gradcam_lib.report.occlusion import independent_units, method_intervals, paired_comparison, per_image_measures
 from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci
 
 
@@ -38,7 +30,8 @@ from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_dif
 def small_cnn() -> nn.Module:
     with torch.random.fork_rng():  # seeded initialisation without touching the global RNG state
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)).eval()
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                             nn.Linear(16, 5)).eval()
 
 
 @pytest.mark.parametrize("patch, stride, fill", [(7, 3, 0.0), (5, 1, 0.0), (9, 4, -1.5), (16, 7, 0.0)])
@@ -71,7 +64,7 @@ def test_occlusion_of_a_one_pixel_model_by_hand():
 
 
 def test_window_rule_and_bad_settings():
-    assert window_starts(224, 45, 16) == list(range(0, 177, 16)) + [192]  # ceil(179/16) + 1 = 13; last one cut
+    assert window_starts(224, 45, 16) == [*range(0, 177, 16), 192]  # ceil(179/16) + 1 = 13; last one cut
     assert window_starts(10, 10, 3) == [0]
     with pytest.raises(ValueError):
         window_starts(10, 4, 5)  # a stride above the patch leaves pixels never occluded
@@ -83,7 +76,8 @@ def test_rank_correlation_matches_scipy_on_block_means():
     rng = np.random.default_rng(0)
     a, b = rng.random((28, 28)), rng.random((28, 28))
     b[:14] = 0.5  # ties
-    blocks = lambda m: m.reshape(14, 2, 14, 2).mean(axis=(1, 3)).ravel()
+    def blocks(m):
+        return m.reshape(14, 2, 14, 2).mean(axis=(1, 3)).ravel()
     expected = stats.spearmanr(blocks(a), blocks(b)).statistic
     assert rank_correlation(torch.tensor(a), b, size=14) == pytest.approx(expected, abs=1e-12)
     assert rank_correlation(a, a ** 3, size=28) == pytest.approx(1.0)  # invariant to monotone transforms
@@ -107,7 +101,8 @@ def test_rank_correlation_refuses_infinite_maps_like_nan(value):
 def test_rank_correlation_by_hand_and_without_pooling():
     """2 x 2 maps, ranks (1, 2, 3, 4) and (1, 3, 2, 4): rho = 1 - 6 * 2 / (4 * 15) = 0.8; at the maps'
     own size (no pooling) the value is scipy's Spearman of the raw cells, ties included."""
-    assert rank_correlation(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[10.0, 30.0], [20.0, 40.0]]), size=2) == pytest.approx(0.8)
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[10.0, 30.0], [20.0, 40.0]])
+    assert rank_correlation(a, b, size=2) == pytest.approx(0.8)
     rng = np.random.default_rng(7)
     a, b = rng.integers(0, 5, (9, 9)).astype(float), rng.random((9, 9))  # many ties in a
     assert rank_correlation(a, b, size=9) == pytest.approx(stats.spearmanr(a.ravel(), b.ravel()).statistic, abs=1e-12)
@@ -121,7 +116,8 @@ def test_argsort_is_not_the_rank():
     b = a + 0.5 * b  # correlated maps
     assert rank_correlation(a, b) > 0.8
     assert abs(argsort_correlation(a, b)) < 0.5
-    assert argsort_correlation(a, b) == pytest.approx(stats.spearmanr(np.argsort(a.ravel()), np.argsort(b.ravel())).statistic)
+    expected = stats.spearmanr(np.argsort(a.ravel()), np.argsort(b.ravel())).statistic
+    assert argsort_correlation(a, b) == pytest.approx(expected)
 
 
 def test_average_drop_and_increase_by_hand():
@@ -195,8 +191,10 @@ def test_deletion_insertion_end_points_and_order():
     at the full, empty and blurred images."""
     w = torch.rand(8, 8, generator=torch.Generator().manual_seed(3))
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-    p = lambda img: torch.sigmoid((img[:, 0] * w).sum(dim=(-2, -1)))
-    deletion, insertion = deletion_insertion_curves(_Weighted(w), x, torch.tensor([0]), (w * x[0, 0])[None], n_steps=16, blur_kernel=3, blur_sigma=1.0)
+    def p(img):
+        return torch.sigmoid((img[:, 0] * w).sum(dim=(-2, -1)))
+    deletion, insertion = deletion_insertion_curves(_Weighted(w), x, torch.tensor([0]), (w * x[0, 0])[None], n_steps=16,
+                                                    blur_kernel=3, blur_sigma=1.0)
     assert deletion.shape == insertion.shape == (1, 17)
     torch.testing.assert_close(deletion[0, [0, -1]], torch.cat([p(x), torch.tensor([0.5])]))
     torch.testing.assert_close(insertion[0, [0, -1]], torch.cat([p(rise_blur(x, 3, 1.0)), p(x)]))
@@ -211,7 +209,8 @@ def test_deletion_insertion_against_a_brute_force_loop():
     x = torch.randn(1, 3, 5, 4, generator=gen, dtype=torch.float64)
     heat = torch.tensor([[3, 1, 1, 0], [2, 2, 5, 0], [1, 4, 0, 0], [0, 1, 2, 3], [6, 0, 1, 1]], dtype=torch.float64)
     model = _Weighted(w)
-    deletion, insertion = deletion_insertion_curves(model, x, torch.tensor([0]), heat[None], n_steps=20, blur_kernel=3, blur_sigma=1.0)
+    deletion, insertion = deletion_insertion_curves(model, x, torch.tensor([0]), heat[None], n_steps=20, blur_kernel=3,
+                                                    blur_sigma=1.0)
     flat = heat.ravel().tolist()
     order = sorted(range(20), key=lambda i: (-flat[i], i))
     blurred = rise_blur(x, 3, 1.0)
@@ -238,7 +237,8 @@ def test_deletion_insertion_refuses_maps_that_do_not_match_the_images():
     with pytest.raises(ValueError, match="maps holds NaN or infinity"):
         deletion_insertion_curves(model, x, targets, bad, n_steps=4, blur_kernel=3, blur_sigma=1.0)
     with pytest.raises(ValueError, match=r"targets must be \(B,\) with B=2"):
-        deletion_insertion_curves(model, x, torch.tensor([0]), torch.rand(2, 8, 8), n_steps=4, blur_kernel=3, blur_sigma=1.0)
+        deletion_insertion_curves(model, x, torch.tensor([0]), torch.rand(2, 8, 8), n_steps=4, blur_kernel=3,
+                                  blur_sigma=1.0)
     with pytest.raises(ValueError, match=r"images must be \(B, C, H, W\)"):
         deletion_insertion_curves(model, x[0], targets, torch.rand(2, 8, 8), n_steps=4, blur_kernel=3, blur_sigma=1.0)
 
@@ -250,20 +250,28 @@ def test_auc_is_the_trapezoid_rule():
     np.testing.assert_allclose(curve_auc(torch.tensor(curves)), np.trapezoid(curves, np.linspace(0, 1, 11), axis=-1))
 
 
-def test_faithfulness_rows_match_the_pieces(small_cnn):
-    """The chapter's batch function against the functions it combines, on a tiny CNN."""
-    import pandas as pd
-
+def test_faithfulness_rows_match_the_pieces(small_cnn, tmp_path):
+    """The chapter's experiment against the functions it combines, on a tiny CNN."""
     from gradcam_lib.datasets import ImageTransform, Sample
-    from gradcam_lib.faithfulness import compare_occlusion_backends, curves_of, faithfulness_batch
+    from gradcam_lib.experiments.occlusion import OcclusionExperiment, OcclusionSettings
     from gradcam_lib.methods import heatmaps
+    from gradcam_lib.metrics.occlusion import compare_occlusion_backends
     from gradcam_lib.models import ModelEntry
+    from gradcam_lib.report.occlusion import curves_of
 
     entry = ModelEntry("tiny", small_cnn, small_cnn[1], "1", ImageTransform(), tuple("abcde"))
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    samples = [Sample(x[i], (0,), torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long), f"i{i}") for i in range(2)]
-    rows = pd.DataFrame(faithfulness_batch(entry, x, samples, ["gradcam", "guided_backprop"], ["gradcam"], patch=5,
-                                           stride=3, size=4, n_steps=4, occlusion_batch=10))
+    samples = [Sample(x[i], (0,), torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long), f"i{i}")
+               for i in range(2)]
+    settings = OcclusionSettings(("gradcam", "guided_backprop"), ("gradcam",), patch=5, stride=3, size=4, n_steps=4,
+                                 occlusion_batch=10)
+    small_cnn.train()
+    rows = OcclusionExperiment(entry, samples, "tiny", settings).run(tmp_path, batch_size=2)
+    assert small_cnn.training  # the caller's mode is restored
+    small_cnn.eval()
+    assert set(rows["model"]) == {"tiny"} and set(rows["dataset"]) == {"tiny"}
+    again = OcclusionExperiment(entry, samples, "tiny", settings).run(tmp_path, batch_size=1)  # read back, not rerun
+    assert len(list(tmp_path.glob("*.csv"))) == 1 and again.equals(rows)
     targets = small_cnn(x).argmax(1)
     occlusion = occlusion_map(small_cnn, x, targets, 5, 3)
     for method in ("gradcam", "guided_backprop"):
@@ -279,9 +287,7 @@ def test_faithfulness_rows_match_the_pieces(small_cnn):
     assert table["max_abs_diff"].max() < 1e-6 and set(maps) == {"ours", "captum"}
 
 
-def _rows() -> "pd.DataFrame":
-    import pandas as pd
-
+def _rows() -> pd.DataFrame:
     rows = pd.DataFrame({
         "image_id": ["a", "b", "c", "d", "e", "f"] * 2,
         "method": ["gradcam"] * 6 + ["gradcam_pp"] * 6,
@@ -304,7 +310,8 @@ def test_per_image_measures_and_intervals_by_hand():
     assert (row["low"], row["high"]) == pytest.approx(mean_ci([0.1, 0.4, 0.3, 0.2, 0.5], seed=3)[1:])
     share = table.loc[("gradcam", "increase")]
     assert share["interval"] == "Wilson"
-    assert (share["mean"], share["low"], share["high"]) == pytest.approx(tuple(100 * v for v in wilson_ci([0, 1, 0, 0, 0, 1])))
+    expected = tuple(100 * v for v in wilson_ci([0, 1, 0, 0, 0, 1]))
+    assert (share["mean"], share["low"], share["high"]) == pytest.approx(expected)
     units = {"a": "s1", "b": "s1", "c": "s2", "d": "s2", "e": "s3", "f": "s3"}
     clustered = method_intervals(rows, units, seed=3).set_index(["method", "measure"])
     row = clustered.loc[("gradcam_pp", "deletion_auc")]
@@ -329,7 +336,8 @@ def test_paired_comparison_pairs_by_image():
     units = {"a": "s1", "b": "s1", "c": "s2", "d": "s2", "e": "s3", "f": "s3"}
     clustered = paired_comparison(shuffled, "gradcam_pp", "gradcam", "deletion_auc", units, seed=2)
     expected = paired_difference([0.2, 0.2, 0.2, 0.6, 0.6, 0.6], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], list("112233"), seed=2)
-    assert (clustered["mean"], clustered["low"], clustered["high"]) == pytest.approx((expected.mean, expected.low, expected.high))
+    ends = (expected.mean, expected.low, expected.high)
+    assert (clustered["mean"], clustered["low"], clustered["high"]) == pytest.approx(ends)
     with pytest.raises(KeyError):
         paired_comparison(rows, "gradcam", "guided_backprop", "drop")
 
@@ -342,7 +350,8 @@ def test_independent_units_follow_the_source_objects():
     data = CompositeDataset(12, ImageTransform(), seed=4, max_objects=2)
     ids = [f"composite-4-{i}" for i in range(12)]
     labels = [next(iter(data.sources(i))) for i in range(12)]
-    assert independent_units(Subset(data, range(12)), ids, labels) == [data.source_of(i, l) for i, l in zip(ids, labels)]
+    expected = [data.source_of(i, label) for i, label in zip(ids, labels, strict=True)]
+    assert independent_units(Subset(data, range(12)), ids, labels) == expected
     missing = independent_units(data, ids[:1], [-1])  # top-1 class none of the pasted objects'
     assert missing == [next(iter(data.sources(0).values()))]
     assert independent_units(list(range(3)), ["x", "y", "z"], [1, 2, 3]) == ["x", "y", "z"]

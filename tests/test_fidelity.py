@@ -4,35 +4,56 @@ definitions, closed forms on linear models, and the support-restricted random-ma
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
 from torch import nn
 
-from gradcam_lib.fidelity import (
-    METRICS,
+from gradcam_lib.datasets.base import Sample
+from gradcam_lib.experiments.fidelity import FidelityExperiment, FidelitySettings
+from gradcam_lib.methods import attribute, maps
+from gradcam_lib.methods.attributions import completeness_gap, integrated_gradients
+from gradcam_lib.metrics.fidelity import (
     accuracy_drop,
-    attribution_maps,
     contrastivity,
     deep_shap_top1,
-    evaluate_fidelity,
     fidelity,
-    ig_maps,
     input_support,
     mask_images,
+    method_options,
     normalised_saliency_mask,
     pairwise_contrastivity,
     positive_percentile_mask,
     random_masks_like,
-    sign_flip_p,
-    summary_table,
     top1_hits,
 )
-from gradcam_lib.methods.attributions import completeness_gap, integrated_gradients
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.report.fidelity import METRICS, sign_flip_p, summary_table
 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def ig_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, steps: tuple[int, ...],
+            tolerance: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The chapter's IG maps (channels summed), completeness gaps and step count, by the registry."""
+    explained = attribute("ig", model, None, images, classes, reduction="sum",
+                          **method_options("ig", None, steps, 0, 0, 0.0, tolerance))
+    return explained.maps, explained.info["gaps"], explained.info["steps"]
+
+
+def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, method: str,
+                      percentiles: tuple[float, ...], tmp_path, labels: torch.Tensor | None = None,
+                      background: torch.Tensor | None = None, **settings) -> pd.DataFrame:
+    """:class:`FidelityExperiment` over ``images`` in one batch (no labels: samples without labels)."""
+    entry = ModelEntry("toy", model, layer, "layer", None, tuple("abc"))  # type: ignore[arg-type]
+    empty = torch.zeros(0, 4, dtype=torch.long)
+    samples = [Sample(image, () if labels is None else (int(labels[i]),), empty, torch.zeros(0, dtype=torch.long),
+                      f"x{i}") for i, image in enumerate(images)]
+    config = FidelitySettings(method, percentiles, batch_size=len(images), **settings)
+    return FidelityExperiment(entry, samples, "toy", config, background).run(tmp_path)
 
 
 def _kth_mask(heatmap: np.ndarray, percentile: float) -> np.ndarray:
@@ -104,7 +125,7 @@ def test_fidelity_is_the_probability_drop_by_hand():
     targets = torch.tensor([2, 0])
     w, b = model.fc.weight.detach(), model.fc.bias.detach()
     expected = []
-    for image, mask, t in zip(images, masks, targets):
+    for image, mask, t in zip(images, masks, targets, strict=False):
         x = image.flatten()
         x_masked = torch.where(mask.flatten(), torch.tensor(0.5), x)
         expected.append(torch.softmax(w @ x + b, 0)[t] - torch.softmax(w @ x_masked + b, 0)[t])
@@ -148,12 +169,13 @@ def test_ig_map_is_input_times_weight_summed_over_channels():
     model = _sequential_linear(2 * 3 * 3, 4, 0)
     images = torch.randn(2, 2, 3, 3, generator=_gen(4))
     classes = torch.tensor([[1, 3], [0, 2]])
-    maps = attribution_maps("ig", model, model[1], images, classes, ig_steps=8)
+    maps_ = maps("ig", model, model[1], images, classes, reduction="sum", **method_options("ig", None, 8, 50, 0))
     w = model[1].weight.detach().view(4, 2, 3, 3)
-    expected = torch.stack([torch.stack([(images[b] * w[c]).sum(0) for c in row]) for b, row in enumerate(classes.tolist())])
-    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-6)
+    expected = torch.stack([torch.stack([(images[b] * w[c]).sum(0) for c in row])
+                            for b, row in enumerate(classes.tolist())])
+    torch.testing.assert_close(maps_, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(KeyError):
-        attribution_maps("lime", model, model[1], images, classes)
+        maps("lime", model, model[1], images, classes, reduction="sum")
 
 
 def test_deep_shap_of_a_linear_model_is_weight_times_distance_to_background_mean():
@@ -180,7 +202,8 @@ def test_normalised_saliency_mask_by_hand():
                              [[False, False, False], [False, False, False]]])
     assert torch.equal(normalised_saliency_mask(maps, 0.01), expected)
     assert torch.equal(normalised_saliency_mask(7.0 * maps, 0.01), expected)  # a scale 0 to 1: scale-free
-    assert torch.equal(normalised_saliency_mask(maps, 0.3)[0], torch.tensor([[False, False, True], [True, False, False]]))
+    expected_03 = torch.tensor([[False, False, True], [True, False, False]])
+    assert torch.equal(normalised_saliency_mask(maps, 0.3)[0], expected_03)
     assert torch.equal(normalised_saliency_mask(maps, 0.0)[0], maps[0] > 0)
     with pytest.raises(ValueError):
         normalised_saliency_mask(maps, 1.0)
@@ -208,7 +231,7 @@ def test_accuracy_drop_by_hand():
     labels = torch.tensor([0, 1, 2, 0])
     w, b = model.fc.weight.detach(), model.fc.bias.detach()
     expected = []
-    for image, mask, label in zip(images, masks, labels.tolist()):
+    for image, mask, label in zip(images, masks, labels.tolist(), strict=False):
         x = image.flatten()
         before = int((w @ x + b).argmax()) == label
         after = int((w @ torch.where(mask.flatten(), torch.tensor(0.0), x) + b).argmax()) == label
@@ -330,12 +353,12 @@ def test_ig_maps_report_the_gap_and_pick_the_steps():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_evaluate_fidelity_rows_and_rules():
+def test_evaluate_fidelity_rows_and_rules(tmp_path):
     model = _Linear().train()
     images = torch.rand(3, 1, 2, 2, generator=_gen(14))
     labels = torch.tensor([0, 1, 2])
-    rows = evaluate_fidelity(model, model.conv, images, "ig", (1, 10), n_classes=3, ig_steps=(4, 8), labels=labels,
-                             random_draws=3)
+    rows = evaluate_fidelity(model, model.conv, images, "ig", (1, 10), tmp_path / "a", n_classes=3, ig_steps=(4, 8),
+                             labels=labels, random_draws=3)
     assert model.training  # state restored
     assert len(rows) == 9 and set(rows["rule"]) == {"KTH", "Pope"} and set(rows["level"]) == {1.0, 10.0, 0.01}
     assert rows["contrastivity"].between(0, 1).all() and rows["kept"].between(0, 1).all()
@@ -348,26 +371,27 @@ def test_evaluate_fidelity_rows_and_rules():
     own = normalised_saliency_mask(maps, 0.01)[:, 0]
     np.testing.assert_allclose(pope["fidelity"], fidelity(model, images, top[:, 0], own).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(pope["accuracy_drop"], accuracy_drop(model, images, labels, own).numpy())
-    table = summary_table(rows.assign(dataset="toy", model="linear"))
+    table = summary_table(rows)
     assert len(table) == 3 and {f"{m}_lo" for m in METRICS} <= set(table.columns)
     cnn = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
-    no_labels = evaluate_fidelity(cnn, cnn[1], images, "gradcam", (10,), n_classes=2, random_draws=1)
+    no_labels = evaluate_fidelity(cnn, cnn[1], images, "gradcam", (10,), tmp_path / "b", n_classes=2, random_draws=1)
     assert no_labels["accuracy_drop"].isna().all() and no_labels["ig_gap"].isna().all()
 
 
-def test_evaluate_fidelity_leaves_global_rngs_alone():
+def test_evaluate_fidelity_leaves_global_rngs_alone(tmp_path):
     model = _Linear().eval()
     images = torch.rand(2, 1, 2, 2, generator=_gen(15))
     background = torch.rand(4, 1, 2, 2, generator=_gen(16))
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
-    first = evaluate_fidelity(model, model.conv, images, "shap", (10,), n_classes=2, background=background,
-                              shap_samples=4, seed=3, random_draws=2)
+    first = evaluate_fidelity(model, model.conv, images, "shap", (10,), tmp_path / "a", n_classes=2,
+                              background=background, shap_samples=4, seed=3, random_draws=2)
     assert torch.equal(torch.get_rng_state(), torch_state)
     after = np.random.get_state()
     assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
-    again = evaluate_fidelity(model, model.conv, images, "shap", (10,), n_classes=2, background=background,
-                              shap_samples=4, seed=3, random_draws=2)
-    pd_equal = first.drop(columns=["method"]).fillna(-9).to_numpy() == again.drop(columns=["method"]).fillna(-9).to_numpy()
+    again = evaluate_fidelity(model, model.conv, images, "shap", (10,), tmp_path / "b", n_classes=2,
+                              background=background, shap_samples=4, seed=3, random_draws=2)
+    pd_equal = (first.drop(columns=["method"]).fillna(-9).to_numpy()
+                == again.drop(columns=["method"]).fillna(-9).to_numpy())
     assert pd_equal.all()  # seeded: the same rows twice
 
 
@@ -386,3 +410,27 @@ def test_sign_flip_p_against_brute_force_enumeration():
     big = rng.normal(0.0, 1.0, 40)
     assert 0.0 < sign_flip_p(big, np.zeros(40), seed=1) <= 1.0
     assert sign_flip_p(big, np.zeros(40), seed=1) == sign_flip_p(big, np.zeros(40), seed=1)  # seeded
+
+
+def test_fidelity_experiment_is_resumable_and_keeps_its_batch(tmp_path):
+    """A second run reads the file back (nothing recomputed); the batch size is a setting, so another
+    one is refused; the model's mode is restored."""
+    model = _Linear().train()
+    images = torch.rand(3, 1, 2, 2, generator=_gen(17))
+    labels = torch.tensor([0, 1, 2])
+    first = evaluate_fidelity(model, model.conv, images, "ig", (10,), tmp_path, labels=labels, n_classes=2,
+                              random_draws=2, ig_steps=(4,))
+    assert model.training and len(list(tmp_path.glob("*.csv"))) == 1
+    again = evaluate_fidelity(model, model.conv, images, "ig", (10,), tmp_path, labels=labels, n_classes=2,
+                              random_draws=2, ig_steps=(4,))
+    pd.testing.assert_frame_equal(first, again)
+    assert first["image"].tolist() == [0, 1, 2, 0, 1, 2] and set(first["model"]) == {"toy"}
+    entry = ModelEntry("toy", model, model.conv, "layer", None, tuple("abc"))  # type: ignore[arg-type]
+    samples = [Sample(image, (0,), torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long), f"x{i}")
+               for i, image in enumerate(images)]
+    settings = FidelitySettings("ig", n_classes=2, ig_steps=(4,), batch_size=2)
+    experiment = FidelityExperiment(entry, samples, "toy", settings)
+    with pytest.raises(ValueError, match="batch size"):
+        experiment.run(tmp_path, batch_size=3)
+    rows = experiment.run(tmp_path / "two")  # two batches: positions still index the data set
+    assert sorted(set(rows["image"])) == [0, 1, 2]

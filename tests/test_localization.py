@@ -1,4 +1,5 @@
-"""gradcam_lib.localization against hand-computed cases, scikit-image's labelling, a literal port
+"""Localisation (gradcam_lib.metrics.localization, .threshold_sweep, .max_box_acc, the experiment
+and its report functions) against hand-computed cases, scikit-image's labelling, a literal port
 of the devkit's eval_clsloc.m loop, and brute-force loops for MaxBoxAcc."""
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from skimage.measure import label, regionprops
 from toy_models import ChannelMeans
 
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.boxes import iou
 from gradcam_lib.datasets.transforms import ImageTransform
-from gradcam_lib.localization import MAX_BOX_ACC_V2_IOUS, THRESHOLD_GRID, _sweep_python, error_interval, error_table, heatmap_to_box, image_outcome, iou, iou_curves, iou_threshold, localize_batch, max_box_acc, max_box_acc_ci, max_box_acc_from_ious, pick_threshold, threshold_sweep
+from gradcam_lib.experiments.localization import LocalizationExperiment, LocalizationSettings
+from gradcam_lib.metrics.localization import heatmap_to_box, image_outcome, iou_threshold
+from gradcam_lib.metrics.max_box_acc import MAX_BOX_ACC_V2_IOUS, max_box_acc, max_box_acc_ci, max_box_acc_from_ious
+from gradcam_lib.metrics.threshold_sweep import THRESHOLD_GRID, _sweep_python, threshold_sweep
 from gradcam_lib.models import ModelEntry
+from gradcam_lib.report.localization import error_interval, error_table, iou_curves, pick_threshold
 from gradcam_lib.stats import wilson_ci
 
 
@@ -135,7 +141,7 @@ def test_iou_of_exactly_one_half_is_a_hit_and_just_below_is_not():
     assert image_outcome([3], [guess], below)["loc_top1"] == 0.0
     # the DET rule would accept the second: its box is 10 x 21, needs min(0.5, 210 / (20 * 31)) = 0.339
     assert image_outcome([3], [guess], below, tiny_box_rule=True)["loc_top1"] == 1.0
-    # the same boundary through the threshold sweep (the path localize_batch takes)
+    # the same boundary through the threshold sweep (the path LocalizationExperiment.batch takes)
     heatmap = np.zeros((60, 60))
     heatmap[0:10, 0:10] = 1.0
     assert threshold_sweep(heatmap, (0.5,), at_half.boxes).largest_hit.tolist() == [True]
@@ -182,7 +188,8 @@ def test_multi_class_image_scores_the_mean_over_its_classes():
     ).assign(dataset="d", model="m", method="gradcam")
     table = error_table(rows, threshold=0.15).iloc[0]
     # errors = 100 * (1 - mean share): cls top-1 (0.5+0.5+0.5+0)/4, loc top-5 (0.5+1+0+0)/4
-    expected = {"cls_top1": 62.5, "cls_top5": 37.5, "loc_top1": 87.5, "loc_top5": 62.5, "loc_gt_known": 75.0, "images": 4}
+    expected = {"cls_top1": 62.5, "cls_top5": 37.5, "loc_top1": 87.5, "loc_top5": 62.5, "loc_gt_known": 75.0,
+                "images": 4}
     assert table[list(expected)].to_dict() == pytest.approx(expected)
 
 
@@ -222,7 +229,7 @@ def test_image_outcome_matches_a_port_of_the_devkit_on_random_cases():
             else:
                 x, y = rng.integers(0, 40, 2)
                 guess_boxes.append((int(x), int(y), int(x + rng.integers(3, 20)), int(y + rng.integers(3, 20))))
-        gt = list(zip([tuple(b) for b in boxes], box_labels))
+        gt = list(zip([tuple(b) for b in boxes], box_labels, strict=False))
         for k in (1, 5):
             expected = 1 - _eval_clsloc_image(classes, gt, guesses[:k], guess_boxes[:k])
             assert image_outcome(guesses, guess_boxes, sample)[f"loc_top{k}"] == pytest.approx(expected)
@@ -241,7 +248,7 @@ def _random_maps(seed: int) -> list[np.ndarray]:
 
 
 def test_sweep_gives_heatmap_to_box_at_every_threshold():
-    grid = THRESHOLD_GRID + (1.0, 0.15, 0.333)
+    grid = (*THRESHOLD_GRID, 1.0, 0.15, 0.333)
     for heatmap in _random_maps(0):
         sweep = threshold_sweep(heatmap, grid)
         for index, threshold in enumerate(grid):
@@ -253,14 +260,14 @@ def test_sweep_matches_one_labelling_per_threshold():
     for heatmap in _random_maps(1):
         h, w = heatmap.shape
         gt = [[int(x), int(y), int(min(w - 1, x + rng.integers(2, 20))), int(min(h - 1, y + rng.integers(2, 20)))]
-              for x, y in zip(rng.integers(0, w - 2, 3), rng.integers(0, h - 2, 3))]
+              for x, y in zip(rng.integers(0, w - 2, 3), rng.integers(0, h - 2, 3), strict=False)]
         sweep = threshold_sweep(heatmap, THRESHOLD_GRID, gt)
         peak = heatmap.max()
         cuts = np.array([t * peak for t in THRESHOLD_GRID])
         levels = np.searchsorted(cuts, heatmap, side="right")
         reference = _sweep_python(levels, len(THRESHOLD_GRID), np.array(gt), np.full(len(gt), 0.5))
         for ours, theirs in zip((sweep.largest_boxes, sweep.largest_iou, sweep.largest_hit, sweep.best_iou,
-                                 sweep.components), reference):
+                                 sweep.components), reference, strict=False):
             assert np.array_equal(ours, theirs)
 
 
@@ -316,7 +323,7 @@ def _brute_force_max_box_acc(maps, boxes, deltas, thresholds, all_components):
         best = 0.0
         for threshold in thresholds:
             hits = 0
-            for heatmap, gt in zip(maps, boxes):
+            for heatmap, gt in zip(maps, boxes, strict=False):
                 if not heatmap.max() > 0:
                     continue
                 if all_components:
@@ -330,7 +337,8 @@ def _brute_force_max_box_acc(maps, boxes, deltas, thresholds, all_components):
     return float(np.mean(accuracies))
 
 
-@pytest.mark.parametrize(("deltas", "all_components"), [((0.5,), False), (MAX_BOX_ACC_V2_IOUS, True), ((0.3, 0.7), False)])
+@pytest.mark.parametrize(("deltas", "all_components"),
+                         [((0.5,), False), (MAX_BOX_ACC_V2_IOUS, True), ((0.3, 0.7), False)])
 def test_max_box_acc_against_a_brute_force_loop(deltas, all_components):
     rng = np.random.default_rng(2)
     maps, boxes = [], []
@@ -386,6 +394,12 @@ def test_wilson_interval_matches_scipy_on_hits_and_extends_to_shares():
 # --------------------------------------------------------------------------- end to end
 
 
+def localize_batch(entry, images, samples, method="gradcam", thresholds=(0.15,), top_k=5, tiny_box_rule=False):
+    """The rows of one batch of :class:`LocalizationExperiment` (what a run stores)."""
+    settings = LocalizationSettings(method, tuple(thresholds), top_k, tiny_box_rule)
+    return LocalizationExperiment(entry, [], "test", settings).batch(images, samples)
+
+
 def test_localize_batch_end_to_end_on_a_model_with_known_maps():
     model = ChannelMeans()
     entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
@@ -404,7 +418,8 @@ def test_localize_batch_end_to_end_on_a_model_with_known_maps():
     assert rows[2]["cls_top1"] == 0.0 and rows[2]["cls_top5"] == 1.0 and rows[2]["loc_top5"] == 0.0
     assert not rows[2]["loc_gt_known"] and rows[2]["gt_iou"] == 0.0
     known_only = localize_batch(entry, torch.stack([image]), [truth], "gradcam", (0.15,), top_k=0)
-    assert set(known_only[0]) == {"image_id", "threshold", "gt_class", "loc_gt_known", "gt_iou", "gt_iou_any", "classes"}
+    assert set(known_only[0]) == {"image_id", "threshold", "gt_class", "loc_gt_known", "gt_iou", "gt_iou_any",
+                                  "classes"}
     assert known_only[0]["loc_gt_known"]
 
 
@@ -435,3 +450,28 @@ def test_localize_batch_agrees_with_the_per_threshold_reference():
         best = max((iou(known, g) for g in sample.boxes_of(sample.labels[0]).tolist()), default=0.0) if known else 0.0
         assert row["gt_iou"] == pytest.approx(best) and row["loc_gt_known"] == (best >= 0.5)
         assert row["classes"] == len(sample.labels)
+
+
+def test_the_experiment_run_stores_the_batch_rows_resumes_and_keeps_the_model_state(tmp_path):
+    """LocalizationExperiment.run (the old evaluate_localization): the rows of .batch, labelled with
+    model, method and data set; a second run reads them back; the model keeps its train flag; the
+    channels-last fast path gives the same rows."""
+    model = ChannelMeans()
+    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    generator = torch.Generator().manual_seed(3)
+    images = F.interpolate(torch.rand(4, 6, 6, 8, generator=generator), size=(36, 48), mode="bilinear") - 0.3
+    data = [Sample(images[i], (i,), torch.tensor([[5, 5, 30, 30]]), torch.tensor([i]), f"{i:02d}") for i in range(4)]
+    settings = LocalizationSettings("gradcam", (0.15, 0.5), top_k=3)
+    experiment = LocalizationExperiment(entry, data, "toy", settings)
+    model.train()
+    rows = experiment.run(tmp_path, batch_size=3)
+    assert model.training
+    assert set(rows["model"]) == {"means"} and set(rows["method"]) == {"gradcam"} and set(rows["dataset"]) == {"toy"}
+    expected = pd.DataFrame(experiment.batch(images, data))
+    pd.testing.assert_frame_equal(rows[expected.columns], expected, check_dtype=False)
+    assert experiment.run(tmp_path, batch_size=2).equals(rows)
+    fast = LocalizationExperiment(entry, data, "toy", LocalizationSettings("gradcam", (0.15, 0.5), 3,
+                                                                          channels_last=True))
+    assert fast.path(tmp_path) != experiment.path(tmp_path)
+    fast_rows = fast.run(tmp_path, batch_size=3)
+    pd.testing.assert_frame_equal(fast_rows[expected.columns], expected, check_dtype=False)

@@ -9,9 +9,12 @@ import pytest
 import torch
 from toy_models import toy_cnn
 
-from gradcam_lib import chestxray, fidelity, localization, pointing, user_study
 from gradcam_lib import methods as ex
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.experiments import chest_xray as chestxray
+from gradcam_lib.experiments import user_study
+from gradcam_lib.experiments.localization import LocalizationExperiment, LocalizationSettings
+from gradcam_lib.experiments.pointing import PointingExperiment, PointingSettings
 from gradcam_lib.methods import (
     ALIASES,
     attribute,
@@ -30,6 +33,8 @@ from gradcam_lib.methods.attributions import (
     integrated_gradients,
     shap_expected_gradients,
 )
+from gradcam_lib.metrics.agreement import STUDY_METHODS
+from gradcam_lib.metrics.fidelity import method_options
 
 CAMS = ("gradcam", "gradcam_pp", "backprop", "guided_backprop", "guided_gradcam")
 
@@ -55,7 +60,7 @@ def test_an_unknown_key_is_a_key_error_that_lists_the_known_ones():
     with pytest.raises(KeyError, match=r"unknown method 'lime'; known: .*grad_cam.*gradcam"):
         method("lime")
     for call in (lambda: ex.heatmaps("lime", None, None, None, None),  # type: ignore[arg-type]
-                 lambda: fidelity.attribution_maps("lime", None, None, None, None)):  # type: ignore[arg-type]
+                 lambda: maps("lime", None, None, None, None, reduction="sum")):  # type: ignore[arg-type]
         with pytest.raises(KeyError, match="unknown method 'lime'; known:"):
             call()
 
@@ -70,13 +75,13 @@ def test_a_key_cannot_be_registered_twice():
 def test_the_old_tables_are_views_with_the_old_keys_and_labels():
     assert ex.HEATMAP_METHODS == {"gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++", "backprop": "Backprop (gradient)",
                                   "guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM"}
-    assert fidelity.ATTRIBUTION_METHODS == {"gradcam": "Grad-CAM", "ig": "Integrated Gradients",
+    assert labels(("gradcam", "ig", "shap")) == {"gradcam": "Grad-CAM", "ig": "Integrated Gradients",
                                             "shap": "SHAP (GradientExplainer)"}
     assert chestxray.XRAY_METHODS == {
         "gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++", "ig_mean_colour": "IG (mean-colour baseline)",
         "ig_black": "IG (black baseline)", "gradient_shap": "GradientShap (mean-colour baseline)",
         "shap": "SHAP (GradientExplainer)"}
-    assert user_study.STUDY_METHODS == {"guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM"}
+    assert STUDY_METHODS == {"guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM"}
     assert labels(["grad_cam", "gradcam"]) == {"grad_cam": "Grad-CAM", "gradcam": "Grad-CAM"}
 
 
@@ -251,11 +256,14 @@ def test_fidelity_maps_match_the_old_dispatch(toy, key):
     classes = torch.tensor([[1, 4, 0], [0, 2, 1], [5, 3, 2]])
     background = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(2))
     old = _old_fidelity_maps(key, entry.model, entry.layer, images, classes, background, (2, 4), 5)
-    new = fidelity.attribution_maps(key, entry.model, entry.layer, images, classes, background, (2, 4), 5)
+    new = maps(key, entry.model, entry.layer, images, classes, reduction="sum",
+               **method_options(key, background, (2, 4), 5, 0))
     assert _equal(new, old)
     if key == "ig":
         old_maps, old_gaps, old_steps = _old_ig_maps(entry.model, images, classes, (2, 4))
-        new_maps, new_gaps, new_steps = fidelity.ig_maps(entry.model, images, classes, (2, 4))
+        new_ig = attribute("ig", entry.model, None, images, classes, reduction="sum",
+                           **method_options("ig", None, (2, 4), 0, 0))
+        new_maps, new_gaps, new_steps = new_ig.maps, new_ig.info["gaps"], new_ig.info["steps"]
         assert _equal(new_maps, old_maps) and _equal(new_gaps, old_gaps) and new_steps == old_steps
 
 
@@ -275,7 +283,7 @@ def test_study_maps_match_the_old_dispatch(toy):
     targets = torch.tensor([1, 0, 5])
     guided = ex.guided_backprop(entry.model, images, targets)
     old = {"guided_backprop": guided, "guided_gradcam": ex.guided_grad_cam(entry.model, entry.layer, images, targets)}
-    new = user_study._explain(entry, images, targets, list(user_study.STUDY_METHODS))
+    new = user_study._explain(entry, images, targets, list(STUDY_METHODS))
     assert list(new) == list(old) and all(_equal(new[m], old[m]) for m in old)
 
 
@@ -302,13 +310,15 @@ def test_top_k_by_a_chooser_matches_the_old_special_cases(toy, key):
     chooser = lambda logits: torch.cat([truth, logits.topk(3, dim=1).indices], dim=1)  # noqa: E731
     reordered = attribute(key, entry.model, entry.layer, images, chooser, reduction="max_abs")
     assert _equal(reordered.maps, torch.cat([old[:, 3:], old[:, :3]], dim=1))
-    rows = localization.localize_batch(entry, images, _samples(images), key, (0.15, 0.5), 3)
+    experiment = LocalizationExperiment(entry, [], "t", LocalizationSettings(key, (0.15, 0.5), 3))
+    rows = experiment.batch(images, _samples(images))
     assert len(rows) == 6 and all(np.isfinite(r["gt_iou"]) for r in rows)
 
 
 def test_pointing_rows_use_the_one_pass_top_k(toy):
     entry, images = toy
-    rows = pointing.pointing_batch(entry, images, _samples(images), list(CAMS), ["gradcam", "backprop"], top_k=3)
+    settings = PointingSettings(tuple(CAMS), ("gradcam", "backprop"), 3)
+    rows = PointingExperiment(entry, [], "t", settings).batch(images, _samples(images))
     top = [r for r in rows if r["kind"] == "topk"]
     with torch.no_grad():
         predicted = entry.model(images).topk(3, dim=1).indices

@@ -17,18 +17,18 @@ import pytest
 import torch
 import torchvision
 
-from gradcam_lib.chestxray import load_chexnet, load_standin, load_xray_model
 from gradcam_lib.datasets.mnist import MNIST_CLASSES
 from gradcam_lib.methods import layer_capture
 from gradcam_lib.models import MODEL_NAMES, ModelEntry, imagenet, load_model, read_checkpoint
 from gradcam_lib.models.mnist import SmallCNN, load_mnist_cnn, small_entry
 from gradcam_lib.models.voc import load_voc_model
+from gradcam_lib.models.xray import load_chexnet, load_standin
 
 
 def _entries() -> list[tuple[str, callable]]:
     named = [(name, lambda name=name: load_model(name, pretrained=False)) for name in MODEL_NAMES]
     named.append(("mnist_cnn", lambda: small_entry("mnist_cnn", SmallCNN().eval(), MNIST_CLASSES, 1, 28)))
-    named.append(("xray_standin", lambda: load_xray_model("standin")))
+    named.append(("xray_standin", lambda: load_model("standin")))
     return named
 
 

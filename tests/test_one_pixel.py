@@ -16,25 +16,19 @@ from scipy.optimize import differential_evolution as scipy_de
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
-from gradcam_lib.methods import grad_cam
-from gradcam_lib.one_pixel import (
-    SU2019,
-    DEConfig,
+from gradcam_lib.attacks.differential_evolution import SU2019, DEConfig, differential_evolution, torchattacks_config
+from gradcam_lib.attacks.one_pixel import (
     attacked_maps,
     decode_pixels,
-    differential_evolution,
-    map_value_at,
-    null_percentile,
     one_pixel_attack,
     paint_pixels,
-    pixel_percentiles,
-    random_pixel_test,
-    sensitivity_rows,
-    sensitivity_table,
-    torchattacks_config,
     torchattacks_one_pixel,
 )
+from gradcam_lib.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from gradcam_lib.experiments.sensitivity import sensitivity_rows
+from gradcam_lib.methods import grad_cam
+from gradcam_lib.metrics.sensitivity import map_value_at, null_percentile, pixel_percentiles, random_pixel_test
+from gradcam_lib.report.sensitivity import sensitivity_table
 
 CENTRES = torch.tensor([[0.2, 0.7, 0.4], [0.9, 0.1, 0.5]])
 
@@ -267,6 +261,46 @@ def test_sensitivity_reads_grad_cam_at_the_attacked_pixel():
             assert row[f"{when}_zero_share"] == pytest.approx(float((flat == 0).mean()), abs=1e-12)
 
 
+def test_sensitivity_experiment_is_resumable_complete_and_leaves_the_model_alone(tmp_path):
+    from gradcam_lib.datasets.mnist import as_samples, mnist_split
+    from gradcam_lib.experiments.sensitivity import MEASURES, SensitivityExperiment, SensitivitySettings
+    from gradcam_lib.models import load_model
+    from gradcam_lib.models.mnist import least_confident
+
+    entry = load_model("mnist_cnn")
+    _, test = mnist_split()
+    samples = as_samples(test, "mnist_test", least_confident(entry.model, test, 4))
+    settings = SensitivitySettings(DEConfig(popsize=30, maxiter=10), seed=0, batch_size=2)
+    experiment = SensitivityExperiment(entry, samples, "mnist", settings, eval_batch=64)
+    entry.model.train()
+    rows = experiment.run(tmp_path)
+    assert entry.model.training  # the run's scope restored the caller's mode
+    entry.model.eval()
+    again = SensitivityExperiment(entry, samples, "mnist", settings).run(tmp_path)  # read back, not recomputed
+    assert len(list(tmp_path.glob("*.csv"))) == 1
+    assert rows.equals(again)
+    assert len(rows) == 4 and rows["image_id"].tolist() == [s.image_id for s in samples]
+    assert {"model", "dataset", "popsize", "maxiter"} <= set(rows) and not any("second" in c for c in rows)
+    measured = [f"{w}_{m}" for w in ("before", "after") for m in MEASURES]
+    assert set(measured) <= set(rows)
+    failed = rows[~rows["success"].astype(bool)]
+    assert failed[measured].isna().all().all()
+    # each batch as the experiment defines it: seed + crc32 of its first id, read-outs of its successes
+    import zlib
+
+    for start in (0, 2):
+        images = torch.stack([s.image for s in samples[start : start + 2]])
+        result = one_pixel_attack(entry.model, images, (0.0,), (1.0,), settings.config,
+                                  zlib.crc32(samples[start].image_id.encode()), 64)
+        assert rows["success"].iloc[start : start + 2].astype(bool).tolist() == result.success.tolist()
+        for row in sensitivity_rows(entry.model, entry.layer, images, result, (0.0,), (1.0,)):
+            stored = rows.iloc[start + row["index"]]
+            assert stored["before_value"] == pytest.approx(row["before_value"], rel=1e-6, abs=1e-9)
+            assert stored["after_percentile"] == pytest.approx(row["after_percentile"], rel=1e-6)
+    with pytest.raises(ValueError, match="batch size"):
+        experiment.run(tmp_path, batch_size=4)
+
+
 # ---------------------------------------------------------------------------------------------
 # The random-pixel null of the percentile rank
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +396,7 @@ def test_sensitivity_table_intervals():
     import pandas as pd
 
     rows = pd.DataFrame({
-        "dataset": "d", "model": "m", "popsize": 20, "maxiter": 1, "queries": 10, "seconds_per_image": 0.1,
+        "dataset": "d", "model": "m", "popsize": 20, "maxiter": 1, "queries": 10,
         "success": [True, True, True, False],
         "before_value": [0.0, 0.5, 1.0, np.nan], "after_value": [0.2, 0.0, 0.0, np.nan],
         "before_percentile": [0.0, 50.0, 90.0, np.nan], "after_percentile": [10.0, 0.0, 0.0, np.nan],
@@ -416,3 +450,12 @@ def test_attacks_and_tests_leave_global_rng_state_unchanged():
     other = torchattacks_one_pixel(model, images, (0.0,), (1.0,), popsize=30, maxiter=5, seed=8)
     torch.testing.assert_close(first.colour, again.colour)
     assert not torch.equal(first.colour, other.colour)
+
+
+def test_attacks_restore_the_callers_train_mode():
+    model = _OnePixelFlips().train()
+    images = torch.zeros(2, 1, 5, 6)
+    one_pixel_attack(model, images, (0.0,), (1.0,), DEConfig(popsize=10, maxiter=2), seed=0)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    torchattacks_one_pixel(model, images, (0.0,), (1.0,), popsize=30, maxiter=2, seed=0)
+    assert model.training and all(p.requires_grad for p in model.parameters())

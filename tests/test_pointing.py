@@ -17,25 +17,27 @@ from toy_models import ChannelMeans
 from gradcam_lib.datasets import ImageTransform, Sample
 from gradcam_lib.datasets.composite import CompositeDataset
 from gradcam_lib.datasets.voc import VOCSample
-from gradcam_lib.models import ModelEntry
-from gradcam_lib.pointing import (
+from gradcam_lib.experiments.pointing import PointingExperiment, PointingSettings
+from gradcam_lib.metrics.pointing import (
     box_distances,
-    calibrate_tau,
     centre_point,
     class_accuracy_ci,
     cluster_group_means,
     is_difficult,
     max_point,
-    pair_clusters,
     paired_class_accuracy_difference,
-    pointing_accuracy,
-    pointing_batch,
     pointing_hit,
+    smooth_saliency,
+    subset_difference,
+)
+from gradcam_lib.models import ModelEntry
+from gradcam_lib.report.pointing import (
+    calibrate_tau,
+    pair_clusters,
+    pointing_accuracy,
     rejection_at,
     rejection_curve,
     rejection_outcomes,
-    smooth_saliency,
-    subset_difference,
 )
 from gradcam_lib.stats import cluster_bootstrap_ci
 
@@ -57,7 +59,7 @@ def test_hits_match_a_distance_transform_everywhere():
         ours = np.array([[pointing_hit(_peak_at(x, y), boxes, tolerance) for x in range(50)] for y in range(40)])
         assert np.array_equal(ours, distance < tolerance)  # TorchRay: (u^2 + v^2) < tolerance^2
     ys, xs = np.nonzero(np.ones((40, 50)))
-    ours = np.array([box_distances((x, y), boxes).min().item() for x, y in zip(xs, ys)])
+    ours = np.array([box_distances((x, y), boxes).min().item() for x, y in zip(xs, ys, strict=False)])
     np.testing.assert_allclose(ours, distance[ys, xs])
 
 
@@ -160,7 +162,8 @@ def test_smoothing_matches_a_loop_and_scipy():
 
 
 def _sample(boxes, labels, side=100, image_id="s") -> Sample:
-    return Sample(torch.zeros(3, side, side), tuple(sorted(set(labels))), torch.tensor(boxes), torch.tensor(labels), image_id)
+    return Sample(torch.zeros(3, side, side), tuple(sorted(set(labels))), torch.tensor(boxes), torch.tensor(labels),
+                  image_id)
 
 
 def test_difficult_pairs_follow_the_ebp_definition():
@@ -211,13 +214,15 @@ def test_rejection_rule_by_hand():
 def test_rejection_outcomes_and_calibration_by_hand():
     rows = _topk_rows()
     right = rejection_outcomes(rows, 0.55)
-    # accepted 0.9 (hit) 0.8 (present, miss) 0.7 (absent) 0.6 (hit); rejected 0.5 0.4 (absent) 0.3 (present) 0.2 (absent)
+    # accepted 0.9 (hit) 0.8 (present, miss) 0.7 (absent) 0.6 (hit);
+    # rejected 0.5 0.4 (absent) 0.3 (present) 0.2 (absent)
     assert right.tolist() == [True, False, False, True, True, True, False, True]
     assert rejection_outcomes(rows, -np.inf).tolist() == rows["hit"].tolist()  # accept all
     assert rejection_outcomes(rows, np.inf).tolist() == (~rows["present"]).tolist()  # reject all
     # accuracy by the number of accepted (top) guesses a = 0..8: right = hits among the a + absent among the rest
     by_accepted = [4, 5, 5, 4, 5, 4, 3, 4, 3]  # a = 0 (reject all) ... 8 (accept all)
-    assert [rejection_outcomes(rows, t).sum() for t in [np.inf, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, -np.inf]] == by_accepted
+    taus = [np.inf, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, -np.inf]
+    assert [rejection_outcomes(rows, t).sum() for t in taus] == by_accepted
     # maximum 5 at a = 1, 2, 4: the lowest tau interval is a = 4, i.e. (0.5, 0.6] -> midpoint 0.55
     assert calibrate_tau(rows) == pytest.approx(0.55)
     absent = rows.assign(present=False, hit=False)
@@ -233,11 +238,17 @@ def test_rejection_curve_precision_matches_sklearn():
     curve = rejection_curve(rows)
     precision, recall, thresholds = precision_recall_curve(rows["hit"], rows["peak"])
     ours = curve.set_index("tau")
-    for p, r, t in zip(precision[:-1], recall[:-1], thresholds):
+    for p, r, t in zip(precision[:-1], recall[:-1], thresholds, strict=False):
         assert ours.loc[t, "precision"] == pytest.approx(100 * p)
         # our recall's denominator is the present guesses (4), sklearn's the hits (3)
         assert ours.loc[t, "recall"] == pytest.approx(100 * r * 3 / 4)
     assert curve["quantile"].iloc[0] == 0 and curve["quantile"].iloc[-1] == 1
+
+
+def pointing_batch(entry, images, samples, methods, rejection_methods=(), top_k=5, tolerance=15, smooth=0.02):
+    """The rows of one batch of :class:`PointingExperiment` (what a run stores)."""
+    settings = PointingSettings(tuple(methods), tuple(rejection_methods), top_k, tolerance, smooth)
+    return PointingExperiment(entry, [], "test", settings).batch(images, samples)
 
 
 def test_pointing_batch_end_to_end_on_a_model_with_known_maps():
@@ -390,4 +401,28 @@ def test_pointing_batch_smooths_the_gradient_as_torchray():
     smoothed = pd.DataFrame(pointing_batch(entry, sample.image[None], [sample], ["backprop"], top_k=2, smooth=0.02))
     pick = lambda rows: rows[rows["method"] == "backprop"]["hit"].item()  # noqa: E731
     assert not pick(raw) and pick(smoothed)
-    assert smoothed[smoothed["method"] == "backprop"]["peak"].item() == pytest.approx(0.5, abs=1e-3)  # the kernel reaches 1 px past the plateau
+    # the kernel reaches 1 px past the plateau
+    assert smoothed[smoothed["method"] == "backprop"]["peak"].item() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_the_experiment_run_stores_the_batch_rows_and_resumes(tmp_path):
+    """PointingExperiment.run (the old evaluate_pointing): the rows of .batch, labelled with model
+    and data set (the methods are a column of the rows); a second run reads them back."""
+    model = ChannelMeans()
+    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    image = torch.zeros(6, 40, 50)
+    image[2, 5:20, 10:31] = 1.0
+    image[4, 30:35, 0:5] = 0.5
+    data = [Sample(image, (2, 4), torch.tensor([[10, 5, 30, 19], [0, 30, 4, 34]]), torch.tensor([2, 4]), f"{i}")
+            for i in range(3)]
+    settings = PointingSettings(("gradcam", "backprop"), ("gradcam",), top_k=3)
+    experiment = PointingExperiment(entry, data, "toy", settings)
+    rows = experiment.run(tmp_path, batch_size=2)
+    assert experiment.path(tmp_path).name.startswith("means_pointing_toy_")
+    assert set(rows["model"]) == {"means"} and set(rows["dataset"]) == {"toy"}
+    assert set(rows["method"]) == {"centre", "gradcam", "backprop"}
+    batches = [data[:2], data[2:]]  # rows are stored batch by batch
+    expected = pd.DataFrame([row for batch in batches
+                             for row in experiment.batch(torch.stack([s.image for s in batch]), batch)])
+    pd.testing.assert_frame_equal(rows[expected.columns], expected, check_dtype=False)
+    assert experiment.run(tmp_path, batch_size=3).equals(rows)

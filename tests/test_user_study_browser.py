@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from test_user_study import STRONG, synthetic_study
 
-from gradcam_lib import user_study as us
+from gradcam_lib.experiments import user_study as kit
+from gradcam_lib.metrics import agreement as ag
+from gradcam_lib.report import user_study as rf
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -62,11 +64,12 @@ def wait_for_csv(folder: Path, timeout: float = 10.0) -> list[Path]:
 def test_a_rater_answers_every_question_and_saves_a_csv(browser, tmp_path):
     driver, downloads = browser
     items, key = synthetic_study(n_images=3)
-    form_path, _ = us.write_study(tmp_path, us.render_form(items, key), key)
+    form_path = rf.write_form(tmp_path, rf.render_form(items, key))
     driver.get(form_path.as_uri())
 
     # every picture decoded from the page itself; nothing fetched
-    assert driver.execute_script("return Array.from(document.images).every(i => i.src.startsWith('data:') && i.naturalWidth > 0)")
+    assert driver.execute_script(
+        "return Array.from(document.images).every(i => i.src.startsWith('data:') && i.naturalWidth > 0)")
     assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
 
     # saving before answering is refused, and nothing is downloaded
@@ -76,8 +79,8 @@ def test_a_rater_answers_every_question_and_saves_a_csv(browser, tmp_path):
     assert "answer every question" in driver.find_element(By.ID, "status").text
     assert not wait_for_csv(downloads, timeout=0.5)
 
-    chosen = [us.ANSWERS[k % len(us.ANSWERS)] for k in range(len(key))]
-    for question_id, answer in zip(key["question_id"], chosen):
+    chosen = [rf.ANSWERS[k % len(rf.ANSWERS)] for k in range(len(key))]
+    for question_id, answer in zip(key["question_id"], chosen, strict=True):
         fieldset = driver.find_element(By.ID, question_id)
         fieldset.find_element(By.CSS_SELECTOR, f'input[value="{answer}"]').click()
     assert driver.find_element(By.ID, "progress").text == f"{len(key)} / {len(key)} answered"
@@ -85,15 +88,15 @@ def test_a_rater_answers_every_question_and_saves_a_csv(browser, tmp_path):
 
     files = wait_for_csv(downloads)
     assert [f.name for f in files] == [f"ratings_{key['study_id'].iloc[0]}_rater___seven_.csv"]
-    ratings = us.read_ratings(files)
-    assert list(ratings.columns) == list(us.RATINGS_COLUMNS)
+    ratings = kit.read_ratings(files)
+    assert list(ratings.columns) == list(ag.RATINGS_COLUMNS)
     assert (ratings["rater_id"] == rater).all() and (ratings["study_id"] == key["study_id"].iloc[0]).all()
     assert ratings["question_id"].tolist() == key["question_id"].tolist()
     assert ratings["answer"].tolist() == chosen
     # the fallback box shows the same text
     assert driver.find_element(By.ID, "csv-output").get_attribute("value") == files[0].read_text()
 
-    scores = us.score_ratings(ratings, key)
+    scores = ag.score_ratings(ratings, key)
     strong_on_a = np.where(key["model_a"] == STRONG, 1, -1)
     assert scores["score"].tolist() == (np.asarray(chosen) * strong_on_a).tolist()
 
@@ -107,21 +110,21 @@ def test_a_rater_id_that_a_spreadsheet_would_run_is_saved_as_text(browser, tmp_p
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(own)})
     try:
         items, key = synthetic_study(n_images=2)
-        form_path, _ = us.write_study(tmp_path, us.render_form(items, key), key)
+        form_path = rf.write_form(tmp_path, rf.render_form(items, key))
         driver.get(form_path.as_uri())
         rater = '=HYPERLINK("http://x","y")'
         driver.find_element(By.ID, "rater-id").send_keys(rater)
         chosen = [(-2, -1, 2, 0)[k % 4] for k in range(len(key))]
-        for question_id, answer in zip(key["question_id"], chosen):
+        for question_id, answer in zip(key["question_id"], chosen, strict=True):
             driver.find_element(By.ID, question_id).find_element(By.CSS_SELECTOR, f'input[value="{answer}"]').click()
         driver.find_element(By.ID, "save").click()
         files = wait_for_csv(own)
         assert [f.name for f in files] == [f"ratings_{key['study_id'].iloc[0]}__HYPERLINK__http___x___y__.csv"]
         lines = files[0].read_text().splitlines()
         assert lines[1] == f'{key["study_id"].iloc[0]},"\'=HYPERLINK(""http://x"",""y"")",{key["question_id"].iloc[0]},-2'
-        ratings = us.read_ratings(files)
+        ratings = kit.read_ratings(files)
         assert (ratings["rater_id"] == "'" + rater).all()
         assert ratings["answer"].tolist() == chosen
-        assert us.score_ratings(ratings, key)["answer"].tolist() == chosen
+        assert ag.score_ratings(ratings, key)["answer"].tolist() == chosen
     finally:
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})

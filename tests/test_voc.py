@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from gradcam_lib.datasets import ImageTransform
-from gradcam_lib.datasets.ilsvrc import DroppedBoxWarning
+from gradcam_lib.datasets.annotations import DroppedBoxWarning
 from gradcam_lib.datasets.voc import (
     VOC_CLASSES,
     VOCDataset,

@@ -21,7 +21,7 @@ Labels. The box list writes ``Infiltrate`` where the image labels (``Data_Entry_
 every model write ``Infiltration``: names are made canonical by :func:`canonical_finding`.
 ``Sample.labels`` / ``box_labels`` index :data:`FINDINGS` (the ChestX-ray8 order), not a model's
 outputs: which output of a model is which finding is the model's business
-(:func:`gradcam_lib.chestxray.finding_index`).
+(:func:`gradcam_lib.models.xray.finding_index`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample, build_sample, printable_id
-from gradcam_lib.datasets.ilsvrc import read_image
+from gradcam_lib.datasets.images import read_image
 from gradcam_lib.datasets.transforms import ImageTransform, continuous_to_inclusive
 
 __all__ = [

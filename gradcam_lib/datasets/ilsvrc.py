@@ -47,30 +47,23 @@ from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.annotations import (
     MAX_COORDINATE,
-    DroppedBoxWarning,
     clip_box,
     keep_inside,
     read_objects,
-    read_xml,
 )
 from gradcam_lib.datasets.base import Sample, build_sample, printable_id
-from gradcam_lib.datasets.images import MAX_ASPECT_RATIO, read_image
+from gradcam_lib.datasets.images import read_image
 from gradcam_lib.datasets.transforms import ImageTransform
 
 __all__ = [
     "INDEX_COLUMNS",
-    "MAX_ASPECT_RATIO",
     "Annotation",
-    "DroppedBoxWarning",
     "ILSVRCValDataset",
     "find_layout",
     "image_number",
     "imagenet_wnids",
-    "keep_inside",
     "parse_annotation",
     "read_blacklist",
-    "read_image",
-    "read_xml",
     "wnid_to_index",
     "write_index",
 ]

@@ -36,6 +36,7 @@ A new chapter's experiment is a settings dataclass and a ``batch``::
 from __future__ import annotations
 
 import dataclasses
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,9 +93,12 @@ class Experiment(ABC, Generic[S]):
         }
 
     def path(self, results_dir: str | Path) -> Path:
-        """``<results_dir>/<model>_<tag>_<dataset>_<key>.csv``."""
+        """``<results_dir>/<model>_<tag>_<dataset>_<key>.csv`` (characters other than letters, digits,
+        ``_``, ``.`` and ``-`` replaced by ``_``)."""
         tag = self.tag or str(getattr(self.settings, "method", type(self).__name__.lower()))
-        return Path(results_dir) / f"{self.entry.name}_{tag}_{self.dataset_name}_{run_key(self.key())}.csv"
+        name = f"{self.entry.name}_{tag}_{self.dataset_name}"
+        safe = re.sub(r"[^\w.-]", "_", name)  # "xrv:densenet..." -> a file name valid everywhere
+        return Path(results_dir) / f"{safe}_{run_key(self.key())}.csv"
 
     def run(self, results_dir: str | Path, batch_size: int = 8, device: str | torch.device = "cpu",
             num_workers: int = 0) -> pd.DataFrame:

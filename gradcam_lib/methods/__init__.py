@@ -88,3 +88,8 @@ def __getattr__(name: str) -> Any:
     if name in _ATTRIBUTIONS:
         return getattr(importlib.import_module("gradcam_lib.methods.attributions"), name)
     raise AttributeError(f"module 'gradcam_lib.methods' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The loaded names and the lazy ones (so that ``dir()`` and autodoc see IG and SHAP too)."""
+    return sorted({*globals(), *__all__})

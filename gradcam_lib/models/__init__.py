@@ -30,7 +30,7 @@ __all__ = ["MODEL_NAMES", "ModelEntry", "load_model", "load_weights", "model_nam
 Loader = Callable[..., ModelEntry]
 _LOADERS: dict[str, Loader] = {}
 _PATTERNS: dict[str, tuple[Callable[[str], bool], Loader]] = {}
-_PROVIDERS = ("gradcam_lib.models.imagenet", "gradcam_lib.models.voc", "gradcam_lib.models.mnist")
+_PROVIDERS = tuple(f"gradcam_lib.models.{m}" for m in ("imagenet", "voc", "mnist", "xray"))
 
 
 def register_model(*names: str, pattern: tuple[str, Callable[[str], bool]] | None = None) -> Callable[[Loader], Loader]:

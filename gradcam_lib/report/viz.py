@@ -11,11 +11,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from gradcam_lib.methods.display import as_numpy, guided_to_display
+
 __all__ = ["NORMALIZATIONS", "draw_box", "figure_grid", "guided_to_display", "show_guided", "show_overlay"]
-
-
-def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
 
 
 def figure_grid(rows: int, cols: int, cell: float = 2.4) -> tuple[Figure, np.ndarray]:
@@ -48,7 +46,7 @@ def _picture(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _fit(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``heat`` resized to ``size`` bilinearly (align_corners=False), as :func:`~gradcam_lib.explain.grad_cam`
+    """``heat`` resized to ``size`` bilinearly (align_corners=False), as :func:`~gradcam_lib.methods.grad_cam`
     upsamples its maps."""
     if heat.shape == size:
         return heat
@@ -79,7 +77,7 @@ def show_overlay(
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     picture = _picture(image)
-    heat = _numpy(heatmap)
+    heat = as_numpy(heatmap)
     while heat.ndim > 2 and heat.shape[0] == 1:
         heat = heat[0]
     if heat.ndim != 2:
@@ -92,20 +90,6 @@ def show_overlay(
         ax.imshow((heat - low) / span, cmap="jet", alpha=alpha, vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
-
-
-def guided_to_display(gradient: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``(3, H, W)`` input-space gradient -> ``(H, W, 3)`` in [0, 1], the usual deprocessing of
-    guided-backprop images: centre, scale to 0.1 standard deviations, shift to 0.5, clip. The map
-    is first divided by its largest magnitude, so that the result does not depend on its scale (a
-    random-weight network's maps of ~1e-16 look like any other); an all-zero map is flat grey."""
-    g = _numpy(gradient)
-    peak = np.abs(g).max()
-    if not peak > 0:
-        return np.full((*g.shape[1:], g.shape[0]), 0.5, dtype=np.float32)
-    g = g / peak
-    g = (g - g.mean()) / (g.std() + 1e-12) * 0.1 + 0.5
-    return np.clip(g, 0, 1).transpose(1, 2, 0)
 
 
 def show_guided(ax: Axes, gradient: torch.Tensor | np.ndarray, title: str = "") -> None:

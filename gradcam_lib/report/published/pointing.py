@@ -30,7 +30,7 @@ _SETTINGS = [
 
 def torchray_pointing() -> pd.DataFrame:
     """TorchRay's pointing-game table (mean class accuracy in %, all / difficult subset); method
-    keys are those of :data:`gradcam_lib.explain.HEATMAP_METHODS` plus ``centre``."""
+    keys are those of :data:`gradcam_lib.methods.HEATMAP_METHODS` plus ``centre``."""
     rows = [
         (method, dataset, model, all_, difficult, "TorchRay")
         for method, values in _TORCHRAY.items()

@@ -1,75 +1,49 @@
-"""The pointing game (Zhang et al., Excitation Backprop, 2016; Grad-CAM paper Sec. 4.3; TorchRay).
+"""The pointing game's hit rule (Zhang et al., Excitation Backprop, 2016; Grad-CAM paper Sec. 4.3;
+TorchRay's ``PointingGame``).
 
-Protocol, for every (image, ground-truth class) pair whose class still has a box in the model's
-input: compute the class's map, take its maximum point, and count a **hit** when that point lies
-closer than ``tolerance`` pixels (Euclidean distance < 15 by default, TorchRay's
-``PointingGame.evaluate``) to one of the class's boxes. The input-space methods (gradient, guided
-backprop, guided Grad-CAM) are first smoothed as TorchRay's benchmark smooths its gradient-type
-methods (``smooth=0.02``: a Gaussian of sigma = 0.02 x the map's longer side, replicate padding;
-:func:`smooth_saliency`). Accuracy is reported over all pairs and as TorchRay's mean over classes of
-the per-class accuracy. The **centre baseline** points at ``(W / 2, H / 2)`` (TorchRay's
-``center`` method) whatever the class: a method that does not beat it has not shown that it locates
-anything.
+For an (image, ground-truth class) pair whose class has a box in the model's input: take the
+maximum point of the class's map (:func:`max_point`) and count a **hit** when it lies closer than
+``tolerance`` pixels (Euclidean distance < 15 by default, TorchRay's ``PointingGame.evaluate``) to
+one of the class's boxes (:func:`pointing_hit`). Input-space methods are first smoothed as
+TorchRay's benchmark smooths its gradient-type methods (:func:`smooth_saliency`). The **centre
+baseline** points at ``(W / 2, H / 2)`` (:func:`centre_point`, TorchRay's ``center`` method).
+The EBP **difficult** subset: :func:`is_difficult`.
 
 Uncertainty: the (image, class) pairs are not independent units -- pairs of one image share the
 image, and the composite benchmark's images share a handful of source crops -- so intervals and
-paired comparisons resample whole clusters (:func:`pair_clusters`: the source object of a composite
-pair, the image otherwise; :func:`cluster_group_means`, :func:`class_accuracy_ci`,
-:func:`paired_class_accuracy_difference`, :func:`subset_difference`).
-
-The paper's variant with **rejection** looks at the top-5 predicted classes of an image: a guess is
-rejected when its map maximum is below a threshold ``tau``; an accepted guess is right when its
-class is in the image and its point hits; a rejected guess is right when its class is absent. The
-paper gave one number at one threshold (KTH: raw map maximum 0.5); :func:`rejection_curve` sweeps
-``tau`` instead, since raw map scales differ between methods and models, and
-:func:`calibrate_tau` picks one on held-out data (never on the images it is scored on).
-
-The **difficult** subset (EBP, used by TorchRay): pairs whose class covers less than a quarter of
-the image (the union of its boxes) in an image that holds at least one other class. TorchRay reads
-EBP's precomputed flags for VOC07 / COCO; :func:`is_difficult` applies the definition to any data
-set, so the composite benchmark has a difficult subset too.
+paired comparisons resample whole clusters (cluster bootstrap, Davison & Hinkley 1997, Sec. 3.8:
+:func:`cluster_group_means`, :func:`class_accuracy_ci`, :func:`paired_class_accuracy_difference`,
+:func:`subset_difference`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
-from gradcam_lib.methods import attribute
-from gradcam_lib.models import ModelEntry
-from gradcam_lib.results import dataset_fingerprint, model_fingerprint, run_key, run_resumable
+from gradcam_lib.datasets.boxes import box_mask
 from gradcam_lib.stats import PairedDifference
 from gradcam_lib.validate import check_boxes, check_map
 
 __all__ = [
     "SMOOTHED_METHODS",
     "box_distances",
-    "calibrate_tau",
     "centre_point",
     "class_accuracy_ci",
     "cluster_group_means",
-    "evaluate_pointing",
     "is_difficult",
     "max_point",
-    "pair_clusters",
     "paired_class_accuracy_difference",
-    "pointing_accuracy",
-    "pointing_batch",
+    "pointing_classes",
     "pointing_hit",
-    "rejection_at",
-    "rejection_curve",
-    "rejection_outcomes",
     "smooth_saliency",
     "subset_difference",
+    "within_tolerance",
 ]
 
 # Input-space methods that TorchRay's pointing benchmark smooths (examples/attribution_benchmark.py:
@@ -129,7 +103,7 @@ def _distances(point: tuple[float, float], boxes: np.ndarray) -> torch.Tensor:
     return torch.sqrt(dx**2 + dy**2)
 
 
-def _within(point: tuple[float, float], boxes: np.ndarray, tolerance: float) -> bool:
+def within_tolerance(point: tuple[float, float], boxes: np.ndarray, tolerance: float) -> bool:
     """TorchRay's hit rule: some pixel of the checked ``(N, 4)`` ``boxes`` lies at Euclidean distance
     < ``tolerance`` from ``point``."""
     if tolerance <= 0:
@@ -166,7 +140,7 @@ def pointing_hit(
     point = max_point(heatmap)
     if point is None:
         return False
-    return _within(point, checked, tolerance)
+    return within_tolerance(point, checked, tolerance)
 
 
 def centre_point(height: int, width: int) -> tuple[float, float]:
@@ -203,9 +177,10 @@ def smooth_saliency(maps: torch.Tensor, fraction: float = 0.02) -> torch.Tensor:
 
 
 def _union_area(boxes: torch.Tensor, height: int, width: int) -> int:
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    for x0, y0, x1, y1 in boxes.tolist():
-        mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    """Pixels covered by the union of the inclusive ``boxes`` in an image of ``height`` x ``width``."""
+    mask = np.zeros((height, width), dtype=bool)
+    for box in boxes.tolist():
+        mask |= box_mask(box, (height, width))
     return int(mask.sum())
 
 
@@ -217,9 +192,10 @@ def is_difficult(sample: Sample, label: int, fraction: float = 0.25) -> bool:
     return bool(others) and _union_area(sample.boxes_of(label), height, width) < fraction * height * width
 
 
-def _pairs(sample: Sample) -> list[int]:
-    """Classes to play for: those with a box in the input, less those whose boxes are all marked
-    PASCAL-difficult (TorchRay skips them; a sample without ``difficult`` flags has none)."""
+def pointing_classes(sample: Sample) -> list[int]:
+    """The classes of ``sample`` to play for (ascending): those with a box in the input, less those
+    whose boxes are all marked PASCAL-difficult (TorchRay skips them; a sample without ``difficult``
+    flags has none)."""
     flags = getattr(sample, "difficult", None)
     classes = []
     for label in sorted(set(sample.box_labels.tolist())):
@@ -229,192 +205,9 @@ def _pairs(sample: Sample) -> list[int]:
     return classes
 
 
-def pointing_batch(
-    entry: ModelEntry,
-    images: torch.Tensor,
-    samples: Sequence[Sample],
-    methods: Sequence[str],
-    rejection_methods: Sequence[str] = (),
-    top_k: int = 5,
-    tolerance: float = 15,
-    smooth: float = 0.02,
-) -> list[dict[str, Any]]:
-    """Play the pointing game on one batch.
-
-    For each method: maps of every ground-truth class (rows ``kind="gt"``) and, for the methods in
-    ``rejection_methods``, of the ``top_k`` predictions (``kind="topk"``, with ``present`` and the
-    map maximum ``peak`` for the rejection rule), in one call per method; maps of
-    :data:`SMOOTHED_METHODS` go through :func:`smooth_saliency` (``smooth``) first. The centre
-    baseline adds a ``kind="gt"`` row per pair with ``method="centre"``.
-
-    Returns:
-        Rows ``image_id, method, kind, rank, label, present, difficult, hit, peak``.
-    """
-    height, width = images.shape[-2:]
-    pairs = [_pairs(s) for s in samples]
-    width_gt = max(1, max(len(p) for p in pairs))
-    gt = torch.tensor([(p + p[:1] * width_gt)[:width_gt] if p else [0] * width_gt for p in pairs], device=images.device)
-    centre = centre_point(height, width)
-    rows: list[dict[str, Any]] = []
-    for index, sample in enumerate(samples):
-        for label in pairs[index]:
-            hit = _within(
-                centre,
-                check_boxes(f"the boxes of class {label} in sample {sample.image_id!r}", sample.boxes_of(label)),
-                tolerance,
-            )
-            rows.append(_row(sample, "centre", "gt", -1, label, True, hit, float("nan")))
-    for method in methods:
-        with_topk = method in rejection_methods
-        # the ground-truth classes, then the top-k chosen from the method's own forward pass
-        choose = (lambda logits: torch.cat([gt, logits.topk(top_k, dim=1).indices], dim=1)) if with_topk else gt
-        explained = attribute(method, entry.model, entry.layer, images, choose, reduction="max_abs")
-        maps, targets = explained.maps, explained.targets
-        if method in SMOOTHED_METHODS:
-            maps = smooth_saliency(maps.detach(), smooth)
-        maps, targets = maps.detach().cpu(), targets.cpu()
-        for index, sample in enumerate(samples):
-            for k, label in enumerate(pairs[index]):
-                hit = pointing_hit(maps[index, k], sample.boxes_of(label), tolerance)
-                rows.append(_row(sample, method, "gt", -1, label, True, hit, float(maps[index, k].max())))
-            if with_topk:
-                for rank in range(top_k):
-                    k = width_gt + rank
-                    label = int(targets[index, k])
-                    present = label in pairs[index]
-                    hit = present and pointing_hit(maps[index, k], sample.boxes_of(label), tolerance)
-                    rows.append(_row(sample, method, "topk", rank, label, present, hit, float(maps[index, k].max())))
-    return rows
-
-
-def _row(
-    sample: Sample, method: str, kind: str, rank: int, label: int, present: bool, hit: bool, peak: float
-) -> dict[str, Any]:
-    return {
-        "image_id": sample.image_id,
-        "method": method,
-        "kind": kind,
-        "rank": rank,
-        "label": label,
-        "present": present,
-        "difficult": present and is_difficult(sample, label),
-        "hit": hit,
-        "peak": peak,
-    }
-
-
-def pointing_accuracy(rows: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd.DataFrame:
-    """Pointing accuracy in % over the ``kind == "gt"`` rows, for all pairs and the difficult ones.
-
-    Columns per group: ``acc_pairs`` (hits over all (image, class) pairs), ``acc_classes`` (mean
-    over classes of each class's accuracy -- TorchRay's number), the same two on the difficult
-    subset, and the counts of pairs and classes behind them.
-    """
-    gt = rows[rows["kind"] == "gt"]
-    by = list(by)
-
-    def summary(frame: pd.DataFrame) -> pd.Series:
-        hard = frame[frame["difficult"]]
-        per_class = frame.groupby("label")["hit"].mean()
-        hard_class = hard.groupby("label")["hit"].mean()
-        return pd.Series(
-            {
-                "acc_pairs": 100 * frame["hit"].mean(),
-                "acc_classes": 100 * per_class.mean(),
-                "difficult_pairs": 100 * hard["hit"].mean() if len(hard) else np.nan,
-                "difficult_classes": 100 * hard_class.mean() if len(hard) else np.nan,
-                "pairs": len(frame),
-                "difficult_n": len(hard),
-                "classes": frame["label"].nunique(),
-            }
-        )
-
-    table = gt.groupby(by, sort=False)[["hit", "label", "difficult"]].apply(summary).reset_index()
-    return table.astype({"pairs": int, "difficult_n": int, "classes": int})
-
-
-def rejection_outcomes(rows: pd.DataFrame, tau: float) -> np.ndarray:
-    """Per ``kind == "topk"`` row (in order), is the guess right under the rejection rule at ``tau``?
-    Accepted (``peak >= tau``) and its point hits, or rejected and its class absent (paper Sec. 4.3).
-    ``tau = -inf`` accepts every guess, ``tau = inf`` rejects every guess."""
-    top = rows[rows["kind"] == "topk"]
-    accepted = top["peak"].to_numpy(np.float64) >= tau
-    return (accepted & top["hit"].to_numpy(bool)) | (~accepted & ~top["present"].to_numpy(bool))
-
-
-def rejection_at(rows: pd.DataFrame, tau: float) -> dict[str, float]:
-    """The rejection rule over ``kind == "topk"`` rows of one method at threshold ``tau``.
-
-    A guess is accepted when ``peak >= tau``. ``accuracy`` = the paper's number: (accepted hits +
-    correctly rejected absent classes) / guesses (:func:`rejection_outcomes`). ``precision`` =
-    accepted hits / accepted guesses (1 when nothing is accepted). ``recall`` = accepted hits /
-    guesses whose class is present.
-    """
-    top = rows[rows["kind"] == "topk"]
-    accepted = top["peak"].to_numpy(np.float64) >= tau
-    hit = top["hit"].to_numpy(bool)
-    present = top["present"].to_numpy(bool)
-    true_accept = (accepted & hit).sum()
-    return {
-        "tau": float(tau),
-        "accuracy": 100 * rejection_outcomes(rows, tau).sum() / max(len(top), 1),
-        "precision": 100 * true_accept / accepted.sum() if accepted.any() else 100.0,
-        "recall": 100 * true_accept / max(present.sum(), 1),
-        "accepted": 100 * accepted.mean() if len(top) else np.nan,
-    }
-
-
-def rejection_curve(rows: pd.DataFrame) -> pd.DataFrame:
-    """:func:`rejection_at` for every method at every distinct map maximum (plus one threshold
-    above all of them), i.e. every point where the outcome can change; ``quantile`` is the share of
-    that method's guesses below ``tau``, a scale comparable across methods."""
-    frames = []
-    for method, group in rows[rows["kind"] == "topk"].groupby("method", sort=False):
-        peaks = np.sort(group["peak"].unique())
-        taus = np.append(peaks, np.nextafter(peaks[-1], np.inf)) if len(peaks) else peaks
-        curve = pd.DataFrame([rejection_at(group, tau) for tau in taus])
-        curve["quantile"] = np.searchsorted(np.sort(group["peak"].to_numpy()), taus, side="left") / len(group)
-        frames.append(curve.assign(method=method))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def calibrate_tau(rows: pd.DataFrame) -> float:
-    """The rejection threshold that maximises the paper's accuracy on ``rows`` (``kind == "topk"``
-    rows of one method), meant to be chosen on a calibration split and applied to another.
-
-    The accuracy only changes at the distinct map maxima ``p_1 < ... < p_n``: it is constant for
-    ``tau`` in ``(-inf, p_1]``, ``(p_(i-1), p_i]`` and ``(p_n, inf)``. Of the maximising intervals,
-    the lowest is chosen (ties: accept more) and its midpoint returned -- ``-inf`` for "accept
-    every guess", ``inf`` for "reject every guess".
-    """
-    top = rows[rows["kind"] == "topk"]
-    if not len(top):
-        raise ValueError("no top-k rows to calibrate on")
-    peaks = np.sort(top["peak"].astype(np.float64).unique())
-    # candidate i accepts exactly the guesses with peak >= peaks[i]; i = n rejects everything
-    lows = np.concatenate([[-np.inf], peaks])
-    highs = np.concatenate([peaks, [np.inf]])
-    accuracy = [rejection_outcomes(top, tau).mean() for tau in np.append(peaks, np.inf)]
-    best = int(np.argmax(accuracy))  # first maximum: the lowest interval
-    low, high = lows[best], highs[best]
-    if np.isinf(low) or np.isinf(high):
-        return float(low if np.isinf(low) else high)
-    return float((low + high) / 2)
-
-
 # --------------------------------------------------------------------------------------------
 # Intervals over independent units: cluster bootstrap of pair outcomes
 # --------------------------------------------------------------------------------------------
-
-
-def pair_clusters(image_ids: Sequence[str], labels: Sequence[int], dataset: Dataset) -> np.ndarray:
-    """The independent unit behind each (image, class) pair: the source object of the pasted crop
-    for a :class:`~gradcam_lib.datasets.composite.CompositeDataset` (``source_of``: composites
-    share a handful of crops), the image otherwise (pairs of one image share it)."""
-    source_of = getattr(dataset, "source_of", None)
-    if source_of is None:
-        return np.asarray([str(i) for i in image_ids], dtype=object)
-    return np.asarray([source_of(str(i), int(c)) for i, c in zip(image_ids, labels, strict=False)], dtype=object)
 
 
 def _resample_counts(n_clusters: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -542,48 +335,3 @@ def subset_difference(
         raise ValueError("the subset and its complement must both hold pairs")
     low, high = _percentile(draws[:, 1, 0] - draws[:, 0, 0], confidence)  # groups sorted: False, True
     return PairedDifference(100 * float(means[1, 0] - means[0, 0]), 100 * low, 100 * high, len(subset))
-
-
-def evaluate_pointing(
-    entry: ModelEntry,
-    dataset: Dataset,
-    dataset_name: str,
-    results_dir: str | Path,
-    methods: Sequence[str],
-    rejection_methods: Sequence[str] = (),
-    top_k: int = 5,
-    tolerance: float = 15,
-    batch_size: int = 16,
-    device: str = "cpu",
-    num_workers: int = 0,
-    smooth: float = 0.02,
-) -> pd.DataFrame:
-    """:func:`pointing_batch` over ``dataset``, resumably, into
-    ``results_dir/<model>_pointing_<dataset>_<settings hash>.csv``; returns all rows."""
-    settings = {
-        "model": entry.name,
-        "weights": model_fingerprint(entry.model),
-        "layer": entry.layer_name,
-        "dataset": dataset_name,
-        "data": dataset_fingerprint(dataset),
-        "methods": list(methods),
-        "rejection": list(rejection_methods),
-        "top_k": top_k,
-        "tolerance": tolerance,
-        "rule": "distance < tolerance",
-        "smooth": smooth,
-        "centre": "W/2, H/2",
-    }
-    path = Path(results_dir) / f"{entry.name}_pointing_{dataset_name}_{run_key(settings)}.csv"
-    rows = run_resumable(
-        dataset,
-        lambda images, samples: pointing_batch(
-            entry, images, samples, methods, rejection_methods, top_k, tolerance, smooth
-        ),
-        path,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        description=f"{entry.name} pointing {dataset_name}",
-    )
-    return rows.assign(model=entry.name, dataset=dataset_name)

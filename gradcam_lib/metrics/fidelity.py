@@ -1,4 +1,4 @@
-"""Fidelity and contrastivity of attribution maps (chapter 7): the KTH project's formulas beside the
+"""Fidelity and contrastivity of attribution maps: the KTH project's formulas beside the
 definitions of Pope et al. (CVPR 2019, "Explainability methods for graph convolutional neural
 networks", Sec. 4.3), whom the KTH project followed.
 
@@ -39,38 +39,27 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import nn
 
-from gradcam_lib.methods import attribute, canonical_key, explanation_scope, reduce_channels
-from gradcam_lib.methods import labels as method_labels
-from gradcam_lib.methods import maps as method_maps
-from gradcam_lib.methods.attributions import IG_STEPS, first_class_converged_ig
-from gradcam_lib.stats import mean_ci
+from gradcam_lib.methods import canonical_key, explanation_scope
 from gradcam_lib.validate import check_targets
 
 __all__ = [
-    "ATTRIBUTION_METHODS",
-    "IG_STEPS",
-    "METRICS",
     "accuracy_drop",
-    "attribution_maps",
     "contrastivity",
     "deep_shap_top1",
-    "evaluate_fidelity",
     "fidelity",
-    "ig_maps",
     "input_support",
+    "label_sets",
     "mask_images",
+    "method_options",
     "normalised_saliency_mask",
     "pairwise_contrastivity",
     "positive_percentile_mask",
+    "probabilities",
     "random_masks_like",
-    "sign_flip_p",
-    "summary_table",
     "top1_hits",
 ]
 
@@ -156,7 +145,8 @@ def mask_images(images: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` softmax outputs, without gradients, in eval mode; the model's state is restored."""
     with explanation_scope(model), torch.no_grad():  # eval mode inside, the caller's state restored
         return F.softmax(model(images), dim=1)
 
@@ -171,14 +161,15 @@ def fidelity(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, mask
             outputs (-1 would silently explain the last class, 1.7 class 1).
     """
     rows = torch.arange(len(images), device=images.device)
-    after = _probabilities(model, mask_images(images, masks, fill))
+    after = probabilities(model, mask_images(images, masks, fill))
     targets = check_targets("targets", targets, len(images), after.shape[1]).to(images.device)
     if before is None:
-        before = _probabilities(model, images)[rows, targets]
+        before = probabilities(model, images)[rows, targets]
     return (before - after[rows, targets]).cpu()
 
 
-def _label_sets(labels: torch.Tensor | Sequence[Sequence[int]], batch: int) -> list[set[int]]:
+def label_sets(labels: torch.Tensor | Sequence[Sequence[int]], batch: int) -> list[set[int]]:
+    """One set of classes per image: ``labels`` ``(B,)`` or one sequence of classes per image."""
     if isinstance(labels, torch.Tensor):
         sets = [{int(v)} for v in labels.view(-1).tolist()]
     else:
@@ -193,8 +184,8 @@ def _label_sets(labels: torch.Tensor | Sequence[Sequence[int]], batch: int) -> l
 def top1_hits(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Sequence[Sequence[int]]) -> torch.Tensor:
     """``(B,)`` bool: the top-1 class is one of the image's labels (``labels``: ``(B,)`` or one
     sequence of classes per image)."""
-    top = _probabilities(model, images).argmax(1).cpu().tolist()
-    return torch.tensor([t in s for t, s in zip(top, _label_sets(labels, len(images)), strict=True)], dtype=torch.bool)
+    top = probabilities(model, images).argmax(1).cpu().tolist()
+    return torch.tensor([t in s for t, s in zip(top, label_sets(labels, len(images)), strict=True)], dtype=torch.bool)
 
 
 def accuracy_drop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Sequence[Sequence[int]],
@@ -237,15 +228,6 @@ def contrastivity(masks: torch.Tensor, target_index: torch.Tensor | int = 0) -> 
     return ((ratio * others).sum(1) / (classes - 1)).cpu()
 
 
-# --------------------------------------------------------------------------------------------
-# Attribution maps
-# --------------------------------------------------------------------------------------------
-
-#: The chapter's methods under their older keys (a view of :mod:`gradcam_lib.methods`: ``gradcam``
-#: is ``grad_cam``, ``ig`` is ``first_class_converged_ig``, ``shap`` is ``shap_expected_gradients``).
-ATTRIBUTION_METHODS: dict[str, str] = method_labels(("gradcam", "ig", "shap"))
-
-
 @contextmanager
 def _numpy_global_rng_preserved() -> Iterator[None]:
     """``shap.DeepExplainer`` may seed numpy's *global* generator; restore the caller's state afterwards."""
@@ -256,21 +238,16 @@ def _numpy_global_rng_preserved() -> Iterator[None]:
         np.random.set_state(state)
 
 
-def ig_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
-            steps: int | Sequence[int] = IG_STEPS, baseline: float | torch.Tensor = 0.0,
-            tolerance: float = 0.05, internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integrated Gradients maps ``(B, K, H, W)`` (channels summed) of ``classes (B, K)`` with the
-    completeness gap of every map (``(B, K)``) and the step count used: the channel sum of
-    :func:`gradcam_lib.attributions.first_class_converged_ig` (one count for the batch, converged on
-    the first, explained class)."""
-    values, gaps, count = first_class_converged_ig(model, images, classes, steps, baseline, tolerance,
-                                                   internal_batch_size)
-    return reduce_channels(values, "sum"), gaps, count
+def method_options(method: str, background: torch.Tensor | None, ig_steps: int | Sequence[int], shap_samples: int,
+                   seed: int, ig_baseline: float | torch.Tensor = 0.0, ig_tolerance: float = 0.05) -> dict[str, Any]:
+    """The chapter's settings of ``method`` as options of its registered function in
+    :mod:`gradcam_lib.methods` (for :func:`gradcam_lib.methods.maps` / ``attribute``): IG
+    (``first_class_converged_ig``) its step counts, baseline and tolerance; SHAP
+    (``shap_expected_gradients``) its background, sample count and seed; others none.
 
-
-def _options(method: str, background: torch.Tensor | None, ig_steps: int | Sequence[int], shap_samples: int,
-             seed: int, ig_baseline: float | torch.Tensor, ig_tolerance: float) -> dict[str, Any]:
-    """The chapter's settings of ``method``, as options of its registered function."""
+    Raises:
+        ValueError: SHAP without ``background``.
+    """
     key = canonical_key(method)
     if key == "first_class_converged_ig":
         return {"steps": ig_steps, "baseline": ig_baseline, "tolerance": ig_tolerance}
@@ -279,22 +256,6 @@ def _options(method: str, background: torch.Tensor | None, ig_steps: int | Seque
             raise ValueError("SHAP needs a background sample")
         return {"background": background, "n_samples": shap_samples, "seed": seed}
     return {}
-
-
-def attribution_maps(method: str, model: nn.Module, layer: nn.Module, images: torch.Tensor, classes: torch.Tensor,
-                     background: torch.Tensor | None = None, ig_steps: int | Sequence[int] = IG_STEPS,
-                     shap_samples: int = 50, seed: int = 0, ig_baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """``(B, K, H, W)`` maps of ``classes (B, K)`` by a registered method (the chapter's:
-    ``ATTRIBUTION_METHODS``), input-space maps summed over channels (``reduction="sum"``): Grad-CAM
-    (upsampled, rectified), IG (:func:`ig_maps`, baseline ``ig_baseline`` in the model's input
-    space) or SHAP (``shap.GradientExplainer`` over ``background``, the K classes as B * K images).
-    numpy's global generator is left as it was.
-
-    Raises:
-        KeyError: an unknown method; ValueError: SHAP without ``background``.
-    """
-    options = _options(method, background, ig_steps, shap_samples, seed, ig_baseline, 0.05)
-    return method_maps(method, model, layer, images, classes, reduction="sum", **options)
 
 
 def deep_shap_top1(
@@ -313,128 +274,3 @@ def deep_shap_top1(
     return values.sum(1), torch.as_tensor(np.asarray(ranks)).reshape(-1)
 
 
-# --------------------------------------------------------------------------------------------
-# The chapter's evaluation
-# --------------------------------------------------------------------------------------------
-
-
-def evaluate_fidelity(model: nn.Module, layer: nn.Module, images: torch.Tensor, method: str,
-                      percentiles: tuple[float, ...] = (1, 10), n_classes: int = 10, fill: float = 0.0,
-                      background: torch.Tensor | None = None, ig_steps: int | Sequence[int] = IG_STEPS,
-                      shap_samples: int = 50, seed: int = 0,
-                      labels: torch.Tensor | Sequence[Sequence[int]] | None = None,
-                      pope_threshold: float = 0.01, random_draws: int = 8, ig_baseline: float | torch.Tensor = 0.0,
-                      ig_tolerance: float = 0.05) -> pd.DataFrame:
-    """Fidelity and contrastivity per image, under KTH's binarisation (one row per percentile, rule
-    ``KTH``) and Pope et al.'s (one row, rule ``Pope``); every metric is computed for every row.
-
-    The explained class is each image's top-1 prediction; KTH's contrastivity compares its map with
-    the maps of the next ``n_classes - 1`` classes by score, Pope's with the top-2 class's.
-    The nulls average ``random_draws`` random masks per image (uniform, and inside the support).
-
-    Returns:
-        Rows ``image, method, rule, level`` (percentile or threshold) and ``fidelity``,
-        ``fidelity_uniform``, ``fidelity_support`` (probability drop of the map's mask and of the
-        nulls), ``accuracy_drop``, ``accuracy_drop_uniform``, ``accuracy_drop_support`` (NaN
-        without ``labels``), ``hit_before``, ``hit_after`` (top-1 correct on x and on x', 1 / 0;
-        NaN without labels), ``contrastivity`` (KTH), ``contrastivity_pair`` (Pope, top-1 vs
-        top-2; NaN when ``n_classes`` is 1), ``kept`` (share of the pixels in the mask),
-        ``kept_support`` (share of the support in the mask), ``ig_gap`` (completeness gap of the
-        explained class's IG map, NaN for other methods), ``ig_gap_other_max`` and ``ig_steps``.
-    """
-    probs = _probabilities(model, images)
-    classes = probs.topk(n_classes, dim=1).indices
-    before = probs.gather(1, classes[:, :1])[:, 0]
-    explained = attribute(method, model, layer, images, classes, reduction="sum",
-                          **_options(method, background, ig_steps, shap_samples, seed, ig_baseline, ig_tolerance))
-    maps, gaps, steps_used = explained.maps, explained.info.get("gaps"), explained.info.get("steps", np.nan)
-    support = input_support(images, fill)
-    label_sets = _label_sets(labels, len(images)) if labels is not None else None
-    rows_index = torch.arange(len(images), device=images.device)
-    target = classes[:, 0]
-
-    def outcomes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward of the masked images: (probability drop of the explained class, hit after)."""
-        after = _probabilities(model, mask_images(images, masks, fill))
-        drop = (before - after[rows_index, target]).cpu()
-        if label_sets is None:
-            return drop, torch.full((len(images),), float("nan"))
-        top = after.argmax(1).cpu().tolist()
-        return drop, torch.tensor([float(t in s) for t, s in zip(top, label_sets, strict=True)])
-
-    hits_before = (
-        torch.tensor([float(t in s) for t, s in zip(probs.argmax(1).cpu().tolist(), label_sets, strict=True)])
-        if label_sets is not None
-        else torch.full((len(images),), float("nan"))
-    )
-    generator = torch.Generator().manual_seed(seed)
-    n = len(images)
-    binarisations = [("KTH", float(p), positive_percentile_mask(maps, p)) for p in percentiles]
-    binarisations.append(("Pope", float(pope_threshold), normalised_saliency_mask(maps, pope_threshold)))
-    frames = []
-    for rule, level, masks in binarisations:
-        own = masks[:, 0]
-        row = {"image": np.arange(n), "method": method, "rule": rule, "level": level}
-        drop, hits_after = outcomes(own)
-        row["fidelity"], row["accuracy_drop"] = drop.numpy(), (hits_before - hits_after).numpy()
-        row["hit_before"], row["hit_after"] = hits_before.numpy(), hits_after.numpy()
-        for name, restrict in (("uniform", None), ("support", support)):
-            draws = [outcomes(random_masks_like(own, generator, restrict)) for _ in range(random_draws)]
-            row[f"fidelity_{name}"] = torch.stack([d for d, _ in draws]).mean(0).numpy()
-            row[f"accuracy_drop_{name}"] = (hits_before - torch.stack([h for _, h in draws]).mean(0)).numpy()
-        row["contrastivity"] = contrastivity(masks, 0).numpy() if n_classes > 1 else np.full(n, np.nan)
-        row["contrastivity_pair"] = (
-            pairwise_contrastivity(own, masks[:, 1]).numpy() if n_classes > 1 else np.full(n, np.nan)
-        )
-        row["kept"] = own.flatten(1).float().mean(1).cpu().numpy()
-        row["kept_support"] = ((own & support).flatten(1).sum(1).float()
-                               / support.flatten(1).sum(1).clamp(min=1).float()).cpu().numpy()
-        row["ig_gap"] = gaps[:, 0].numpy() if gaps is not None else np.full(n, np.nan)
-        row["ig_gap_other_max"] = (gaps[:, 1:].amax(1).numpy() if gaps is not None and n_classes > 1
-                                   else np.full(n, np.nan))
-        row["ig_steps"] = steps_used
-        frames.append(pd.DataFrame(row))
-    return pd.concat(frames, ignore_index=True)
-
-
-METRICS: tuple[str, ...] = (
-    "fidelity", "fidelity_uniform", "fidelity_support",
-    "accuracy_drop", "accuracy_drop_uniform", "accuracy_drop_support",
-    "contrastivity", "contrastivity_pair",
-)
-
-
-def summary_table(rows: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model", "method", "rule", "level"),
-                  level: float = 0.95, columns: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """Means over images with bootstrap CIs (:func:`gradcam_lib.stats.mean_ci`, the images being
-    the independent units) of ``columns``: ``<column>``, ``<column>_lo``, ``<column>_hi``;
-    ``kept_%`` and ``kept_support_%`` are the mean mask sizes."""
-    out = []
-    for key, group in rows.groupby(list(by), sort=False):
-        row = dict(zip(by, key, strict=True))
-        row["images"] = group["image"].nunique()
-        for column in columns:
-            mean, low, high = mean_ci(group[column], level)
-            row[column], row[f"{column}_lo"], row[f"{column}_hi"] = mean, low, high
-        row["kept_%"] = 100 * float(group["kept"].astype(np.float64).mean())
-        row["kept_support_%"] = 100 * float(group["kept_support"].astype(np.float64).mean())
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def sign_flip_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_resamples: int = 9999,
-                seed: int = 0) -> float:
-    """Two-sided p-value of the paired sign-flip permutation test of ``mean(a - b) = 0`` (Fisher's
-    randomisation test; ``scipy.stats.permutation_test`` with ``permutation_type="samples"``):
-    exact, over all 2^n sign assignments, when 2^n <= ``n_resamples``, else seeded Monte Carlo.
-    It needs no large-sample approximation, so it stays valid on the 7 photographs, where a
-    bootstrap interval is too narrow. Pairs with a NaN are left out; no non-zero difference: 1."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    keep = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[keep], y[keep]
-    if not len(x) or np.all(x == y):
-        return 1.0
-    result = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), permutation_type="samples",
-                                    vectorized=True, n_resamples=n_resamples, alternative="two-sided",
-                                    rng=np.random.default_rng(seed))
-    return float(result.pvalue)
