@@ -3,7 +3,7 @@
 #
 # Grad-CAM is never trained to draw boxes, yet its maps can localise objects
 # {cite}`selvaraju2017gradcam`. The paper's protocol (Sec. 4.1), which this chapter implements in
-# `gradcam_lib.localization`:
+# `gradcam_lib.metrics.localization` (run by `gradcam_lib.experiments.localization`):
 #
 # 1. resize the **whole image to the network's input size** (the paper's code:
 #    `image.scale(img, 224, 224)`, no centre crop, so no ground-truth box is cut) and predict the
@@ -82,19 +82,22 @@ bf16 = False
 
 
 # %% tags=["hide-input"]
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.localization import MAX_BOX_ACC_V2_IOUS, THRESHOLD_GRID, error_interval, evaluate_localization, iou_curves, max_box_acc_ci, pick_threshold
+from gradcam_lib.experiments.localization import LocalizationExperiment, LocalizationSettings
 from gradcam_lib.methods import HEATMAP_METHODS, grad_cam, guided_backprop, guided_grad_cam
+from gradcam_lib.metrics.threshold_sweep import THRESHOLD_GRID
 from gradcam_lib.models import load_model
-from gradcam_lib.report import published, viz
+from gradcam_lib.report import localization as report
+from gradcam_lib.report import Table, published, side_by_side
 from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.summary import save_headline, this_run
 from gradcam_lib.stats import mcnemar, paired_difference
 
 thresholds = sorted(set(THRESHOLD_GRID) | {threshold})  # 0.00, 0.01, ..., 0.99 (Choe et al. 2020)
@@ -116,6 +119,9 @@ for label, dataset in splits:
               f"blacklist and skipped ({len(dataset)} left)")
 if not any(hasattr(dataset, "skipped") for _, dataset in splits):
     print("no ILSVRC images in this profile: the devkit's blacklist does not apply (0 images skipped)")
+this_run(profile, models=list(entries), data=datasets,
+         images=", ".join(f"{len(dataset)} {label}" for label, dataset in splits),
+         methods=list(dict.fromkeys(method for _, method in runs)), geometry=geometry)
 
 # %% [markdown]
 # ## Run
@@ -126,10 +132,12 @@ if not any(hasattr(dataset, "skipped") for _, dataset in splits):
 # ground-truth class.
 
 # %% tags=["remove-stderr", "hide-input"]
+settings = {method: LocalizationSettings(method, tuple(thresholds), 5, tiny_box_rule, channels_last, bf16)
+            for _, method in runs}
 rows = pd.concat(
     [
-        evaluate_localization(entries[model], data[model, name], name, out_dir, method, thresholds,
-                              batch_size, device, num_workers, tiny_box_rule, channels_last, bf16)
+        LocalizationExperiment(entries[model], data[model, name], name, settings[method])
+        .run(out_dir, batch_size, device, num_workers)
         for model, method in runs
         for name in datasets
     ],
@@ -138,8 +146,9 @@ rows = pd.concat(
 # the calibration split only needs the ground-truth class's map (top_k=0)
 calibration_rows = pd.concat(
     [
-        evaluate_localization(entries[model], calibration_data[model], f"{calibration}-calibration", out_dir, method,
-                              thresholds, batch_size, device, num_workers, tiny_box_rule, channels_last, bf16, top_k=0)
+        LocalizationExperiment(entries[model], calibration_data[model], f"{calibration}-calibration",
+                               dataclasses.replace(settings[method], top_k=0))
+        .run(out_dir, batch_size, device, num_workers)
         for model, method in runs
     ],
     ignore_index=True,
@@ -163,43 +172,9 @@ calibration_rows = pd.concat(
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-def run_rows(frame: pd.DataFrame, name: str, model: str, method: str) -> pd.DataFrame:
-    return frame[(frame["dataset"] == name) & (frame["model"] == model) & (frame["method"] == method)]
-
-
-def at_threshold(frame: pd.DataFrame, value: float) -> pd.DataFrame:
-    """One row per image (indexed by image id) at one threshold."""
-    return frame[np.isclose(frame["threshold"], value)].drop_duplicates("image_id").set_index("image_id")
-
-
-def clusters_of(dataset, image_ids, gt_classes) -> list[str] | None:
-    """The source object of each composite's first ground-truth class (composites that paste the same
-    crop are not independent); None for data sets of independent images."""
-    if not hasattr(dataset, "source_of"):
-        return None
-    return [dataset.source_of(image_id, int(label)) for image_id, label in zip(image_ids, gt_classes)]
-
-
-def with_interval(scores: pd.Series, clusters: list[str] | None) -> str:
-    error, low, high = error_interval(scores.to_numpy(dtype=float), clusters)
-    return f"{error:.1f} [{low:.1f}, {high:.1f}]"
-
-
-per_image, clusters = {}, {}
-for name in datasets:
-    for model, method in runs:
-        frame = at_threshold(run_rows(rows, name, model, method), threshold)
-        per_image[name, model, method] = frame
-        clusters[name, model, method] = clusters_of(data[model, name], frame.index, frame["gt_class"])
-errors = pd.DataFrame(
-    [
-        {"data set": name, "model": model, "method": HEATMAP_METHODS[method], "images": len(frame),
-         **{label: with_interval(frame[column], clusters[name, model, method])
-            for column, label in [("loc_top1", "loc top-1"), ("loc_top5", "loc top-5"), ("loc_gt_known", "GT-known")]}}
-        for (name, model, method), frame in per_image.items()
-    ]
-)
-errors
+per_image, clusters = report.per_image_runs(rows, runs, datasets, data, threshold)
+errors = report.errors_with_intervals(per_image, clusters)
+Table(errors)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
@@ -207,20 +182,12 @@ errors
 for name in datasets:
     counts = per_image[(name, *runs[0])]["classes"].value_counts().sort_index()
     print(f"{name}: images by number of ground-truth classes: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
-classification = pd.DataFrame(
-    [
-        {"data set": name, "model": model, "images": len(frame),
-         "cls top-1": with_interval(frame["cls_top1"], clusters[name, model, method]),
-         "cls top-5": with_interval(frame["cls_top5"], clusters[name, model, method])}
-        for (name, model, method), frame in per_image.items()
-        if method == next(m for r, m in runs if r == model)
-    ]
-)
-classification
+classification = report.classification_table(per_image, clusters, runs)
+Table(classification)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-published.localization_errors()  # ILSVRC2012 val, 15 % threshold, errors in % (no intervals published)
+Table(published.localization_errors(), group="source")  # ILSVRC2012 val, 15 % threshold, errors in % (no intervals published)
 
 # %% [markdown]
 # ## Box accuracy: fixed, calibrated and best threshold
@@ -234,35 +201,11 @@ published.localization_errors()  # ILSVRC2012 val, 15 % threshold, errors in % (
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-picked = {(model, method): pick_threshold(calibration_rows[(calibration_rows["model"] == model)
-                                                           & (calibration_rows["method"] == method)])
+picked = {(model, method): report.pick_threshold(calibration_rows[(calibration_rows["model"] == model)
+                                                                  & (calibration_rows["method"] == method)])
           for model, method in runs}
-
-
-def accuracy(value: tuple[float, float, float]) -> str:
-    return f"{100 * value[0]:.1f} [{100 * value[1]:.1f}, {100 * value[2]:.1f}]"
-
-
-box_accuracy = []
-for (name, model, method), frame in per_image.items():
-    run = run_rows(rows, name, model, method)
-    source = dict(zip(frame.index, clusters[name, model, method] or frame.index))
-    ids, _, v1 = iou_curves(run, "gt_iou")
-    _, _, v2 = iou_curves(run, "gt_iou_any")
-    groups = [source[i] for i in ids]
-    at_pick = at_threshold(run, picked[model, method])
-    error15 = error_interval(frame["loc_gt_known"].to_numpy(float), clusters[name, model, method])
-    error_pick = error_interval(at_pick["loc_gt_known"].to_numpy(float), clusters[name, model, method])
-    box_accuracy.append({
-        "data set": name, "run": f"{model} / {HEATMAP_METHODS[method]}",
-        "at 15 %": accuracy(tuple(1 - e / 100 for e in (error15[0], error15[2], error15[1]))),
-        "picked on calibration": f"{picked[model, method]:.2f}",
-        "at the picked threshold": accuracy(tuple(1 - e / 100 for e in (error_pick[0], error_pick[2], error_pick[1]))),
-        "MaxBoxAcc V1": accuracy(max_box_acc_ci(v1, (0.5,), groups)),
-        "MaxBoxAccV2": accuracy(max_box_acc_ci(v2, MAX_BOX_ACC_V2_IOUS, groups)),
-    })
-box_accuracy = pd.DataFrame(box_accuracy)
-box_accuracy
+box_accuracy = report.box_accuracy_table(rows, per_image, clusters, picked)
+Table(box_accuracy)
 
 # %% [markdown]
 # ## The geometry: whole-image resize against the centre crop
@@ -279,30 +222,22 @@ other = "crop" if geometry == "resize" else "resize"
 geometry_rows = {}
 for shape in (geometry, other):
     if shape == geometry and (check_name, figure_model, "gradcam") in per_image:
-        run = run_rows(rows, check_name, figure_model, "gradcam")
+        run = report.run_rows(rows, check_name, figure_model, "gradcam")
         geometry_rows[shape] = run[run["image_id"].isin(run["image_id"].unique()[:geometry_check_images])]
         continue
     dataset = build_dataset(check_name, entries[figure_model].transform.with_geometry(shape), geometry_check_images,
                             data_root, seed, blacklist=blacklist, start=test_start if check_name == "ilsvrc" else 0)
-    geometry_rows[shape] = evaluate_localization(entries[figure_model], dataset, check_name, out_dir / f"geometry-{shape}",
-                                                 "gradcam", thresholds, batch_size, device, num_workers, tiny_box_rule,
-                                                 channels_last, bf16, top_k=0)
+    known_only = LocalizationSettings("gradcam", tuple(thresholds), 0, tiny_box_rule, channels_last, bf16)
+    geometry_rows[shape] = LocalizationExperiment(entries[figure_model], dataset, check_name, known_only).run(
+        out_dir / f"geometry-{shape}", batch_size, device, num_workers)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-at15 = {shape: at_threshold(frame, threshold) for shape, frame in geometry_rows.items()}
-geometry_groups = {shape: clusters_of(data[figure_model, check_name], frame.index, frame["gt_class"])
+at15 = {shape: report.at_threshold(frame, threshold) for shape, frame in geometry_rows.items()}
+geometry_groups = {shape: report.clusters_of(data[figure_model, check_name], frame.index, frame["gt_class"])
                    for shape, frame in at15.items()}
-geometry_table = pd.DataFrame(
-    [
-        {"geometry": shape, "images": len(frame),
-         "GT-known error at 15 %": with_interval(frame["loc_gt_known"], geometry_groups[shape]),
-         "MaxBoxAcc V1": accuracy(max_box_acc_ci(iou_curves(geometry_rows[shape], "gt_iou")[2], (0.5,),
-                                                 geometry_groups[shape] or list(frame.index)))}
-        for shape, frame in at15.items()
-    ]
-)
-geometry_table
+geometry_table = report.geometry_table(geometry_rows, at15, geometry_groups)
+Table(geometry_table)
 
 # %% [markdown]
 # ## Grad-CAM, Guided Backprop and Guided Grad-CAM on the photographs
@@ -318,17 +253,7 @@ with torch.no_grad():
 cams = grad_cam(entry.model, entry.layer, images, top1).cpu()
 guided = guided_backprop(entry.model, images, top1).cpu()
 guided_cams = guided_grad_cam(entry.model, entry.layer, images, top1).cpu()
-fig, axes = viz.figure_grid(len(photos), 4, cell=2.2)
-for row, sample in enumerate(photos):
-    picture = entry.transform.to_display(sample.image)
-    axes[row, 0].imshow(picture)
-    for box, label in zip(sample.boxes.tolist(), sample.box_labels.tolist()):
-        viz.draw_box(axes[row, 0], box, "lime", entry.class_names[label])
-    axes[row, 0].set_title(sample.image_id, fontsize=9)
-    viz.show_overlay(axes[row, 1], picture, cams[row], f"Grad-CAM: {entry.class_names[top1[row]]}")
-    viz.show_guided(axes[row, 2], guided[row], "Guided Backprop")
-    viz.show_guided(axes[row, 3], guided_cams[row], "Guided Grad-CAM")
-fig.tight_layout()
+fig = report.methods_figure(entry, photos, top1, cams, guided, guided_cams)
 
 # %% [markdown]
 # ## Class-discriminative maps on one image holding two objects
@@ -342,15 +267,7 @@ composite = data[figure_model, "composite"] if "composite" in datasets else buil
 sample = next(s for s in (composite[i] for i in range(len(composite))) if len(set(s.box_labels.tolist())) >= 2)
 classes = sorted(set(sample.box_labels.tolist()))[:2]
 maps = grad_cam(entry.model, entry.layer, sample.image[None].to(device), torch.tensor([classes])).cpu()[0]
-picture = entry.transform.to_display(sample.image)
-fig, axes = viz.figure_grid(1, 3, cell=3.0)
-axes[0, 0].imshow(picture)
-axes[0, 0].set_title(sample.image_id, fontsize=9)
-for column, (label, heat) in enumerate(zip(classes, maps), start=1):
-    viz.show_overlay(axes[0, column], picture, heat, f"Grad-CAM for '{entry.class_names[label]}'")
-    for box in sample.boxes_of(label).tolist():
-        viz.draw_box(axes[0, column], box, "lime")
-fig.tight_layout()
+fig = report.class_maps_figure(entry, sample, classes, maps)
 
 # %% [markdown]
 # ## Boxes against the ground truth
@@ -362,19 +279,7 @@ fig.tight_layout()
 at = rows[(rows["model"] == figure_model) & (rows["method"] == "gradcam") & np.isclose(rows["threshold"], threshold)]
 shown = at[at["dataset"] == ("composite" if "composite" in datasets else datasets[0])].head(8)
 lookup = {composite[i].image_id: composite[i] for i in range(min(len(composite), 64))}
-fig, axes = viz.figure_grid(2, 4, cell=2.6)
-for ax, (_, row) in zip(axes.flat, shown.iterrows()):
-    sample = lookup.get(row["image_id"])
-    if sample is None:
-        continue
-    ax.imshow(entry.transform.to_display(sample.image))
-    for box in sample.boxes.tolist():
-        viz.draw_box(ax, box, "lime")
-    if not np.isnan(row["xmin"]):
-        viz.draw_box(ax, row[["xmin", "ymin", "xmax", "ymax"]].tolist(), "cyan" if row["loc_top1"] > 0 else "red",
-                     entry.class_names[int(row["top1_class"])])
-    ax.set_title(sample.image_id, fontsize=8)
-fig.tight_layout()
+fig = report.boxes_figure(entry, shown, lookup)
 
 # %% [markdown]
 # ## How much does the 15 % threshold matter?
@@ -384,23 +289,19 @@ fig.tight_layout()
 # dotted: 15 %, dashed: the threshold each run picks on the calibration split.
 
 # %% tags=["hide-input"]
-curves = pd.concat([rows.assign(split="test"), calibration_rows.assign(split="calibration")], ignore_index=True)
-curve = (curves.groupby(["split", "dataset", "model", "method", "threshold"])[["loc_gt_known", "loc_top1"]].mean()
-         .rsub(1).mul(100).reset_index()
-         .melt(id_vars=["split", "dataset", "model", "method", "threshold"], var_name="criterion",
-               value_name="error (%)")
-         .dropna())
-curve["criterion"] = curve["criterion"].map({"loc_gt_known": "GT-known", "loc_top1": "loc top-1"})
-curve["run"] = curve["model"] + " / " + curve["method"].map(HEATMAP_METHODS)
-curve["panel"] = curve["dataset"].str.replace("-calibration", "") + " (" + curve["split"] + ")"
-palette = dict(zip(curve["run"].unique(), sns.color_palette(n_colors=curve["run"].nunique())))
-grid = sns.relplot(data=curve, x="threshold", y="error (%)", hue="run", style="criterion", col="panel",
-                   kind="line", palette=palette, height=3.0, aspect=1.1)
-grid.set_titles("{col_name}")
-for ax in grid.axes.flat:
-    ax.axvline(threshold, color="grey", linestyle=":")
-    for (model, method), value in picked.items():
-        ax.axvline(value, color=palette[f"{model} / {HEATMAP_METHODS[method]}"], linestyle="--", linewidth=0.8)
+grid = report.threshold_curves_figure(rows, calibration_rows, threshold, picked)
+
+# %% tags=["remove-cell"]
+paper_errors = published.localization_errors().rename(columns={"loc_top1": "loc top-1", "loc_top5": "loc top-5"})
+paper_errors["data set"] = "ILSVRC2012 val"
+headline_columns = ["data set", "model", "method", "loc top-1", "loc top-5"]
+headline = side_by_side({
+    "this run": errors[[*headline_columns, "GT-known"]],
+    "paper": paper_errors[paper_errors["source"] == "paper Table 1"][headline_columns],
+    "KTH": paper_errors[paper_errors["source"] == "KTH"][headline_columns],
+})
+save_headline(headline.frame, "01_localization", "Localisation error in % at the 15 % threshold (lower is better; "
+              "this run: 95 % intervals; published: ILSVRC2012 val)", results_dir, profile);
 
 # %% [markdown]
 # ## Discussion
@@ -473,56 +374,31 @@ for ax in grid.axes.flat:
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 compared = [name for name in datasets if name != "photos"]  # seven photographs cannot rank anything
-
-
-def paired_test(name: str, a: pd.DataFrame, b: pd.DataFrame, column: str, groups: list[str] | None):
-    """McNemar exact on the images both have (hit = score > 0) and, for composites, the cluster
-    bootstrap of the per-image error difference a - b (resampling source objects)."""
-    common = a.index.intersection(b.index)
-    a, b = a.loc[common], b.loc[common]
-    test = mcnemar(a[column] > 0, b[column] > 0)
-    if groups is None:
-        return test, None
-    group = dict(zip(per_image_ids[name], groups))
-    difference = paired_difference(1 - a[column].to_numpy(float), 1 - b[column].to_numpy(float),
-                                   [group[i] for i in common])
-    return test, difference
-
-
-def shown_lower(test, difference) -> bool:
-    """a's error is lower than b's: McNemar p < 0.05 in a's favour and, where clustered, the interval
-    of the error difference below 0."""
-    return test.difference > 0 and test.p_value < 0.05 and (difference is None or difference.high < 0)
-
-
-def evidence(test, difference) -> str:
-    return str(test) + ("" if difference is None else f"; error difference {difference} (cluster bootstrap by source)")
-
-
 per_image_ids = {name: per_image[(name, *runs[0])].index for name in datasets}
 for name in compared:
     groups = clusters[(name, *runs[0])]
+    sources = None if groups is None else dict(zip(per_image_ids[name], groups))
     for model in entries:
         if (name, model, "gradcam") in per_image and (name, model, "backprop") in per_image:
-            test, difference = paired_test(name, per_image[name, model, "gradcam"], per_image[name, model, "backprop"],
-                                           "loc_top1", groups)
+            test, difference = report.paired_test(per_image[name, model, "gradcam"], per_image[name, model, "backprop"],
+                                                  "loc_top1", sources)
             claims.check(f"1. {name}, {model}: Grad-CAM's loc top-1 error at 15 % is lower than Backprop's",
-                         shown_lower(test, difference), evidence(test, difference))
+                         report.shown_lower(test, difference), report.evidence(test, difference))
     if {(name, "efficientnet_lite0", "gradcam"), (name, "efficientnet_lite2", "gradcam")} <= per_image.keys():
-        test, difference = paired_test(name, per_image[name, "efficientnet_lite2", "gradcam"],
-                                       per_image[name, "efficientnet_lite0", "gradcam"], "loc_gt_known", groups)
+        test, difference = report.paired_test(per_image[name, "efficientnet_lite2", "gradcam"],
+                                              per_image[name, "efficientnet_lite0", "gradcam"], "loc_gt_known", sources)
         claims.check(f"2. {name}: Lite2's Grad-CAM GT-known error at 15 % is lower than Lite0's",
-                     shown_lower(test, difference), evidence(test, difference))
+                     report.shown_lower(test, difference), report.evidence(test, difference))
     for model, method in runs:
-        run = run_rows(rows, name, model, method)
-        base = at_threshold(run, threshold)
-        tuned = at_threshold(run, picked[model, method])
-        test, difference = paired_test(name, tuned, base, "loc_gt_known", groups)
+        run = report.run_rows(rows, name, model, method)
+        base = report.at_threshold(run, threshold)
+        tuned = report.at_threshold(run, picked[model, method])
+        test, difference = report.paired_test(tuned, base, "loc_gt_known", sources)
         side = "above" if method == "gradcam" else "below"
         on_side = picked[model, method] > threshold if side == "above" else picked[model, method] < threshold
         claims.check(f"3. {model} / {HEATMAP_METHODS[method]}: the threshold picked on the calibration split "
                      f"({picked[model, method]:.2f}) is {side} 15 % and lowers the {name} test GT-known error",
-                     on_side and shown_lower(test, difference), evidence(test, difference))
+                     on_side and report.shown_lower(test, difference), report.evidence(test, difference))
 if check_name != "photos":
     ours, theirs = at15[geometry], at15[other].loc[at15[geometry].index]
     test = mcnemar(theirs["loc_gt_known"], ours["loc_gt_known"])
@@ -530,5 +406,6 @@ if check_name != "photos":
     difference = None if groups is None else paired_difference(
         1 - theirs["loc_gt_known"].to_numpy(float), 1 - ours["loc_gt_known"].to_numpy(float), groups)
     claims.check(f"4. {check_name}, {figure_model} / Grad-CAM: the GT-known error at 15 % is lower with the {other} "
-                 f"geometry than with the {geometry} geometry", shown_lower(test, difference), evidence(test, difference))
+                 f"geometry than with the {geometry} geometry", report.shown_lower(test, difference),
+                 report.evidence(test, difference))
 claims

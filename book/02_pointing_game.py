@@ -4,7 +4,7 @@
 # Does the maximum of a class's map fall on an object of that class? The pointing game
 # (Zhang et al., Excitation Backprop {cite}`zhang2016ebp`) asks exactly that, and the Grad-CAM paper
 # {cite}`selvaraju2017gradcam` (Sec. 4.3) uses it to show that its maps are class-discriminative. The
-# protocol implemented in `gradcam_lib.pointing` follows TorchRay's benchmark {cite}`fong2019extremal`
+# protocol implemented in `gradcam_lib.metrics.pointing` follows TorchRay's benchmark {cite}`fong2019extremal`
 # (`torchray.benchmark.pointing_game`, `examples/attribution_benchmark.py`):
 #
 # 1. for every (image, ground-truth class) pair, compute the class's map and take its **maximum
@@ -91,37 +91,24 @@ num_workers = 0
 # %% tags=["hide-input"]
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
-from scipy import stats as scipy_stats
+
+from IPython.display import display
 
 from gradcam_lib.datasets import build_dataset
+from gradcam_lib.experiments.pointing import PointingExperiment, PointingSettings
 from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
+from gradcam_lib.metrics.pointing import SMOOTHED_METHODS, smooth_saliency
 from gradcam_lib.models import load_model
 from gradcam_lib.models.voc import load_voc_model
-from gradcam_lib.pointing import (
-    SMOOTHED_METHODS,
-    calibrate_tau,
-    centre_point,
-    class_accuracy_ci,
-    evaluate_pointing,
-    max_point,
-    pair_clusters,
-    paired_class_accuracy_difference,
-    pointing_accuracy,
-    rejection_at,
-    rejection_curve,
-    rejection_outcomes,
-    smooth_saliency,
-    subset_difference,
-)
-from gradcam_lib.report import viz
+from gradcam_lib.report import pointing as report
+from gradcam_lib.report import Table, side_by_side
 from gradcam_lib.report.claims import Claims
 from gradcam_lib.report.published import pointing as published
-from gradcam_lib.stats import PairedDifference, cluster_bootstrap_ci, mcnemar, paired_difference
+from gradcam_lib.report.summary import save_headline, this_run
+from gradcam_lib.stats import cluster_bootstrap_ci
 
 out_dir = Path(results_dir) / profile / "02_pointing_game"
 NAMES = {**HEATMAP_METHODS, "centre": "centre baseline"}
@@ -134,6 +121,10 @@ data = {name: build_dataset(name, entries[name].transform, n_images, roots.get(n
 # seeded random half of the images, the other half being the test split)
 calibration = {name: build_dataset(name, entries[name].transform, n_images, None, calibration_seed, max_objects)
                for name in datasets if name == "composite"}
+this_run(profile, models=[model], data=datasets,
+         images=", ".join([f"{len(split)} {name}" for name, split in data.items()]
+                          + [f"{len(split)} {name} (calibration)" for name, split in calibration.items()]),
+         methods=methods, tolerance=f"{tolerance} px")
 
 # %% [markdown]
 # ## Run
@@ -144,19 +135,21 @@ calibration = {name: build_dataset(name, entries[name].transform, n_images, None
 # interrupted run resumes). Each pair's cluster is its source object (composites) or its image.
 
 # %% tags=["remove-stderr", "hide-input"]
+settings = PointingSettings(tuple(methods), tuple(rejection_methods), top_k, tolerance, smooth)
+calibration_settings = PointingSettings(tuple(rejection_methods), tuple(rejection_methods), top_k, tolerance, smooth)
 rows = pd.concat(
-    [evaluate_pointing(entries[name], data[name], name, out_dir, methods, rejection_methods, top_k, tolerance,
-                       batch_size, device, num_workers, smooth) for name in datasets],
+    [PointingExperiment(entries[name], data[name], name, settings).run(out_dir, batch_size, device, num_workers)
+     for name in datasets],
     ignore_index=True,
 )
 calibration_rows = {
-    name: evaluate_pointing(entries[name], split, f"{name}-calibration", out_dir, rejection_methods, rejection_methods,
-                            top_k, tolerance, batch_size, device, num_workers, smooth)
+    name: PointingExperiment(entries[name], split, f"{name}-calibration", calibration_settings)
+    .run(out_dir, batch_size, device, num_workers)
     for name, split in calibration.items()
 }
 gt = rows[rows["kind"] == "gt"].copy()
 units = gt[["dataset", "image_id", "label"]].drop_duplicates()
-units["cluster"] = np.concatenate([pair_clusters(group["image_id"], group["label"], data[name])
+units["cluster"] = np.concatenate([report.pair_clusters(group["image_id"], group["label"], data[name])
                                    for name, group in units.groupby("dataset", sort=False)])
 gt = gt.merge(units, on=["dataset", "image_id", "label"], how="left")
 
@@ -175,32 +168,14 @@ gt = gt.merge(units, on=["dataset", "image_id", "label"], how="left")
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-def with_intervals(group: pd.DataFrame) -> pd.Series:
-    hits, labels, clusters = group["hit"].to_numpy(bool), group["label"].to_numpy(), group["cluster"].to_numpy()
-    hard = group["difficult"].to_numpy(bool)
-    accuracy, low, high = class_accuracy_ci(hits, labels, clusters, seed=seed)
-    difficult = class_accuracy_ci(hits[hard], labels[hard], clusters[hard], seed=seed) if hard.any() else (np.nan,) * 3
-    pairs, pairs_low, pairs_high = cluster_bootstrap_ci(hits.astype(float), clusters, seed=seed)
-    return pd.Series({"acc_classes": accuracy, "low": low, "high": high, "difficult": difficult[0],
-                      "difficult_low": difficult[1], "difficult_high": difficult[2], "acc_pairs": 100 * pairs,
-                      "pairs_low": 100 * pairs_low, "pairs_high": 100 * pairs_high, "pairs": len(group),
-                      "difficult_n": int(hard.sum()), "classes": group["label"].nunique(),
-                      "clusters": group["cluster"].nunique()})
-
-
-ours = gt.groupby(["dataset", "model", "method"], sort=False)[list(gt.columns)].apply(with_intervals).reset_index()
-assert np.allclose(ours["acc_classes"], pointing_accuracy(rows, by=["dataset", "model", "method"])["acc_classes"])
+ours = report.accuracy_with_intervals(gt, seed)
+assert np.allclose(ours["acc_classes"], report.pointing_accuracy(rows, by=["dataset", "model", "method"])["acc_classes"])
 ours["source"] = f"this run ({profile})"
 theirs = published.torchray_pointing().rename(columns={"difficult_classes": "difficult"})
 theirs = theirs[theirs["dataset"].str.startswith("VOC07") & theirs["method"].isin(["centre", *methods])]
-table = pd.concat([ours, theirs], ignore_index=True)
-table["method"] = table["method"].map(lambda m: NAMES.get(m, m.replace("_", " ")))
-counts = ["pairs", "difficult_n", "classes", "clusters"]
-table[counts] = table[counts].map(lambda n: "-" if pd.isna(n) else str(int(n)))
-columns = ["dataset", "model", "method", "acc_classes", "low", "high", "difficult", "difficult_low", "difficult_high",
-           "acc_pairs", "pairs_low", "pairs_high", *counts, "source"]
+table = report.beside_published(ours, theirs, NAMES)
 with pd.option_context("display.width", 250, "display.max_columns", 30):
-    print(table[columns].round(1).to_string(index=False, na_rep="-"))
+    display(Table(table.round(1), index=False))
 
 # %% [markdown]
 # ## Paired comparisons on the same pairs
@@ -217,47 +192,12 @@ with pd.option_context("display.width", 250, "display.max_columns", 30):
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 COMPARISONS = [(m, "centre") for m in methods] + [("gradcam", m) for m in methods if m != "gradcam"]
-
-
-def verdict(diff, p_value: float, pair_difference: float, a: str, b: str) -> str:
-    """'shown' needs the cluster interval to exclude 0 and the exact test p < 0.05, in the same direction."""
-    if diff.excludes_zero and p_value < 0.05 and np.sign(diff.mean) == np.sign(pair_difference):
-        return f"{a} higher" if diff.mean > 0 else f"{b} higher"
-    return "no difference shown"
-
-
-paired, gaps = {}, {}
-comparison_rows, gap_rows = [], []
-for name, group in gt.groupby("dataset", sort=False):
-    wide = group.pivot(index=["image_id", "label", "cluster"], columns="method", values="hit").astype(bool).reset_index()
-    for a, b in COMPARISONS:
-        if a not in wide or b not in wide:
-            continue
-        diff = paired_class_accuracy_difference(wide[a], wide[b], wide["label"], wide["cluster"], seed=seed)
-        test = mcnemar(wide[a], wide[b])
-        paired[name, a, b] = (diff, test)
-        comparison_rows.append({"dataset": name, "A": NAMES[a], "B": NAMES[b], "A - B": diff.mean, "low": diff.low,
-                                "high": diff.high, "only A": test.only_a, "only B": test.only_b,
-                                "McNemar p": test.p_value,
-                                "verdict": verdict(diff, test.p_value, test.difference, "A", "B")})
-    for method, pairs in group.groupby("method", sort=False):
-        hard = pairs["difficult"].to_numpy(bool)
-        if hard.any() and not hard.all():
-            hit = pairs["hit"].to_numpy(bool)
-            gap = subset_difference(hit, hard, pairs["cluster"].to_numpy(), seed=seed)
-            fisher = scipy_stats.fisher_exact([[(hit & hard).sum(), (~hit & hard).sum()],
-                                               [(hit & ~hard).sum(), (~hit & ~hard).sum()]]).pvalue
-            gaps[name, method] = (gap, fisher)
-            gap_rows.append({"dataset": name, "method": NAMES[method], "difficult": 100 * hit[hard].mean(),
-                             "rest": 100 * hit[~hard].mean(), "difficult - rest": gap.mean, "low": gap.low,
-                             "high": gap.high, "Fisher p": fisher, "difficult pairs": int(hard.sum()),
-                             "other pairs": int((~hard).sum()),
-                             "verdict": verdict(gap, fisher, gap.mean, "difficult", "rest")})
+paired, gaps, comparison_table, gap_table = report.comparison_tables(gt, COMPARISONS, NAMES, seed)
 with pd.option_context("display.width", 250, "display.max_columns", 30):
-    print(pd.DataFrame(comparison_rows).round({"A - B": 1, "low": 1, "high": 1, "McNemar p": 4}).to_string(index=False))
+    display(Table(comparison_table.round({"A - B": 1, "low": 1, "high": 1, "McNemar p": 4}), index=False))
     print()
-    print(pd.DataFrame(gap_rows).round({"difficult": 1, "rest": 1, "difficult - rest": 1, "low": 1, "high": 1,
-                                        "Fisher p": 4}).to_string(index=False))
+    print(gap_table.round({"difficult": 1, "rest": 1, "difficult - rest": 1, "low": 1, "high": 1,
+                           "Fisher p": 4}).to_string(index=False))
 
 # %% [markdown]
 # ## Where the methods point
@@ -277,20 +217,7 @@ labels = torch.tensor([label for _, label in pairs], device=device)
 maps = {m: heatmaps(m, entry.model, entry.layer, images, labels).detach() for m in methods}
 maps = {m: (smooth_saliency(v, smooth) if m in SMOOTHED_METHODS else v).cpu() for m, v in maps.items()}
 hits = gt[gt["dataset"] == name].set_index(["image_id", "method", "label"])["hit"]
-fig, axes = viz.figure_grid(len(pairs), len(methods), cell=2.3)
-for r, (sample, label) in enumerate(pairs):
-    picture = entry.transform.to_display(sample.image)
-    for c, method in enumerate(methods):
-        ax = axes[r, c]
-        viz.show_overlay(ax, picture, maps[method][r], f"{NAMES[method]}" if r == 0 else "")
-        for box in sample.boxes_of(label).tolist():
-            viz.draw_box(ax, box, "lime", entry.class_names[label] if c == 0 else "")
-        point = max_point(maps[method][r])
-        if point is not None:
-            hit = bool(hits.get((sample.image_id, method, label), False))
-            ax.plot(*point, marker="x", markersize=10, mew=3, color="white" if hit else "red")
-        ax.plot(*centre_point(*picture.shape[:2]), marker="o", markersize=4, color="yellow")
-fig.tight_layout()
+fig = report.pointing_figure(entry, pairs, maps, NAMES, hits)
 
 # %% [markdown]
 # ## Rejection over the top-5 predictions
@@ -305,33 +232,8 @@ fig.tight_layout()
 # split, and no threshold is read off them.
 
 # %% tags=["hide-input"]
-tests_top, calibration_top = {}, {}
-for name in datasets:
-    top = rows[(rows["dataset"] == name) & (rows["kind"] == "topk")]
-    if name in calibration_rows:
-        calibration_top[name], tests_top[name] = calibration_rows[name][calibration_rows[name]["kind"] == "topk"], top
-    else:  # a seeded random half of the images calibrates, the other half is the test split
-        ids = np.sort(top["image_id"].unique())
-        held = set(np.random.default_rng(calibration_seed).choice(ids, size=len(ids) // 2, replace=False))
-        calibration_top[name], tests_top[name] = top[top["image_id"].isin(held)], top[~top["image_id"].isin(held)]
-curves = pd.concat([rejection_curve(top).assign(dataset=name) for name, top in tests_top.items() if len(top)],
-                   ignore_index=True)
-if len(curves):
-    curves["method"] = curves["method"].map(NAMES)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    sns.lineplot(data=curves, x="recall", y="precision", hue="method", style="dataset", ax=left,
-                 drawstyle="steps-post", estimator=None, sort=False)
-    left.set(xlabel="recall (%)", ylabel="precision (%)", title="precision / recall over tau (test split)")
-    sns.lineplot(data=curves, x="quantile", y="accuracy", hue="method", style="dataset", ax=right, estimator=None,
-                 sort=False, legend=False)
-    right.set(xlabel="share of top-5 guesses rejected", ylabel="accuracy with rejection (%)",
-              title="the paper's accuracy over tau (test split)")
-    for name, top in tests_top.items():
-        for method, group in top.groupby("method"):
-            at = rejection_at(group, kth_threshold)
-            left.plot(at["recall"], at["precision"], marker="*", markersize=12, color="black")
-    right.text(0.02, 0.02, "stars (left): KTH's tau = 0.5 on the raw map maximum", transform=right.transAxes, fontsize=8)
-    fig.tight_layout()
+tests_top, calibration_top = report.rejection_splits(rows, calibration_rows, datasets, calibration_seed)
+fig = report.rejection_curves_figure(tests_top, NAMES, kth_threshold)
 
 # %% [markdown]
 # The threshold for the headline number is chosen on the calibration split (`calibrate_tau`: the
@@ -346,38 +248,33 @@ if len(curves):
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-RULES = {"accept all": -np.inf, "reject all": np.inf}
-rejection_rows, rejection_tests, outcomes = [], [], {}
-for name, top in tests_top.items():
-    for method, group in top.groupby("method", sort=False):
-        tau = calibrate_tau(calibration_top[name][calibration_top[name]["method"] == method])
-        rules = {**RULES, f"KTH tau = {kth_threshold}": kth_threshold, "calibrated tau": tau}
-        clusters = group["image_id"].to_numpy()
-        for rule, threshold in rules.items():
-            right = rejection_outcomes(group, threshold)
-            outcomes[name, method, rule] = right
-            share, low, high = cluster_bootstrap_ci(right.astype(float), clusters, seed=seed)
-            rejection_rows.append({"dataset": name, "method": NAMES[method], "rule": rule, "tau": threshold,
-                                   "rejected %": 100 * np.mean(group["peak"].to_numpy() < threshold),
-                                   "accuracy": 100 * share, "low": 100 * low, "high": 100 * high,
-                                   "guesses": len(group), "images": group["image_id"].nunique()})
-        for baseline in RULES:
-            a, b = outcomes[name, method, "calibrated tau"], outcomes[name, method, baseline]
-            share = paired_difference(a.astype(float), b.astype(float), clusters=clusters, seed=seed)
-            diff = PairedDifference(100 * share.mean, 100 * share.low, 100 * share.high, share.n)  # in points
-            test = mcnemar(a, b)
-            outcomes[name, method, "vs " + baseline] = (diff, test)
-            rejection_tests.append({"dataset": name, "method": NAMES[method], "A": "calibrated tau", "B": baseline,
-                                    "A - B": diff.mean, "low": diff.low, "high": diff.high,
-                                    "only A": test.only_a, "only B": test.only_b, "McNemar p": test.p_value,
-                                    "verdict": verdict(diff, test.p_value, test.difference, "A", "B")})
-rejection_table = pd.DataFrame(rejection_rows)
+rejection_table, rejection_tests, outcomes = report.rejection_tables(tests_top, calibration_top, NAMES,
+                                                                    kth_threshold, seed)
 with pd.option_context("display.width", 250, "display.max_columns", 30):
-    print(rejection_table.round({"tau": 4, "rejected %": 1, "accuracy": 1, "low": 1, "high": 1}).to_string(index=False))
+    display(Table(rejection_table.round({"tau": 4, "rejected %": 1, "accuracy": 1, "low": 1, "high": 1}), index=False))
     print()
-    print(pd.DataFrame(rejection_tests).round({"A - B": 1, "low": 1, "high": 1, "McNemar p": 4}).to_string(index=False))
+    display(Table(rejection_tests.round({"A - B": 1, "low": 1, "high": 1, "McNemar p": 4}), index=False))
     print()
-    print(published.paper_pointing().to_string(index=False, na_rep="-"))
+    display(Table(published.paper_pointing(), index=False))
+
+# %% tags=["remove-cell"]
+pointing_columns = ["dataset", "model", "method", "acc_classes", "low", "high", "difficult"]
+rejection = rejection_table[rejection_table["rule"] == "calibrated tau"].assign(model=model)
+published_rejection = published.paper_pointing()
+headline = side_by_side({
+    "this run": pd.concat([table[table["source"] == ours["source"].iloc[0]][pointing_columns],
+                           rejection[["dataset", "model", "method", "tau"]]
+                           .assign(rejection_accuracy=rejection["accuracy"])], ignore_index=True),
+    "paper": published_rejection[published_rejection["source"].str.startswith("paper")]
+    [["dataset", "model", "method", "rejection_accuracy"]],
+    "KTH": published_rejection[published_rejection["source"].str.startswith("KTH")]
+    [["dataset", "model", "method", "accuracy", "rejection_accuracy"]],
+    "TorchRay": table[(table["source"] == "TorchRay") & (table["model"] == "VGG-16")][
+        ["dataset", "model", "method", "acc_classes", "difficult"]],
+})
+save_headline(headline.frame, "02_pointing_game", "Pointing-game accuracy in % (acc_classes: mean over classes, "
+              "15 px; rejection_accuracy: top-5 guesses with rejection, this run at the calibrated tau)",
+              results_dir, profile);
 
 # %% [markdown]
 # ## Discussion
@@ -444,33 +341,23 @@ with pd.option_context("display.width", 250, "display.max_columns", 30):
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
-
-
-def decided(diff, test) -> str:
-    return verdict(diff, test.p_value, test.difference, "A", "B")
-
-
-def evidence(diff, test) -> str:
-    return f"class accuracy {diff} points; pairs {test}"
-
-
 for name in datasets:
     for method in ("gradcam", "gradcam_pp", "backprop"):
         if (name, method, "centre") in paired:
             diff, test = paired[name, method, "centre"]
             claims.check(f"1. {name}: {NAMES[method]} points better than the centre baseline",
-                         decided(diff, test) == "A higher", evidence(diff, test))
+                         report.decided(diff, test) == "A higher", report.pair_evidence(diff, test))
     if (name, "guided_backprop", "centre") in paired:
         diff, test = paired[name, "guided_backprop", "centre"]
         claims.check(f"1. {name}: Guided Backprop vs the centre baseline: no difference shown",
-                     decided(diff, test) == "no difference shown", evidence(diff, test))
+                     report.decided(diff, test) == "no difference shown", report.pair_evidence(diff, test))
     for other, expected in (("backprop", "no difference shown"), ("guided_backprop", "A higher"),
                             ("gradcam_pp", "no difference shown")):
         if (name, "gradcam", other) in paired:
             diff, test = paired[name, "gradcam", other]
             stated = "Grad-CAM higher" if expected == "A higher" else expected
-            claims.check(f"2. {name}: Grad-CAM vs {NAMES[other]}: {stated}", decided(diff, test) == expected,
-                         evidence(diff, test))
+            claims.check(f"2. {name}: Grad-CAM vs {NAMES[other]}: {stated}", report.decided(diff, test) == expected,
+                         report.pair_evidence(diff, test))
     if (name, "gradcam", "backprop") in paired:
         diff, _ = paired[name, "gradcam", "backprop"]
         torchray = published.torchray_pointing().set_index(["dataset", "model", "method"])["acc_classes"]
@@ -485,7 +372,7 @@ for name in datasets:
         if (name, method) in gaps:
             gap, fisher = gaps[name, method]
             claims.check(f"3. {name}: {NAMES[method]} hits less often on the difficult pairs than on the others",
-                         verdict(gap, fisher, gap.mean, "difficult", "rest") == "rest higher",
+                         report.verdict(gap, fisher, gap.mean, "difficult", "rest") == "rest higher",
                          f"difficult - rest {gap} points; Fisher exact p = {fisher:.3g}")
     if name in tests_top and len(tests_top[name]) and rejection_methods:
         top = tests_top[name][tests_top[name]["method"] == rejection_methods[0]]
@@ -496,10 +383,10 @@ for name in datasets:
     if "gradcam" in rejection_methods:  # the comparisons of a real threshold with the two baselines
         diff, test = outcomes[name, "gradcam", "vs accept all"]
         claims.check(f"4. {name}, Grad-CAM: the threshold calibrated on the held-out split beats accepting every guess",
-                     decided(diff, test) == "A higher", f"{diff} points; {test}")
+                     report.decided(diff, test) == "A higher", f"{diff} points; {test}")
         diff, test = outcomes[name, "gradcam", "vs reject all"]
         claims.check(f"4. {name}, Grad-CAM: the calibrated threshold vs rejecting every guess: no difference shown",
-                     decided(diff, test) == "no difference shown", f"{diff} points; {test}")
+                     report.decided(diff, test) == "no difference shown", f"{diff} points; {test}")
     if "gradcam_pp" in rejection_methods:
         tau = by_rule.loc[(NAMES["gradcam_pp"], "calibrated tau"), "tau"]
         claims.check(f"4. {name}: for Grad-CAM++ the calibration split's best rule rejects every guess", tau == np.inf,

@@ -4,7 +4,7 @@
 # Is a map *faithful* to the model, i.e. does it mark the regions the model's decision depends on?
 # The paper (Sec. 5.2, Table 2) answers with the **rank correlation** between a method's map and an
 # **occlusion map** (Zeiler & Fergus, 2014): slide a grey patch over the image and record how much
-# the class probability drops. `gradcam_lib.faithfulness` implements:
+# the class probability drops. `gradcam_lib.metrics` implements:
 #
 # * **Occlusion**: a `patch` x `patch` square of value `fill` slides with step `stride`; each pixel
 #   gets the mean, over the windows covering it, of the drop in the class's softmax probability
@@ -13,7 +13,7 @@
 # * **Rank correlation**: both maps averaged down to 14 x 14, cells ranked (ties get their average
 #   rank), Pearson correlation of the ranks = Spearman's rho (tested against `scipy.stats.spearmanr`).
 #   Guided maps are reduced to one channel by the maximum magnitude over colour channels (the choice
-#   of `gradcam_lib.explain.heatmaps`, used in every chapter; KTH took a signed grey level
+#   of `gradcam_lib.methods.heatmaps`, used in every chapter; KTH took a signed grey level
 #   0.2989 R + 0.5870 G + 0.1140 B).
 # * Two measures of the Grad-CAM++ {cite}`chattopadhyay2018gradcampp` paper (Sec. 6): **Average
 #   Drop %** = mean over images of 100 max(0, Y - O) / Y and **% Increase in Confidence** = share of
@@ -90,36 +90,45 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from torch.utils.data import Subset
 
+from IPython.display import display
+
 from gradcam_lib.datasets import build_dataset
-from gradcam_lib.faithfulness import (
-    MEASURES,
-    compare_occlusion_backends,
-    curves_of,
-    evaluate_faithfulness,
-    independent_units,
-    method_intervals,
-    paired_comparison,
-    per_image_measures,
-    rank_correlation,
-)
-from gradcam_lib.methods import HEATMAP_METHODS, heatmaps
+from gradcam_lib.experiments.occlusion import OcclusionExperiment, OcclusionSettings
+from gradcam_lib.methods import HEATMAP_METHODS
+from gradcam_lib.methods import maps as method_maps
+from gradcam_lib.metrics.occlusion import compare_occlusion_backends
 from gradcam_lib.models import load_model
 from gradcam_lib.models.voc import load_voc_model
-from gradcam_lib.report import viz
+from gradcam_lib.report import Table, side_by_side
 from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.occlusion import (
+    MEASURES,
+    causal_comparisons,
+    causal_table,
+    curves_figure,
+    example_figure,
+    independent_units,
+    method_intervals,
+    per_image_measures,
+    rank_comparisons,
+    rank_figure,
+    rank_table,
+    span,
+)
 from gradcam_lib.report.published import occlusion as published
+from gradcam_lib.report.summary import save_headline, this_run
 
 out_dir = Path(results_dir) / profile / "03_occlusion"
 entry = load_voc_model(model, voc_checkpoint, device) if dataset == "voc" else load_model(model, device)
 data = build_dataset(dataset, entry.transform, n_images, data_root, seed, split=voc_split)
 data = Subset(data, range(min(n_images, len(data))))
 NAMES = HEATMAP_METHODS
+this_run(profile, models=[model], data=dataset, images=len(data), methods=list(dict.fromkeys(methods + causal_methods)),
+         occlusion=f"{patch} x {patch} patch, stride {stride}")
 
 # %% [markdown]
 # ## captum's `Occlusion` against ours, same inputs, one run
@@ -139,7 +148,7 @@ with torch.no_grad():
 speed, speed_maps = compare_occlusion_backends(entry.model, speed_batch, speed_targets, patch, stride, fill,
                                                occlusion_batch)
 print(f"{model} on {device}, patch {patch}, stride {stride}, {occlusion_batch} windows per forward pass (one run)")
-print(speed.round({"seconds": 2, "cpu_seconds": 2, "forwards_per_s": 1, "max_abs_diff": 9}).to_string(index=False))
+display(Table(speed.round({"seconds": 2, "cpu_seconds": 2, "forwards_per_s": 1, "max_abs_diff": 9}), index=False))
 
 # %% [markdown]
 # ## Run
@@ -148,9 +157,8 @@ print(speed.round({"seconds": 2, "cpu_seconds": 2, "forwards_per_s": 1, "max_abs
 # `results/<profile>/03_occlusion/` after every batch (an interrupted run resumes).
 
 # %% tags=["remove-stderr", "hide-input"]
-rows = evaluate_faithfulness(entry, data, dataset, out_dir, batch_size, device, num_workers, methods=methods,
-                             causal_methods=causal_methods, patch=patch, stride=stride, fill=fill,
-                             occlusion_batch=occlusion_batch, size=size, n_steps=n_steps)
+settings = OcclusionSettings(tuple(methods), tuple(causal_methods), patch, stride, fill, occlusion_batch, size, n_steps)
+rows = OcclusionExperiment(entry, data, dataset, settings).run(out_dir, batch_size, device, num_workers)
 rows = per_image_measures(rows)
 first = rows.drop_duplicates("image_id")
 units = dict(zip(first["image_id"], independent_units(data, first["image_id"].tolist(), first["target"].tolist())))
@@ -186,54 +194,24 @@ print(kth.rename(columns={"rank_correlation": "Spearman of ranks", "kth_argsort"
 correlated = rows.dropna(subset=["kth_argsort"])
 intervals = method_intervals(correlated, units, ["rank_correlation", "kth_argsort"], confidence, seed)
 ours = intervals[intervals["measure"] == "rank_correlation"].set_index("method")
-summary = pd.DataFrame({
-    "method": [NAMES[m] for m in ours.index], "mean": ours["mean"].values, "low": ours["low"].values,
-    "high": ours["high"].values,
-    "sd": [correlated.query("method == @m")["rank_correlation"].std(ddof=1) for m in ours.index],
-    "images": ours["n"].values, "undefined": [int(correlated.query("method == @m")["rank_correlation"].isna().sum())
-                                              for m in ours.index],
-    "kth_argsort": intervals[intervals["measure"] == "kth_argsort"].set_index("method").loc[ours.index, "mean"].values,
-    "source": f"this run ({profile}, {model}, {dataset})"})
-table = pd.concat([summary, published.rank_correlations()], ignore_index=True)
-table[["images", "undefined"]] = table[["images", "undefined"]].map(lambda n: "-" if pd.isna(n) else str(int(n)))
+table = rank_table(correlated, intervals, NAMES, f"this run ({profile}, {model}, {dataset})")
 print(f"{100 * confidence:.0f} % intervals: {ours['interval'].iloc[0]} over {ours['units'].iloc[0]} independent units")
-print(table.round(3).to_string(index=False, na_rep="-"))
+display(Table(table.round(3), index=False))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 PAIRS = [("gradcam", "guided_backprop"), ("guided_gradcam", "guided_backprop"), ("guided_gradcam", "gradcam")]
-rank_tests = pd.DataFrame([paired_comparison(correlated, a, b, "rank_correlation", units, confidence, seed)
-                           for a, b in PAIRS if {a, b} <= set(methods)])
-shown = rank_tests.assign(difference=[f"{NAMES[a]} - {NAMES[b]}" for a, b in zip(rank_tests["a"], rank_tests["b"])],
-                          verdict=np.where(rank_tests["shown"], "difference shown", "no difference shown"))
-print(shown[["difference", "mean", "low", "high", "n", "verdict"]].round(3).to_string(index=False))
+rank_tests = rank_comparisons(correlated, PAIRS, methods, NAMES, units, confidence, seed)
+display(Table(rank_tests[["difference", "mean", "low", "high", "n", "verdict"]].round(3), index=False))
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(6.5, 3.2))
-per_image = correlated.assign(method=correlated["method"].map(NAMES))
-sns.boxplot(data=per_image, x="rank_correlation", y="method", color="lightgrey", showfliers=False, ax=ax)
-sns.stripplot(data=per_image, x="rank_correlation", y="method", color="black", size=5, ax=ax)
-paper = published.rank_correlations().query("source == 'paper Table 2'").set_index("method")["mean"]
-for y, label in enumerate(per_image["method"].unique()):
-    if label in paper:
-        ax.plot(paper[label], y, marker="D", color="tab:red", markersize=8, label="paper Table 2" if y == 0 else None)
-ax.axvline(0, color="grey", linestyle=":")
-ax.set(xlabel="Spearman rank correlation with the occlusion map (per image)", ylabel="")
-ax.legend(loc="lower right", fontsize=8)
-fig.tight_layout()
+fig = rank_figure(correlated, NAMES)
 
 # %% tags=["hide-input"]
-occ = speed_maps["ours"][0].cpu()
-sample = data[0]
-picture = entry.transform.to_display(sample.image)
-fig, axes = viz.figure_grid(1, 2 + len(methods), cell=2.4)
-axes[0, 0].imshow(picture)
-axes[0, 0].set_title(entry.class_names[int(speed_targets[0])], fontsize=9)
-viz.show_overlay(axes[0, 1], picture, occ.clamp(min=0), f"occlusion ({patch} px, stride {stride})")
-for ax, method in zip(axes[0, 2:], methods):
-    heat = heatmaps(method, entry.model, entry.layer, speed_batch[:1], speed_targets[:1])[0].cpu()
-    viz.show_overlay(ax, picture, heat, f"{NAMES[method]}: {rank_correlation(heat, occ, size):+.2f}")
-fig.tight_layout()
+heats = {m: method_maps(m, entry.model, entry.layer, speed_batch[:1], speed_targets[:1], reduction="max_abs")[0].cpu()
+         for m in methods}
+fig = example_figure(entry.transform.to_display(data[0].image), entry.class_names[int(speed_targets[0])],
+                     speed_maps["ours"][0].cpu(), heats, NAMES, patch, stride, size)
 
 # %% [markdown]
 # ## Average Drop % and % Increase in Confidence (Grad-CAM++ Sec. 6), deletion and insertion (RISE)
@@ -250,38 +228,42 @@ fig.tight_layout()
 causal = rows.dropna(subset=["y"])
 causal_measures = ["drop", "increase", "deletion_auc", "insertion_auc"]
 causal_intervals = method_intervals(causal, units, causal_measures, confidence, seed)
-cells_ = {m: {} for m in causal["method"].unique()}
-for r in causal_intervals.itertuples():
-    digits = 1 if r.measure in ("drop", "increase") else 3
-    cells_[r.method][r.measure] = f"{r.mean:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]"
-    cells_[r.method]["images"] = str(r.n)
-confidence_table = pd.DataFrame([{"method": NAMES[m], **v, "source": f"this run ({profile}, {model}, {dataset})"}
-                                 for m, v in cells_.items()])
-theirs = pd.concat([published.confidence_metrics(), published.deletion_insertion()], ignore_index=True)
-theirs = theirs.rename(columns={"average_drop": "drop", "increase_in_confidence": "increase"})
-table = pd.concat([confidence_table, theirs.astype({c: object for c in theirs.columns})], ignore_index=True)
-table = table[["method", *causal_measures, "images", "source"]].rename(columns=MEASURES)
+table = causal_table(causal, causal_intervals, NAMES, f"this run ({profile}, {model}, {dataset})", causal_measures)
 print(f"{100 * confidence:.0f} % intervals over {causal_intervals['units'].iloc[0]} independent units: "
       + ", ".join(sorted(set(causal_intervals["interval"]))))
-print(table.to_string(index=False, na_rep="-"))
+display(Table(table, index=False))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if {"gradcam", "gradcam_pp"} <= set(causal_methods):
-    causal_tests = pd.DataFrame([paired_comparison(causal, "gradcam_pp", "gradcam", m, units, confidence, seed)
-                                 for m in causal_measures]).set_index("measure", drop=False)
+    causal_tests = causal_comparisons(causal, "gradcam_pp", "gradcam", causal_measures, units, confidence, seed)
     print("Grad-CAM++ - Grad-CAM on the same images")
-    print(causal_tests.assign(measure=causal_tests["measure"].map(MEASURES),
-                              verdict=np.where(causal_tests["shown"], "difference shown", "no difference shown"))
+    print(causal_tests.assign(measure=causal_tests["measure"].map(MEASURES))
           [["measure", "mean", "n", "verdict", "evidence"]].round(3).to_string(index=False))
 
 # %% tags=["hide-input"]
-curves = pd.concat([curves_of(causal, kind).assign(curve=kind) for kind in ("deletion", "insertion")])
-curves["method"] = curves["method"].map(NAMES)
-grid = sns.relplot(data=curves, x="fraction", y="probability", hue="method", col="curve", kind="line", marker="o",
-                   errorbar=None, height=3.0, aspect=1.3)
-grid.set_axis_labels("share of pixels removed / inserted", "p(class), mean over images")
+grid = curves_figure(causal, NAMES)
 plt.show()
+
+# %% tags=["remove-cell"]
+headline_rows = pd.concat([intervals[intervals["measure"] == "rank_correlation"],
+                           causal_intervals[causal_intervals["measure"].isin(["drop", "increase"])]], ignore_index=True)
+rank_published = published.rank_correlations().assign(measure=MEASURES["rank_correlation"])
+confidence_published = published.confidence_metrics().query("source == 'Grad-CAM++ Table 1 (VGG-16)'").melt(
+    id_vars=["method", "source"], value_vars=["average_drop", "increase_in_confidence"], var_name="measure",
+    value_name="mean").replace({"measure": {"average_drop": MEASURES["drop"], "increase_in_confidence": MEASURES["increase"]}})
+headline = side_by_side({
+    "this run": headline_rows.assign(method=headline_rows["method"].map(NAMES),
+                                     measure=headline_rows["measure"].map(MEASURES))
+    [["method", "measure", "mean", "low", "high", "n"]],
+    "paper": rank_published[rank_published["source"] == "paper Table 2"][["method", "measure", "mean"]],
+    "KTH": rank_published[rank_published["source"].str.startswith("KTH")]
+    .assign(measure="argsort correlation (not a rank correlation)")[["method", "measure", "mean", "sd"]],
+    "Grad-CAM++ paper": confidence_published[["method", "measure", "mean"]],
+})
+save_headline(headline.frame, "03_occlusion", "Faithfulness: mean rank correlation with the occlusion map (higher "
+              "is better), Average Drop % (lower) and % Increase in Confidence (higher); this run: 95 % intervals",
+              results_dir, profile);
 
 # %% [markdown]
 # ## Discussion
@@ -344,7 +326,6 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
 level = f"{100 * confidence:.0f} %"
-span = lambda r: f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
 claims.check("1. ours and captum give the same occlusion maps (max |diff| < 1e-6)",
              speed["max_abs_diff"].max() < 1e-6, f"max |diff| = {speed['max_abs_diff'].max():.1e}")
 by = ours  # rank correlation per method: mean, low, high

@@ -17,12 +17,12 @@
 #
 # 1. *Stimuli*: images that both models classify correctly, Guided Backprop and Guided Grad-CAM of
 #    each model, the side (A or B) of the more accurate model drawn at random per image and per
-#    method, the key stored apart from what raters see (`gradcam_lib.user_study.build_study`).
+#    method, the key stored apart from what raters see (`gradcam_lib.experiments.user_study.build_study`).
 # 2. *A rating form that works offline*: one self-contained HTML page (images embedded, no server, no
 #    network; a Content-Security-Policy forbids any fetch), the paper's five answers, the ratings saved
 #    by the rater as a CSV file. A test drives it in headless Chromium. Every rater answers every
 #    question, so a study run with it is paired: each rater rates both methods on the same images.
-# 3. *The analysis* of a ratings CSV (`gradcam_lib.user_study.analyse_study`): per-method means with
+# 3. *The analysis* of a ratings CSV (`gradcam_lib.metrics.agreement.analyse_study`): per-method means with
 #    intervals over raters, the difference between methods with its interval from **resampling
 #    raters**, a paired Wilcoxon test across raters, a per-image breakdown, Krippendorff's alpha.
 #    Run here on the published aggregates, which have no rater ids: the interval of KTH's difference
@@ -83,24 +83,24 @@ interval_iccs = [0.0, 0.05, 0.1, 0.2, 0.5, 1.0]
 # %% tags=["hide-input"]
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from gradcam_lib import user_study as us
+from IPython.display import display
+
+from gradcam_lib.experiments import user_study as study_kit
+from gradcam_lib.metrics import study_power as sp
 from gradcam_lib.models import load_model
+from gradcam_lib.report import Table, side_by_side
+from gradcam_lib.report import user_study as rus
+from gradcam_lib.report import user_study_figures as figures
 from gradcam_lib.report.claims import Claims
 from gradcam_lib.report.published import user_study as published
+from gradcam_lib.report.summary import save_headline, this_run
 
 out_dir = Path(results_dir) / profile / "04_user_study"
 stronger = load_model(stronger_model, device)
 weaker = load_model(weaker_model, device)
-
-
-def icc_bound_text(bound: float) -> str:
-    """`us.largest_icc_excluding_zero` in words: 'any' (every icc in [0, 1]), 'none', or the bound."""
-    return "any" if bound >= 1 else "none" if bound < 0 else f"< {bound:.3f}"
 
 
 # %% [markdown]
@@ -120,24 +120,23 @@ def icc_bound_text(bound: float) -> str:
 # `key/key.csv` (keep this; it says which model is A).
 
 # %% tags=["remove-stderr", "hide-input"]
-study = us.build_study(stronger, weaker, dataset, out_dir, n_images, n_items, data_root, seed,
-                       size=display_size, quality=jpeg_quality, batch_size=batch_size, device=device,
-                       num_workers=num_workers)
+study = study_kit.build_study(stronger, weaker, dataset, out_dir, n_images, n_items, data_root, seed,
+                              size=display_size, batch_size=batch_size, device=device, num_workers=num_workers)
+page = rus.render_form(study.items, study.key, quality=jpeg_quality)
+form_path = rus.write_form(out_dir, page)
+this_run(profile, models=[stronger.name, weaker.name], data=dataset, images=len(study.items),
+         questions=len(study.key), methods=sorted(set(study.key["method"])))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 key = study.key
 print(f"study {key['study_id'].iloc[0]}: {len(study.items)} images both models classify correctly, {len(key)} questions")
-items_table = (key.assign(method=key["method"].map(us.STUDY_METHODS))
-               .pivot_table(index=["image_id", "class_name"], columns="method", values="stronger_side", aggfunc="first")
-               .reset_index())
-items_table.columns.name = None
 print("side of the stronger model per question:")
-print(items_table.to_string(index=False))
+display(Table(rus.sides_table(key), index=False))
 
 # %% tags=["hide-input"]
-form_kib = study.form_path.stat().st_size / 1024
-print(f"form: {study.form_path.name}, {form_kib:.0f} KiB, self-contained; key: {study.key_path}")
+form_kib = form_path.stat().st_size / 1024
+print(f"form: {form_path.name}, {form_kib:.0f} KiB, self-contained; key: {study.key_path}")
 
 # %% [markdown]
 # What the raters see, with the answer key written on it: each row is one study image, then each
@@ -145,24 +144,12 @@ print(f"form: {study.form_path.name}, {form_kib:.0f} KiB, self-contained; key: {
 # as "Robot A" and "Robot B" in a random order, without the names).
 
 # %% tags=["hide-input"]
-methods = list(us.STUDY_METHODS)
-columns = [(model, method) for method in methods for model in (stronger.name, weaker.name)]
-fig, axes = plt.subplots(len(study.items), 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.75 * len(study.items)),
-                         squeeze=False)
-for row, item in zip(axes, study.items):
-    row[0].imshow(item.picture)
-    row[0].set_title(f"{item.image_id}: {item.class_name}", fontsize=8)
-    for ax, (model, method) in zip(row[1:], columns):
-        ax.imshow(item.maps[model, method])
-        ax.set_title(f"{us.STUDY_METHODS[method]}\n{model}", fontsize=8)
-for ax in axes.flat:
-    ax.set_axis_off()
-fig.tight_layout()
+figures.stimuli_figure(study.items, (stronger.name, weaker.name));
 
 # %% [markdown]
 # ### The form
 #
-# Below is the generated page itself (the JupyterLab variant, `us.notebook_form`: the same HTML in an
+# Below is the generated page itself (the JupyterLab variant, `gradcam_lib.report.user_study.notebook_form`: the same HTML in an
 # `<iframe>`; in the rendered book it works too). Raters open `rating_form.html` in any browser, from
 # a file, with no network: they enter an ID, answer every question and press the button, which saves
 # `ratings_<study>_<rater>.csv` (and shows the same text in a box to copy, should a browser block
@@ -173,7 +160,7 @@ fig.tight_layout()
 # ratings are in.*
 
 # %% tags=["hide-input"]
-us.notebook_form(study.html, height=560)
+rus.notebook_form(page, height=560)
 
 # %% [markdown]
 # ## The published results side by side
@@ -194,95 +181,40 @@ us.notebook_form(study.html, height=560)
 #   with the per-answer sds `s` from the counts.
 #
 # The raters are the independent units: the intervals below are t-intervals across the 36 raters
-# (35 degrees of freedom; `us.rater_interval`). The sd of answers pooled over clustered raters is
+# (35 degrees of freedom; `gradcam_lib.metrics.study_power.rater_interval`). The sd of answers pooled over clustered raters is
 # biased low (the expectation of its square is `sigma^2 (468 - deff) / 467`), so the variances are
-# scaled back by `467 / (468 - deff)`, at most 2.6 % (`us.pooled_variance_factor`). For a single
+# scaled back by `467 / (468 - deff)`, at most 2.6 % (`gradcam_lib.metrics.study_power.pooled_variance_factor`). For a single
 # method's mean only `icc` matters; the table gives its interval at both ends (`icc = 0` and
 # `icc = 1`) and the `icc` below which it excludes 0.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 counts = published.trust_counts()
-means = published.trust_means()
-paper = means[means["source"] == "paper"]
-paper_means = paper.set_index("method")["mean"]
-kth_published = means[means["source"] == "KTH"].set_index("method")
-kth_raters, kth_images = int(kth_published["raters"].iloc[0]), int(kth_published["images"].iloc[0])
-kth = us.counts_summary(counts, n_boot, ci_level, seed).set_index("method")[["answers", "mean", "sd"]]
+kth = rus.kth_counts(counts, published.trust_means(), n_boot, ci_level, seed)
+paper_means = kth.paper_means
+kth_raters, kth_images = kth.raters, kth.images
 print(f"KTH: {kth_raters} raters x {kth_images} images = {kth_raters * kth_images}; answers in the counts: "
-      + ", ".join(f"{m} {n}" for m, n in kth["answers"].items()))
-kth_intervals = {(m, icc): us.rater_interval(kth.loc[m, "mean"], kth.loc[m, "sd"], kth_raters, kth_images, icc, level=ci_level,
-                                              pooled_sds=True)
-                 for m in kth.index for icc in (0.0, 1.0)}
-kth_mean_bounds = {m: us.largest_icc_excluding_zero(kth.loc[m, "mean"], kth.loc[m, "sd"], kth_raters, kth_images, level=ci_level,
-                                                     pooled_sds=True)
-                   for m in kth.index}
-interval = lambda m, icc: "[{low:.3f}, {high:.3f}]".format(**kth_intervals[m, icc])
-side_by_side = pd.DataFrame(
-    [{"source": "paper", "method": m, "raters": 54, "answers": "-", "mean": paper_means[m], "sd": "-",
-      "95% CI, icc 0": "-", "95% CI, icc 1": "-", "CI > 0 for icc": "-"} for m in paper_means.index]
-    + [{"source": "KTH (from its counts)", "method": m, "raters": kth_raters, "answers": str(kth.loc[m, "answers"]),
-        "mean": kth.loc[m, "mean"], "sd": f"{kth.loc[m, 'sd']:.3f}", "95% CI, icc 0": interval(m, 0.0),
-        "95% CI, icc 1": interval(m, 1.0), "CI > 0 for icc": icc_bound_text(kth_mean_bounds[m])} for m in kth.index])
-print(side_by_side.round(3).to_string(index=False))
+      + ", ".join(f"{m} {n}" for m, n in kth.summary["answers"].items()))
+display(Table(rus.published_table(kth).round(3), index=False))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-mean_ggc, mean_gb = kth.loc["Guided Grad-CAM", "mean"], kth.loc["Guided Backprop", "mean"]
-sd_ggc, sd_gb = kth.loc["Guided Grad-CAM", "sd"], kth.loc["Guided Backprop", "sd"]
+mean_ggc, mean_gb = kth.summary.loc["Guided Grad-CAM", "mean"], kth.summary.loc["Guided Backprop", "mean"]
+sd_ggc, sd_gb = kth.summary.loc["Guided Grad-CAM", "sd"], kth.summary.loc["Guided Backprop", "sd"]
 kth_difference = mean_ggc - mean_gb
 paper_difference = paper_means["Guided Grad-CAM"] - paper_means["Guided Backprop"]
-sensitivity = us.difference_sensitivity(mean_ggc, mean_gb, sd_ggc, sd_gb, kth_raters, kth_images,
+sensitivity = sp.difference_sensitivity(mean_ggc, mean_gb, sd_ggc, sd_gb, kth_raters, kth_images,
                                         interval_rhos, interval_iccs, ci_level, pooled_sds=True)
 print(f"paper: Guided Grad-CAM - Guided Backprop = {paper_difference:+.2f} (no interval: no spread published)")
 print(f"KTH:   Guided Grad-CAM - Guided Backprop = {kth_difference:+.3f}; 95 % interval over {kth_raters} raters "
       f"(t, {kth_raters - 1} df), rows rho, columns icc; * = excludes 0")
-grid = sensitivity.assign(interval=[f"[{lo:+.3f}, {hi:+.3f}]{'*' if ex else ' '}"
-                                    for lo, hi, ex in zip(sensitivity["low"], sensitivity["high"], sensitivity["excludes_zero"])])
-grid = grid.pivot(index="rho", columns="icc", values="interval")
-n_eff = sensitivity.drop_duplicates("icc").set_index("icc")["n_eff"]
-grid.columns = [f"icc {icc:g} (n_eff {n_eff[icc]:.0f})" for icc in grid.columns]
-print(grid.to_string())
-difference_bounds = {rho: us.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, rho, ci_level, True)
+display(Table(rus.difference_grid(sensitivity)))
+difference_bounds = {rho: sp.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, rho, ci_level, True)
                      for rho in interval_rhos}
-print("the interval excludes 0 for icc: " + "; ".join(f"rho {rho:g}: {icc_bound_text(b)}" for rho, b in difference_bounds.items()))
+print("the interval excludes 0 for icc: " + "; ".join(f"rho {rho:g}: {rus.icc_bound_text(b)}" for rho, b in difference_bounds.items()))
 
 # %% tags=["hide-input"]
-fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 3.9), gridspec_kw={"width_ratios": [1.3, 1, 1.3]})
-shares = counts.assign(share=counts["count"] / counts.groupby("method")["count"].transform("sum"))
-sns.barplot(data=shares, x="answer", y="share", hue="method", ax=left)
-left.set_title("KTH: answers (+ = VGG-16 judged more reasonable)", fontsize=10)
-left.set_xlabel("answer")
-left.set_ylabel(f"share of {kth_raters * kth_images} answers")
-order = ["Guided Backprop", "Guided Grad-CAM"]
-y = np.arange(len(order))
-middle.scatter(paper_means[order], y - 0.2, marker="D", color="C3", label="paper (no interval)")
-for shift, icc, color in ((0.0, 0.0, "C0"), (0.2, 1.0, "C2")):
-    found = [kth_intervals[m, icc] for m in order]
-    middle.errorbar([f["estimate"] for f in found], y + shift, fmt="o", capsize=3, color=color,
-                    xerr=np.array([[f["estimate"] - f["low"], f["high"] - f["estimate"]] for f in found]).T,
-                    label=f"KTH, icc = {icc:g} (n_eff = {found[0]['n_eff']:.0f})")
-middle.set_yticks(y, order)
-middle.axvline(0, color="grey", linestyle=":")
-middle.set_ylim(-1.4, 1.5)
-middle.set_xlabel("mean score (-2..+2)")
-middle.set_title(f"means (KTH: 95 % CI over {kth_raters} raters)", fontsize=10)
-middle.legend(fontsize=7, loc="lower center")
-rho_grid = np.linspace(0, 0.95, 96)
-for icc, color in zip(interval_iccs, plt.cm.viridis(np.linspace(0, 0.9, len(interval_iccs)))):
-    band = us.difference_sensitivity(mean_ggc, mean_gb, sd_ggc, sd_gb, kth_raters, kth_images, rho_grid, [icc], ci_level, True)
-    right.fill_between(band["rho"], band["low"], band["high"], color=color, alpha=0.12)
-    right.plot(band["rho"], band["high"], color=color, label=f"icc = {icc:g}")
-    right.plot(band["rho"], band["low"], color=color)
-right.axhline(0, color="black", linewidth=0.8)
-right.axhline(kth_difference, color="grey", linestyle="--", label="KTH estimate")
-right.axhline(paper_difference, color="C3", linestyle=":", label="paper's difference")
-right.set_xlabel("rho: correlation of a rater's two mean scores")
-right.set_ylabel("Guided Grad-CAM - Guided Backprop")
-right.set_title("KTH's difference: 95 % CI over raters", fontsize=10)
-right.set_ylim(-0.9, 0.8)
-right.legend(fontsize=7, ncol=2, loc="upper right")
-fig.tight_layout()
+figures.published_figure(counts, kth, interval_iccs, ci_level);
 
 # %% [markdown]
 # Treating the 468 answers as independent and the two methods as unpaired is the single corner
@@ -295,10 +227,10 @@ fig.tight_layout()
 # interval from resampling raters, a per-image breakdown and inter-rater agreement all need the
 # answers of each rater to each question; neither the paper nor KTH published them (the paper gives
 # two numbers; KTH's counts are pooled over people and images). The functions are in the library and
-# tested, called by `us.analyse_study`, and wait for a study's CSV files: `us.rater_paired_difference`
+# tested, called by `gradcam_lib.metrics.agreement.analyse_study`, and wait for a study's CSV files: `gradcam_lib.metrics.agreement.rater_paired_difference`
 # pairs each rater's two answers on the same image and resamples whole raters (cluster bootstrap,
 # tested against a hand-computed case and an exact enumeration of all rater resamples);
-# `us.paired_test` runs the Wilcoxon signed-rank test on the raters' mean differences; `us.agreement`
+# `gradcam_lib.metrics.agreement.paired_test` runs the Wilcoxon signed-rank test on the raters' mean differences; `gradcam_lib.metrics.agreement.agreement`
 # gives Krippendorff's alpha, unknown for both published studies (anywhere from 0, raters agree no
 # more than chance, to 1). The rater-resampling interval holds the images fixed: it speaks of other
 # raters judging these 13 images, not of other images.
@@ -326,39 +258,19 @@ fig.tight_layout()
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 delta = paper_difference
-rows = []
-for icc in iccs:
-    for rho in rhos:
-        sd_diff = us.paired_difference_sd(sd_ggc, sd_gb, rho, icc, images_per_rater)
-        rows.append({"icc": icc, "images": images_per_rater, "rho": rho, "sd_diff": sd_diff,
-                     "raters_needed": us.raters_needed(delta, sd_diff, target_power, alpha),
-                     "power_36": float(us.paired_t_power(36, delta, sd_diff, alpha)),
-                     "power_54": float(us.paired_t_power(54, delta, sd_diff, alpha))})
-power_table = pd.DataFrame(rows)
+power_table = rus.power_table(delta, sd_ggc, sd_gb, rhos, iccs, images_per_rater, target_power, alpha)
 print(f"difference {delta:.2f}, alpha {alpha}, target power {target_power}; raters_needed for the paired t-test")
-print(power_table.round(3).to_string(index=False))
+display(Table(power_table.round(3), index=False))
 
 # %% tags=["hide-input"]
-grid = np.unique(np.geomspace(10, 1000, 60).astype(int))
-curves = us.power_curve(grid, delta, sd_ggc, sd_gb, rhos, iccs, images_per_rater, alpha)
-curves["panel"] = curves["icc"].map(lambda icc: f"icc = 1 ({images_per_rater} answers worth one)" if icc == 1
-                                    else f"icc = {icc}, {images_per_rater} images per rater")
-plot = sns.relplot(data=curves, x="raters", y="power", hue="rho", col="panel", kind="line", height=3.3, aspect=1.1,
-                   palette="viridis", facet_kws={"sharex": True})
-for ax in plot.axes.flat:
-    ax.set_xscale("log")
-    ax.axhline(target_power, color="grey", linestyle=":")
-    for n, label, align in ((36, "KTH ", "right"), (54, " paper", "left")):
-        ax.axvline(n, color="black", linewidth=0.8, linestyle="--")
-        ax.text(n, 0.02, label, fontsize=8, ha=align)
-plot.set_titles("{col_name}", size=9);  # ";": no FacetGrid repr in the report
+figures.power_figure(delta, sd_ggc, sd_gb, rhos, iccs, images_per_rater, target_power, alpha);  # ";": no FacetGrid repr
 
 # %% [markdown]
 # ### Checked by simulation (SIMULATED raters, not data)
 #
 # The t-test formula treats answers as continuous. The **simulated raters** below give one five-point
 # answer per method: KTH's pooled answer distribution, tilted to the paper's means at KTH's sds
-# (`us.tilt_answer_distribution`), linked by a latent correlation `rho` (a Gaussian copula), and the
+# (`gradcam_lib.metrics.study_power.tilt_answer_distribution`), linked by a latent correlation `rho` (a Gaussian copula), and the
 # paired Wilcoxon test is run on each simulated study. Coarse answers correlate less than their latent
 # scores, so each row also gives the realised correlation of the answers and the t-test's power at
 # that correlation. The simulated power is a share of `n_sims` independent simulated studies; its
@@ -367,20 +279,26 @@ plot.set_titles("{col_name}", size=9);  # ";": no FacetGrid repr in the report
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 pooled = counts.groupby("answer")["count"].sum().to_numpy()
-probs_ggc = us.tilt_answer_distribution(pooled, paper_means["Guided Grad-CAM"], sd_ggc)
-probs_gb = us.tilt_answer_distribution(pooled, paper_means["Guided Backprop"], sd_gb)
+probs_ggc = sp.tilt_answer_distribution(pooled, paper_means["Guided Grad-CAM"], sd_ggc)
+probs_gb = sp.tilt_answer_distribution(pooled, paper_means["Guided Backprop"], sd_gb)
 print("SIMULATED answer distributions over -2..2:")
-print(pd.DataFrame([probs_ggc, probs_gb], index=["Guided Grad-CAM", "Guided Backprop"], columns=us.SCALE).round(3).to_string())
-simulated = []
-for rho in simulated_rhos:
-    for n in simulated_raters:
-        run = us.simulate_wilcoxon_power(probs_ggc, probs_gb, n, rho, n_sims, alpha, seed)
-        t_at = lambda r: float(us.paired_t_power(n, delta, us.paired_difference_sd(sd_ggc, sd_gb, r), alpha))
-        simulated.append({"latent_rho": rho, "answer_corr": run["answer_correlation"], "raters": n,
-                          "SIMULATED_power": run["power"], "sim_low": run["power_low"], "sim_high": run["power_high"],
-                          "t_power_at_latent_rho": t_at(rho), "t_power_at_answer_corr": t_at(run["answer_correlation"])})
-simulated = pd.DataFrame(simulated)
-print(simulated.round(3).to_string(index=False))
+display(Table(rus.answer_distributions(probs_ggc, probs_gb).round(3)))
+simulated = rus.simulated_power_table(probs_ggc, probs_gb, simulated_raters, simulated_rhos, delta, sd_ggc, sd_gb,
+                                      n_sims, alpha, seed)
+display(Table(simulated.round(3), index=False))
+
+# %% tags=["remove-cell"]
+trust = published.trust_means()
+needed = power_table[np.isclose(power_table["icc"], 1.0)]
+headline = side_by_side({
+    "this run": needed.assign(method=f"raters for 80 % power (GGC - GB = {delta:.2f})")
+    [["method", "icc", "rho", "raters_needed"]],
+    "paper": trust[trust["source"] == "paper"][["method", "mean", "raters"]],
+    "KTH": trust[trust["source"] == "KTH"][["method", "mean", "sd", "raters", "images"]],
+})
+save_headline(headline.frame, "04_user_study", "Trust score, mean on -2..+2 (+ = the more accurate model judged "
+              "more reasonable); this run (no ratings): raters needed to detect the paper's difference at KTH's "
+              "spread, icc = 1", results_dir, profile);
 
 # %% [markdown]
 # ## How to run a new study
@@ -404,10 +322,11 @@ print(simulated.round(3).to_string(index=False))
 # 4. Analyse:
 #
 #    ```python
-#    from gradcam_lib import user_study as us
-#    ratings = us.read_ratings(Path("ratings").glob("*.csv"))
-#    key = us.read_key("results/full/04_user_study/key/key.csv")  # ids stay text (55631e2294 is no number)
-#    analysis = us.analyse_study(ratings, key)
+#    from gradcam_lib.experiments.user_study import read_key, read_ratings
+#    from gradcam_lib.metrics.agreement import analyse_study
+#    ratings = read_ratings(Path("ratings").glob("*.csv"))
+#    key = read_key("results/full/04_user_study/key/key.csv")  # ids stay text (55631e2294 is no number)
+#    analysis = analyse_study(ratings, key)
 #    analysis.summary      # per method: raters, answers, mean, sd, bootstrap CI (raters resampled)
 #    analysis.difference   # Guided Grad-CAM - Guided Backprop, paired by rater and image, CI from resampling raters
 #    analysis.paired       # Wilcoxon signed-rank, Guided Grad-CAM vs Guided Backprop, across raters
@@ -446,7 +365,7 @@ print(simulated.round(3).to_string(index=False))
 #    measured. (An earlier version of this chapter read the corner `rho = 0, icc = 0` -- the 468
 #    answers per method as independent and unpaired -- as a lower bound on the uncertainty; for a
 #    paired difference it is not one, since ignoring a positive `rho` overstates the uncertainty.) A
-#    ratings file with rater ids settles it: `us.rater_paired_difference`.
+#    ratings file with rater ids settles it: `gradcam_lib.metrics.agreement.rater_paired_difference`.
 # 4. *The paper's difference is hard to detect at KTH's spread*, with raters as the units. Where a
 #    rater's 13 answers are worth one (`icc = 1`) or about two (`icc = 0.5`), the paired test needs
 #    more than 54 raters for 80 % power at every `rho` up to 0.5; at `icc = 0.2` it needs 52 to 102;
@@ -478,9 +397,10 @@ print(simulated.round(3).to_string(index=False))
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 claims = Claims()
-published_means = pd.concat([paper_means, kth["mean"]])
+published_means = pd.concat([paper_means, kth.summary["mean"]])
 claims.check("1. Every published mean is positive (the paper's two carry no interval)", (published_means > 0).all(),
              ", ".join(f"{v:.3f}" for v in published_means))
+kth_intervals, kth_mean_bounds = kth.intervals, kth.mean_bounds
 gb_worst, ggc_best, ggc_worst = (kth_intervals[key] for key in
                                  (("Guided Backprop", 1.0), ("Guided Grad-CAM", 0.0), ("Guided Grad-CAM", 1.0)))
 gb_best = kth_intervals["Guided Backprop", 0.0]
@@ -497,10 +417,10 @@ claims.check("2. The point estimates come in opposite order: paper GGC - GB > 0,
 at_rho0 = sensitivity[np.isclose(sensitivity["rho"], 0)]
 claims.check("3. KTH, rho = 0: no difference shown at any icc (every 95 % CI contains 0)",
              not at_rho0["excludes_zero"].any()
-             and us.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, 0.0, ci_level, True) < 0,
+             and sp.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, 0.0, ci_level, True) < 0,
              f"icc 0: [{at_rho0['low'].iloc[0]:+.3f}, {at_rho0['high'].iloc[0]:+.3f}]")
 stated = {0.25: 0.013, 0.5: 0.061, 0.75: 0.203}
-bound_at = {rho: us.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, rho, ci_level, True)
+bound_at = {rho: sp.largest_icc_excluding_zero(kth_difference, sd_ggc, kth_raters, kth_images, sd_gb, rho, ci_level, True)
             for rho in stated}
 claims.check("3. KTH: the CI excludes 0 only for icc < 0.013 / 0.061 / 0.203 at rho = 0.25 / 0.5 / 0.75",
              all(round(bound_at[rho], 3) == bound for rho, bound in stated.items()),

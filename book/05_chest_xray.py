@@ -9,8 +9,8 @@
 #
 # | method | implementation here |
 # |---|---|
-# | Grad-CAM | `gradcam_lib.explain.grad_cam` on the last *rectified* feature map (DenseNet: `features` with an appended `relu5`, the map the classifier reads), bilinear upsampling |
-# | Grad-CAM++ {cite}`chattopadhyay2018gradcampp` | `gradcam_lib.explain.grad_cam_pp` (ours, the exact closed-form weights, no additive eps) |
+# | Grad-CAM | `gradcam_lib.methods.grad_cam` on the last *rectified* feature map (DenseNet: `features` with an appended `relu5`, the map the classifier reads), bilinear upsampling |
+# | Grad-CAM++ {cite}`chattopadhyay2018gradcampp` | `gradcam_lib.methods.grad_cam_pp` (ours, the exact closed-form weights, no additive eps) |
 # | IG, mean-colour baseline {cite}`sundararajan2017axiomatic` | captum; baseline = the zero tensor of the normalised input, i.e. ImageNet's mean colour (a grey): KTH's "zero baseline" |
 # | IG, black baseline | captum; baseline = pixel value 0, i.e. `(0 - mean) / std` per channel |
 # | GradientShap (what KTH called SHAP) | captum, one mean-colour baseline (KTH's zero baseline), as KTH |
@@ -28,7 +28,7 @@
 # |sum(attr) - (f(x) - f(x'))| / |f(x) - f(x')| must be under 5 % (Sundararajan et al., "Computing
 # Integrated Gradients": "between 20 and 300 steps are enough to approximate the integral (within 5%)"). Each
 # (image, finding) map here gets the first step count of the schedule `ig_steps` whose gap is under
-# `ig_tolerance` (`gradcam_lib.chestxray.converged_ig`); a map still above it at the last count
+# `ig_tolerance` (`gradcam_lib.methods.attributions.converged_ig`); a map still above it at the last count
 # keeps that count and says so. Every IG row of the results carries its gap and its steps.
 #
 # **Which SHAP explainer, and why.** `shap.GradientExplainer`: SHAP values as expected gradients
@@ -129,25 +129,34 @@ num_workers = 0
 
 # %% tags=["hide-input"]
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
-from gradcam_lib.chestxray import XRAY_METHODS, AttributionSettings, StandinXrayDataset, attribution_maps, background_images, build_xray_dataset, classification_auc, evaluate_chestxray, evaluate_rows, finding_index, headline_table, ig_convergence_table, iobb_table, kth_table, load_xray_model, map_to_boxes, paired_afp, paired_hits, paired_share, paired_units
+from IPython.display import display
+
 from gradcam_lib.datasets.chestxray import FINDINGS
-from gradcam_lib.report import viz
+from gradcam_lib.datasets import build_dataset
+from gradcam_lib.datasets.xray_standin import StandinXrayDataset, background_images
+from gradcam_lib.experiments.chest_xray import XRAY_METHODS, AttributionSettings, ChestXrayExperiment, ChestXraySettings, method_maps
+from gradcam_lib.metrics.chestxray import classification_auc
+from gradcam_lib.models import load_model
+from gradcam_lib.models.xray import finding_index
+from gradcam_lib.report import Table, side_by_side
+from gradcam_lib.report import chest_xray as report
+from gradcam_lib.report.chest_xray import paired_afp, paired_hits, paired_share, paired_units
+from gradcam_lib.report.chest_xray_figures import accuracy_figure, examples_figure
 from gradcam_lib.report.claims import Claims
-from gradcam_lib.report.published.chestxray import chestxray8_localization, kth_box_shares
+from gradcam_lib.report.published.chestxray import chestxray8_localization
+from gradcam_lib.report.summary import save_headline, this_run
 from gradcam_lib.stats import paired_difference
 
 out_dir = Path(results_dir) / profile / "05_chest_xray"
-entry = load_xray_model(model, device, checkpoint, cam_layer)
-data = build_xray_dataset(dataset, entry.transform, n_images, data_root, bbox_csv, seed)
+entry = load_model(model, device, checkpoint=checkpoint, layer_name=cam_layer)
+data = build_dataset(dataset, entry.transform, n_images, data_root, seed, bbox_csv=bbox_csv)
 # SHAP's references: stand-in X-rays with and without findings (another seed); on ChestX-ray14, images of the set
 reference = StandinXrayDataset(200, entry.transform, seed=seed + 3, min_findings=0) if dataset == "standin" else data
 settings = AttributionSettings(ig_steps=tuple(ig_steps), ig_tolerance=ig_tolerance,
@@ -155,6 +164,9 @@ settings = AttributionSettings(ig_steps=tuple(ig_steps), ig_tolerance=ig_toleran
                                gradient_shap_samples=gradient_shap_samples, shap_samples=shap_samples, seed=seed,
                                background=background_images(reference, n_background, seed))
 labels = {m: XRAY_METHODS[m] for m in methods}
+experiment = ChestXrayExperiment(entry, data, dataset, ChestXraySettings(tuple(methods), settings))
+this_run(profile, models=entry.name, data=dataset, images=len(data), methods=list(labels.values()),
+         shap_references=n_background, device=device)
 
 # %% [markdown]
 # ## The model, and which of its outputs is which finding
@@ -164,19 +176,17 @@ labels = {m: XRAY_METHODS[m] for m in methods}
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 present = sorted({FINDINGS[k] for i in range(len(data)) for k in data[i].box_labels.tolist()}, key=FINDINGS.index)
-mapping = pd.DataFrame({"finding": present, "model output": [finding_index(entry.class_names, f) for f in present]})
-mapping["model's name for it"] = [entry.class_names[i] for i in mapping["model output"]]
-mapping["ChestX-ray8 position"] = [FINDINGS.index(f) for f in present]
+mapping = report.finding_map_table(entry.class_names, present, lambda f: finding_index(entry.class_names, f))
 print(f"{entry.name}: {len(entry.class_names)} outputs, Grad-CAM layer {entry.layer_name!r}; "
       f"{len(data)} images with boxes")
-print(mapping.to_string(index=False))
+display(Table(mapping, index=False))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if dataset == "standin" and n_classification:
     held_out = StandinXrayDataset(n_classification, entry.transform, seed=seed + 4, min_findings=0)
     print(f"Classification check on {n_classification} held-out stand-in images (ROC AUC per output):")
-    print(classification_auc(entry, held_out).round(3).to_string(index=False))
+    display(Table(classification_auc(entry, held_out).round(3), index=False))
 
 # %% [markdown]
 # ## Run
@@ -186,7 +196,11 @@ if dataset == "standin" and n_classification:
 # (the finding is known: this measures localisation, not classification).
 
 # %% tags=["remove-stderr", "hide-input"]
-rows = evaluate_chestxray(entry, data, dataset, out_dir, methods, settings, batch_size, device, num_workers)
+rows = experiment.run(out_dir, batch_size, device, num_workers)
+# GradientShap's random points re-drawn with other seeds (same images, same batches) for the re-draw table below
+redrawn = {draw: experiment.with_seed(seed + draw, ["gradient_shap"]).run(out_dir, batch_size, device, num_workers)
+           for draw in range(1, gradient_shap_redraws + 1)
+           if {"gradient_shap", "ig_mean_colour", "gradcam", "gradcam_pp"} <= set(labels)}
 rows["method"] = rows["method"].map(XRAY_METHODS)
 units = rows["image_id"].nunique()
 
@@ -199,9 +213,9 @@ units = rows["image_id"].nunique()
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-convergence = ig_convergence_table(rows, ig_tolerance)
+convergence = report.ig_convergence_table(rows, ig_tolerance)
 print(f"IG step schedule {list(ig_steps)}, tolerance {ig_tolerance:.0%} of |f(x) - f(baseline)|; one row per IG method:")
-display(convergence.round(4))
+display(Table(convergence.round(4)))
 
 
 # %% [markdown]
@@ -217,16 +231,9 @@ display(convergence.round(4))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-kth = kth_table(rows)
-order = [f for f in FINDINGS if f in set(kth["finding"])] + ["overall"]
-ours = kth.pivot(index="method", columns="finding", values="kth_share")[order].reindex(list(labels.values()))
-chance = kth[kth["method"] == kth["method"].iloc[0]].set_index("finding")["chance"][order].rename("chance (box share)")
-ours = pd.concat([ours, chance.to_frame().T]).assign(model=entry.name, source=f"this run ({profile})")
-published = kth_box_shares().rename(columns={"kth_share": "overall"})
-main_table = pd.concat([ours.rename_axis("method").reset_index(), published], ignore_index=True)
-main_table = main_table[["source", "model", "method"] + order]
-print(f"boxes per finding: {kth[kth['method'] == kth['method'].iloc[0]].set_index('finding')['boxes'][order].to_dict()}")
-print(main_table.round(3).to_string(index=False, na_rep="-"))
+main_table, order, boxes = report.kth_main_table(report.kth_table(rows), labels, entry.name, f"this run ({profile})")
+print(f"boxes per finding: {boxes}")
+display(Table(main_table.round(3), index=False))
 
 # %% [markdown]
 # ## Headline numbers with intervals
@@ -236,17 +243,11 @@ print(main_table.round(3).to_string(index=False, na_rep="-"))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-head = headline_table(rows, 0.5, seed).set_index("method").reindex(list(labels.values()))
-interval = lambda m, lo, hi: f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-headline = pd.DataFrame({
-    "box share [95% CI]": [interval(*r) for r in head[["box share", "share low", "share high"]].to_numpy()],
-    "chance": head["chance"].round(3),
-    "acc@0.5 [95% CI]": [interval(*r) for r in head[["acc@0.5", "acc low", "acc high"]].to_numpy()],
-    "AFP@0.5 [95% CI]": [interval(*r) for r in head[["afp@0.5", "afp low", "afp high"]].to_numpy()],
-}, index=head.index)
+head = report.headline_table(rows, 0.5, seed).set_index("method").reindex(list(labels.values()))
+headline = report.format_headline(head)
 print(f"{int(head['boxes'].iloc[0])} boxes in {int(head['maps'].iloc[0])} (image, finding) maps on {units} images; "
       "intervals resample whole images")
-display(headline)
+display(Table(headline.rename_axis("method").reset_index()))
 
 
 # %% [markdown]
@@ -268,15 +269,11 @@ if has_redraws := (gradient_shap_redraws and {"gradient_shap", "ig_mean_colour",
         if draw == 0:
             drawn = rows
         else:
-            extra = evaluate_rows(entry, data, ["gradient_shap"], replace(settings, seed=seed + draw), batch_size, device)
+            extra = redrawn[draw]
             drawn = pd.concat([others, extra.assign(method=extra["method"].map(XRAY_METHODS))], ignore_index=True)
-        redraws.append({"seed": seed + draw, "GradientShap box share": drawn.loc[drawn["method"] == gs, "kth_share"].mean(),
-                        "IG - GradientShap": paired_share(drawn, ig, gs, seed=seed),
-                        "GradientShap - Grad-CAM": paired_share(drawn, gs, cam, seed=seed),
-                        "GradientShap - Grad-CAM++": paired_share(drawn, gs, cam_pp, seed=seed)})
+        redraws.append(report.redraw_comparison(drawn, seed + draw, gs, ig, [cam, cam_pp], seed))
     redraw_table = pd.DataFrame(redraws).set_index("seed")
-    display(redraw_table.map(lambda v: v if isinstance(v, float) else f"{v.mean:+.3f} [{v.low:+.3f}, {v.high:+.3f}]")
-            .round(3))
+    display(Table(report.redraw_table(redraws).reset_index()))
 
 # %% [markdown]
 # ## ChestX-ray8's localisation accuracy and false positives
@@ -287,13 +284,11 @@ if has_redraws := (gradient_shap_redraws and {"gradient_shap", "ig_mean_colour",
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-iobb = iobb_table(rows)
+iobb = report.iobb_table(rows)
 paper = chestxray8_localization().assign(method="ChestX-ray8 Table 4")
-at = lambda table, value: (table[np.isclose(table["T"], 0.5)]
-                           .pivot(index="method", columns="finding", values=value)
-                           .reindex(columns=order))
 for value in ("acc", "afp"):
-    table = pd.concat([at(iobb, value).reindex(list(labels.values())), at(paper, value)])
+    table = pd.concat([report.at_threshold(iobb, value, order).reindex(list(labels.values())),
+                       report.at_threshold(paper, value, order)])
     print(f"{value} at T(IoBB) = 0.5")
     print(table.round(3).to_string(na_rep="-"), end="\n\n")
 
@@ -302,16 +297,7 @@ for value in ("acc", "afp"):
 # the same height hide each other: the pixel-level methods often all sit at 1.0):
 
 # %% tags=["hide-input"]
-plot = iobb[iobb["finding"] != "overall"]
-grid = sns.relplot(data=plot, x="T", y="acc", hue="method", hue_order=list(labels.values()), style="method",
-                   style_order=list(labels.values()), markers=True, dashes=False, col="finding", col_order=order[:-1],
-                   kind="line", height=2.8, aspect=0.9, alpha=0.8)
-for finding, ax in grid.axes_dict.items():
-    ref = chestxray8_localization().query("finding == @finding")
-    (line,) = ax.plot(ref["T"], ref["acc"], "k--", marker="s", label="ChestX-ray8 Table 4")
-    ax.set_ylim(-0.03, 1.03)
-grid.set_axis_labels("T(IoBB)", "localisation accuracy")
-grid.axes.flat[0].legend(handles=[line], fontsize=7, loc="center left");
+accuracy_figure(iobb, list(labels.values()), order[:-1]);
 
 # %% [markdown]
 # ### How large are the boxes?
@@ -324,16 +310,10 @@ grid.axes.flat[0].legend(handles=[line], fontsize=7, loc="center left");
 # NBVAL_CHECK_OUTPUT
 cams = [labels[m] for m in ("gradcam", "gradcam_pp") if m in labels]
 pixel_level = [labels[m] for m in ("ig_mean_colour", "ig_black", "gradient_shap", "shap") if m in labels]
-first = rows.drop_duplicates(["image_id", "finding", "box"])
 sizes = rows.assign(ratio=rows["smallest_pred_area"] / rows["box_area"])
-size_table = pd.concat({
-    "finding's box (px)": first.groupby("finding")["box_area"].mean(),
-    **{f"{m}: top-15 % pixels": sizes[sizes.method == m].groupby("finding")["kth_pixels"].mean() for m in cams},
-    **{f"{m}: min ratio": sizes[sizes.method == m].groupby("finding")["ratio"].min() for m in cams},
-    **{f"{m}: median ratio": sizes[sizes.method == m].groupby("finding")["ratio"].median() for m in pixel_level},
-}, axis=1).reindex(order[:-1]).T
+size_table = report.box_size_table(rows, cams, pixel_level, order[:-1])
 print("ratio = area of the smallest box the generator drew from a map / area of the finding's box")
-display(size_table.round(2))
+display(Table(size_table.round(2).rename_axis(index="map", columns=None).reset_index()))
 
 # %% [markdown]
 # ## What the maps look like
@@ -344,31 +324,21 @@ display(size_table.round(2))
 # one batch), so its box counts differ from a table row's.
 
 # %% tags=["hide-input"]
-examples = []
-for finding in order[:-1]:
-    index = next(i for i in range(len(data)) if FINDINGS.index(finding) in data[i].box_labels.tolist())
-    examples.append((data[index], finding))
+examples = [(data[next(i for i in range(len(data)) if FINDINGS.index(f) in data[i].box_labels.tolist())], f)
+            for f in order[:-1]]
 images = torch.stack([s.image for s, _ in examples]).to(device)
 targets = torch.tensor([finding_index(entry.class_names, f) for _, f in examples], device=device)
-fig, axes = viz.figure_grid(len(examples), len(methods) + 1, cell=2.0)
-for column, method in enumerate(methods, start=1):
-    maps = attribution_maps(method, entry, images, targets, settings).detach().cpu()
-    for row, (sample, finding) in enumerate(examples):
-        picture = entry.transform.to_display(sample.image)
-        boxes = sample.boxes_of(FINDINGS.index(finding)).tolist()
-        if column == 1:
-            axes[row, 0].imshow(picture)
-            axes[row, 0].set_title(f"{finding}", fontsize=9)
-            for box in boxes:
-                viz.draw_box(axes[row, 0], box, "lime")
-        predicted = map_to_boxes(maps[row])
-        title = labels[method].replace(" (", "\n(")
-        viz.show_overlay(axes[row, column], picture, maps[row].clamp(min=0), f"{title}\n{len(predicted)} boxes")
-        for box in predicted[:20]:
-            viz.draw_box(axes[row, column], box, "red")
-        for box in boxes:
-            viz.draw_box(axes[row, column], box, "lime")
-fig.tight_layout()
+example_maps = {m: method_maps(m, entry, images, targets, settings)[0].detach().cpu() for m in methods}
+examples_figure(examples, example_maps, labels, entry.transform);
+
+# %% tags=["remove-cell"]
+ours = main_table[main_table["source"] == f"this run ({profile})"][["method", "overall"]].rename(columns={"overall": "box share"})
+ours = ours.merge(head[["acc@0.5"]].rename_axis("method").reset_index(), on="method", how="left").round(3)
+kth_rows = main_table[main_table["source"] == "KTH"][["model", "method", "overall"]].rename(columns={"overall": "box share"})
+cx8 = report.at_threshold(paper, "acc", order).reset_index()[["method", *order[:-1]]]
+headline_rows = side_by_side({"this run": ours, "KTH": kth_rows, "ChestX-ray8": cx8})
+save_headline(headline_rows.frame, "05_chest_xray", "KTH's box share (share of the top-15 % pixels inside the box, 0-1, "
+              "overall) and localisation accuracy at T(IoBB) = 0.5 (share of boxes, 0-1)", results_dir, profile);
 
 # %% [markdown]
 # ## Discussion
@@ -537,9 +507,9 @@ claims
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-print(main_table.round(3).to_string(index=False, na_rep="-"))
+display(Table(main_table.round(3), index=False))
 print(f"\nWith 95 % intervals over the {units} images:")
-print(headline[["box share [95% CI]", "acc@0.5 [95% CI]"]].to_string())
+display(Table(headline[["box share [95% CI]", "acc@0.5 [95% CI]"]]))
 for _, row in convergence.iterrows():
     print(f"\n{row['method']}: {int(row[f'maps under {ig_tolerance:.0%}'])} of {int(row['maps'])} maps with a completeness "
           f"gap under {ig_tolerance:.0%} (largest {row['max gap']:.4f}); steps {row['steps used']}")

@@ -16,7 +16,7 @@
 # EfficientNet-Lite's ReLU6 head output -- upsampled bilinearly to the input size, so a zero is
 # possible wherever the weighted activations of all four neighbouring cells sum to a negative value.
 #
-# **The attack** (`gradcam_lib.one_pixel`): differential evolution over (x, y, r, g, b) -- one value
+# **The attack** (`gradcam_lib.attacks.one_pixel`): differential evolution over (x, y, r, g, b) -- one value
 # per channel, so (x, y, v) on MNIST -- untargeted, minimising the softmax probability of the
 # original class. The populations of all images still running are painted and evaluated as one batch
 # per generation. The differential evolution is Su et al.'s (their Sec. III-C): DE/rand/1, the child
@@ -80,65 +80,51 @@ seed = 0
 
 
 # %% tags=["hide-input"]
-import itertools
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
-from scipy import stats
 
-from gradcam_lib.datasets import build_dataset
-from gradcam_lib.datasets.mnist import as_samples, mnist_split
-from gradcam_lib.models import load_model
-from gradcam_lib.models.mnist import least_confident
-from gradcam_lib.one_pixel import (
-    DEConfig,
-    attacked_maps,
-    evaluate_sensitivity,
-    map_value_at,
-    one_pixel_attack,
-    paint_pixels,
-    pixel_percentiles,
-    random_pixel_test,
-    sensitivity_table,
-    torchattacks_config,
-    torchattacks_one_pixel,
+from gradcam_lib.attacks.differential_evolution import torchattacks_config
+from gradcam_lib.attacks.one_pixel import one_pixel_attack, torchattacks_one_pixel
+from gradcam_lib.datasets.mnist import mnist_split
+from gradcam_lib.experiments.sensitivity import (
+    SensitivityExperiment,
+    SensitivitySettings,
+    attack_set,
+    de_config,
+    pixel_tests,
+    recomputed_maps,
 )
-from gradcam_lib.report import viz
+from gradcam_lib.models import load_model
+from gradcam_lib.report import Table, side_by_side
 from gradcam_lib.report.claims import Claims
 from gradcam_lib.report.published.sensitivity import kth_sensitivity
+from gradcam_lib.report.sensitivity import (
+    examples_figure,
+    null_table,
+    ranks_figure,
+    run_name,
+    same_budget_table,
+    sensitivity_table,
+    solver_table,
+    value_tables,
+    with_run_names,
+)
+from gradcam_lib.report.summary import save_headline, this_run
 from gradcam_lib.stats import mcnemar, paired_difference, wilson_ci
 
 out_dir = Path(results_dir) / profile / "06_sensitivity"
 models = dict.fromkeys([run[0] for run in runs] + ([compare_torchattacks[0]] if compare_torchattacks else []))
 entries = {name: load_model(name, device) for name in models}
 _, mnist_test = mnist_split(seed=seed)
-
-
-def attack_set(model: str, dataset: str, n: int) -> list:
-    """The images a run attacks: MNIST test digits (the least confident, or the first), the
-    embedded photographs, or the first ILSVRC val images."""
-    if dataset == "mnist":
-        picks = least_confident(entries[model].model, mnist_test, n) if mnist_selection == "least_confident" else torch.arange(n)
-        return as_samples(mnist_test, "mnist_test", picks)
-    return list(build_dataset(dataset, entries[model].transform, n, data_root, seed))[:n]
-
-
-def de_config(popsize: int, maxiter: int) -> DEConfig:
-    """The chapter's differential evolution (Su et al.'s by default) with a given budget."""
-    scale = tuple(mutation) if isinstance(mutation, (list, tuple)) else float(mutation)
-    return DEConfig(popsize=popsize, maxiter=maxiter, mutation=scale, recombination=recombination,
-                    strategy=strategy, init=init)
-
-
-def run_name(model: str, dataset: str, popsize: int, maxiter: int) -> str:
-    return f"{model} / {dataset} / {popsize} x {maxiter}"
-
-
-data = {(model, dataset, n): attack_set(model, dataset, n) for model, dataset, n, _, _ in runs}
+data = {(model, dataset, n): attack_set(entries[model], dataset, n, mnist_test, mnist_selection, data_root, seed)
+        for model, dataset, n, _, _ in runs}
+this_run(profile, models=list(entries), data=list(dict.fromkeys(dataset for _, dataset, _, _, _ in runs)),
+         images=list(dict.fromkeys(f"{len(data[model, dataset, n])} ({model} / {dataset})" for model, dataset, n, _, _ in runs)),
+         budgets=[f"{popsize} x {maxiter}" for _, _, _, popsize, maxiter in runs],
+         attack=f"one pixel, DE/{strategy}, F = {mutation}, CR = {recombination}", device=device)
 
 # %% [markdown]
 # ## Our vectorised solver against torchattacks
@@ -155,23 +141,21 @@ data = {(model, dataset, n): attack_set(model, dataset, n) for model, dataset, n
 if compare_torchattacks:
     model_name, n_compare, popsize_c, maxiter_c = compare_torchattacks
     entry = entries[model_name]
-    samples = attack_set(model_name, "mnist" if model_name == "mnist_cnn" else runs[0][1], n_compare)
+    samples = attack_set(entry, "mnist" if model_name == "mnist_cnn" else runs[0][1], n_compare, mnist_test,
+                         mnist_selection, data_root, seed)
     images = torch.stack([s.image for s in samples]).to(device)
     mean, std = entry.transform.mean, entry.transform.std
     ours = one_pixel_attack(entry.model, images, mean, std, torchattacks_config(popsize_c, maxiter_c), seed, eval_batch)
     theirs = torchattacks_one_pixel(entry.model, images, mean, std, popsize_c, maxiter_c, seed, eval_batch)
     solver_test = mcnemar(ours.success.numpy(), theirs.success.numpy())
     solver_diff = paired_difference(ours.success.numpy().astype(float), theirs.success.numpy().astype(float), seed=seed)
-    comparison = pd.DataFrame([
-        {"solver": name, "budget": f"{popsize_c} x {maxiter_c}", "images": len(images),
-         "successes": int(r.success.sum()), **dict(zip(("success_%", "low", "high"),
-                                                      (100 * v for v in wilson_ci(r.success.numpy()))))}
-        for name, r in (("gradcam_lib (batched)", ours), ("torchattacks 3.3.0", theirs))])
+    comparison = solver_table({"gradcam_lib (batched)": ours, "torchattacks 3.3.0": theirs},
+                              f"{popsize_c} x {maxiter_c}")
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 if compare_torchattacks:
-    print(comparison.round(1).to_string(index=False))
+    display(Table(comparison.round(1), index=False))
     print(f"ours - torchattacks, success rate: {100 * solver_diff.mean:+.1f} points "
           f"[{100 * solver_diff.low:+.1f}, {100 * solver_diff.high:+.1f}]; {solver_test}")
 
@@ -183,12 +167,12 @@ if compare_torchattacks:
 # one with the photographs' budget so that success rates are compared only at equal budget.
 
 # %% tags=["remove-stderr", "hide-input"]
-rows = pd.concat([evaluate_sensitivity(entries[model], data[model, dataset, n], dataset, out_dir,
-                                      de_config(popsize, maxiter), seed, batch_size, device, eval_batch)
-                  for model, dataset, n, popsize, maxiter in runs], ignore_index=True)
-rows["run"] = [run_name(*key) for key in zip(rows["model"], rows["dataset"], rows["popsize"], rows["maxiter"])]
-table = sensitivity_table(rows)
-table.insert(0, "run", [run_name(*key) for key in zip(table["model"], table["dataset"], table["popsize"], table["maxiter"])])
+rows = with_run_names(pd.concat(
+    [SensitivityExperiment(entries[model], data[model, dataset, n], dataset,
+                           SensitivitySettings(de_config(popsize, maxiter, mutation, recombination, strategy, init),
+                                               seed, batch_size), eval_batch).run(out_dir, device=device)
+     for model, dataset, n, popsize, maxiter in runs], ignore_index=True))
+table = with_run_names(sensitivity_table(rows))
 
 # %% [markdown]
 # ## How often one pixel flips the prediction
@@ -200,18 +184,10 @@ table.insert(0, "run", [run_name(*key) for key in zip(table["model"], table["dat
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-display(table[["run", "attempted", "successes", "success_%", "success_low", "success_high", "queries"]].round(1))
-same_budget = []
-for (_, a), (_, b) in itertools.combinations(table.iterrows(), 2):
-    if a["dataset"] != b["dataset"] and (a["popsize"], a["maxiter"]) == (b["popsize"], b["maxiter"]):
-        _, p_value = stats.fisher_exact([[a["successes"], a["attempted"] - a["successes"]],
-                                         [b["successes"], b["attempted"] - b["successes"]]])
-        same_budget.append({"run A": a["run"], "run B": b["run"], "success A %": a["success_%"],
-                            "success B %": b["success_%"], "A - B": a["success_%"] - b["success_%"],
-                            "Fisher p": p_value})
-same_budget = pd.DataFrame(same_budget)
+display(Table(table[["run", "attempted", "successes", "success_%", "success_low", "success_high", "queries"]].round(1)))
+same_budget = same_budget_table(table)
 if len(same_budget):
-    display(same_budget.round(3))
+    display(Table(same_budget.round(3)))
 else:
     print("no two data sets were attacked with the same budget: success rates are not compared")
 
@@ -230,22 +206,14 @@ else:
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-value_columns = ["run", "successes"] + [f"{w}_{s}" for w in ("before", "after")
-                                        for s in ("mean", "mean_low", "mean_high", "sd", "min", "max")]
-values = table[value_columns].copy()
-few = values["successes"] < min_units
-values.loc[few, ["before_mean_low", "before_mean_high", "after_mean_low", "after_mean_high"]] = np.nan
-display(values.round(4))
-zero_columns = ["run", "successes"] + [f"{w}_{s}" for w in ("before", "after")
-                                       for s in ("zero_%", "zero_low", "zero_high", "zero_null_%")]
-display(table[zero_columns].round(1))
-display(kth_sensitivity())
+values, zeros = value_tables(table, min_units)
+display(Table(values.round(4)))
+display(Table(zeros.round(1)))
+display(Table(kth_sensitivity()))
 
 # %% tags=["hide-input"]
-print("attack time per image (s), this machine:")
-print(table[["run", "s_per_image"]].round(3).to_string(index=False))
 if compare_torchattacks:
-    print("solver time per image (s): ours", round(ours.seconds_per_image, 3), "torchattacks",
+    print("solver time per image (s), this machine: ours", round(ours.seconds_per_image, 3), "torchattacks",
           round(theirs.seconds_per_image, 3))
 
 # %% [markdown]
@@ -275,33 +243,15 @@ null_tests, maps_by_run = {}, {}
 for model, dataset, n, popsize, maxiter in runs:
     name = run_name(model, dataset, popsize, maxiter)
     hit = rows[(rows["run"] == name) & rows["success"].astype(bool)]
-    if not len(hit):
-        continue
-    entry = entries[model]
-    lookup = {s.image_id: s for s in data[model, dataset, n]}
-    images = torch.stack([lookup[i].image for i in hit["image_id"]]).to(device)
-    x, y = torch.tensor(hit["x"].to_numpy()), torch.tensor(hit["y"].to_numpy())
-    colour = torch.tensor(hit[[f"colour_{c}" for c in range(images.shape[1])]].to_numpy(), dtype=torch.float32)
-    maps = attacked_maps(entry.model, entry.layer, images, x, y, colour, torch.tensor(hit["class_before"].to_numpy()),
-                         torch.tensor(hit["class_after"].to_numpy()), entry.transform.mean, entry.transform.std)
-    maps_by_run[name] = (hit, images, maps)
-    for when, heat in zip(("before", "after"), maps):
-        value, _ = map_value_at(heat, x, y)
-        assert np.allclose(value.numpy(), hit[f"{when}_value"].to_numpy(), rtol=1e-5, atol=1e-7), name
-        null_tests[name, when, "rank"] = random_pixel_test(pixel_percentiles(heat), x, y, random_draws, seed)
-        null_tests[name, when, "zero"] = random_pixel_test((heat == 0).double(), x, y, random_draws, seed)
+    if len(hit):
+        images, maps = recomputed_maps(entries[model], hit, data[model, dataset, n], device)
+        maps_by_run[name] = (hit, images, maps)
+        null_tests.update({(name, *key): test for key, test in pixel_tests(hit, maps, random_draws, seed).items()})
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-null_table = pd.DataFrame([
-    {"run": name, "map": when, "n": rank.n, "rank": rank.observed, "random pixel": rank.null,
-     "difference": rank.difference, "low": rank.low, "high": rank.high, "p": rank.p_value,
-     "zero at pixel %": 100 * zero.observed, "random zero %": 100 * zero.null, "zero p": zero.p_value}
-    for (name, when, kind), rank in null_tests.items() if kind == "rank"
-    for zero in [null_tests[name, when, "zero"]]])
-null_table.loc[null_table["n"] < min_units, ["low", "high", "p", "zero p"]] = np.nan
-display(null_table.round({"rank": 1, "random pixel": 1, "difference": 1, "low": 1, "high": 1, "p": 4,
-                          "zero at pixel %": 1, "random zero %": 1, "zero p": 4}))
+display(Table(null_table(null_tests, min_units).round({"rank": 1, "random pixel": 1, "difference": 1, "low": 1, "high": 1,
+                                                       "p": 4, "zero at pixel %": 1, "random zero %": 1, "zero p": 4})))
 
 # %% [markdown]
 # ## Examples
@@ -311,44 +261,24 @@ display(null_table.round({"rank": 1, "random pixel": 1, "difference": 1, "low": 
 # with the value at the pixel and its rank (the map's random-pixel null in brackets).
 
 # %% tags=["hide-input"]
-shown = [(name, k) for name, (hit, _, _) in maps_by_run.items() for k in range(min(2, len(hit)))]
-if shown:
-    fig, axes = viz.figure_grid(len(shown), 2, cell=2.4)
-    for row_axes, (name, k) in zip(axes, shown):
-        hit, images, (before, after) = maps_by_run[name]
-        row = hit.iloc[k]
-        entry = entries[row["model"]]
-        x, y = torch.tensor([row["x"]]), torch.tensor([row["y"]])
-        colour = torch.tensor([[row[f"colour_{c}"] for c in range(images.shape[1])]], dtype=torch.float32)
-        attacked = paint_pixels(images[k : k + 1], x, y, colour, entry.transform.mean, entry.transform.std)
-        for ax, picture, heat, cls, when in ((row_axes[0], images[k : k + 1], before[k], row["class_before"], "before"),
-                                             (row_axes[1], attacked, after[k], row["class_after"], "after")):
-            viz.show_overlay(ax, entry.transform.to_display(picture[0]), heat,
-                             f"{row['model']} ({row['popsize']} x {row['maxiter']}): {entry.class_names[int(cls)]}\n{when}: {row[f'{when}_value']:.3g} "
-                             f"(rank {row[f'{when}_percentile']:.0f} [{row[f'{when}_null_percentile']:.0f}])")
-            ax.scatter([row["x"]], [row["y"]], s=120, facecolors="none", edgecolors="white", linewidths=1.5)
-    fig.tight_layout()
+figure = examples_figure(maps_by_run, entries)
 
 # %% [markdown]
 # Each attacked image's rank (dots) beside its own map's random-pixel null (grey bars), per run and
 # map.
 
 # %% tags=["hide-input"]
-if maps_by_run:
-    jitter = np.random.default_rng(seed)
-    labels = [f"{name} / {when}" for name in maps_by_run for when in ("before", "after")]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1))
-    for level, label in enumerate(labels):
-        name, when = label.rsplit(" / ", 1)
-        hit = maps_by_run[name][0]
-        offsets = level + jitter.uniform(-0.18, 0.18, len(hit))
-        ax.scatter(hit[f"{when}_null_percentile"], offsets, marker="|", color="0.6", s=60)
-        ax.scatter(hit[f"{when}_percentile"], offsets, color="C0" if when == "before" else "C1", s=14)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlim(-2, 102)
-    ax.set_xlabel("percentile rank of the attacked pixel (dots) / random-pixel null (bars)")
-    ax.invert_yaxis()
-    fig.tight_layout()
+figure = ranks_figure({name: hit for name, (hit, _, _) in maps_by_run.items()}, seed)
+
+# %% tags=["remove-cell"]
+our_rows = (table[["run", "attempted", "successes", "success_%"]].round(1)
+        .merge(values[["run", "before_mean", "after_mean"]].round(4), on="run", how="left")
+        .merge(zeros[["run", "before_zero_%", "before_zero_null_%"]].round(1), on="run", how="left"))
+published = kth_sensitivity()[["model", "successes", "before_mean", "after_mean"]]
+headline = side_by_side({"this run": our_rows, "KTH": published})
+save_headline(headline.frame, "06_sensitivity", "One-pixel attack: success rate (%) and the raw Grad-CAM value at the "
+              "flipping pixel before / after (mean, each model's own scale); share of maps zero there (%) vs a random pixel",
+              results_dir, profile);
 
 # %% [markdown]
 # ## Discussion

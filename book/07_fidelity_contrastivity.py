@@ -4,7 +4,7 @@
 # Two properties the KTH project measured for Grad-CAM {cite}`selvaraju2017gradcam`, Integrated
 # Gradients (Sundararajan et al. 2017) and SHAP (Lundberg and Lee 2017). Both come from Pope et al.
 # {cite}`pope2019explainability`, who defined them for graph networks; KTH changed both definitions.
-# `gradcam_lib.fidelity` implements the two versions side by side, and every table names the one it
+# `gradcam_lib.metrics.fidelity` implements the two versions side by side, and every table names the one it
 # shows.
 #
 # **Binarisation** of a map $m$ (the explained class's, or another class's):
@@ -50,7 +50,7 @@
 # includes 0, the text says "no difference shown".
 #
 # **Which SHAP.** `shap.GradientExplainer` (expected gradients) through
-# `gradcam_lib.attributions.shap_expected_gradients`: it needs only autograd, so it is correct for
+# `gradcam_lib.methods.attributions.shap_expected_gradients`: it needs only autograd, so it is correct for
 # any network, while `shap.DeepExplainer` (KTH's choice) applies DeepLIFT rules through hooks on the
 # module types it knows and silently treats functional operations (`F.relu`, ReLU6 inside
 # EfficientNet-Lite) as linear. On the MNIST network, made only of modules it knows, both run, and a
@@ -105,25 +105,31 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
-from gradcam_lib.datasets import build_dataset
-from gradcam_lib.datasets.mnist import CIFAR10_CLASSES, load_cifar10, mnist_split
-from gradcam_lib.fidelity import (
-    ATTRIBUTION_METHODS,
-    attribution_maps,
-    deep_shap_top1,
-    evaluate_fidelity,
-    fidelity,
-    positive_percentile_mask,
+from IPython.display import display
+
+from gradcam_lib.datasets.mnist import mnist_split
+from gradcam_lib.experiments.fidelity import FidelityExperiment, FidelitySettings
+from gradcam_lib.methods import labels as method_labels
+from gradcam_lib.methods import maps as method_maps
+from gradcam_lib.metrics.fidelity import deep_shap_top1, fidelity, method_options, positive_percentile_mask
+from gradcam_lib.report import Table, side_by_side
+from gradcam_lib.report.claims import Claims
+from gradcam_lib.report.fidelity import (
+    binarisation_table,
+    convergence_table,
+    evidence,
+    load_run,
+    mask_size_figure,
+    masks_figure,
+    paired_tests,
+    pope_table,
+    shown,
     summary_table,
 )
-from gradcam_lib.models import load_model
-from gradcam_lib.models.mnist import accuracy, seeded_small_cnn, small_entry, train_classifier
-from gradcam_lib.report import viz
-from gradcam_lib.report.claims import Claims
 from gradcam_lib.report.published.fidelity import kth_fidelity_contrastivity
+from gradcam_lib.report.summary import save_headline, this_run
 from gradcam_lib.stats import mcnemar, mean_ci, paired_difference, wilson_ci
 
 out_dir = Path(results_dir) / profile / "07_fidelity_contrastivity"
@@ -131,34 +137,19 @@ out_dir.mkdir(parents=True, exist_ok=True)
 mnist_train, mnist_test = mnist_split(seed=seed)
 
 
-def load_run(model: str, dataset: str, n: int, n_background: int):
-    """(entry, images, labels, background) of a run: held-out MNIST digits with training digits as
-    SHAP background; the embedded photographs (their ImageNet labels) with generated composite
-    images as background; CIFAR-10 test images with a KTH-style CNN trained here (seeded)."""
-    if dataset == "mnist":
-        entry = load_model(model, device)
-        return entry, mnist_test.images[:n].to(device), mnist_test.labels[:n], mnist_train.images[:n_background].to(device)
-    if dataset == "cifar10":
-        train = load_cifar10(cifar_root, train=True)
-        net = train_classifier(seeded_small_cnn(3, 32, seed), train, epochs=cifar_epochs, seed=seed, device=device)
-        test = load_cifar10(cifar_root, train=False, limit=n)
-        print(f"CIFAR-10 CNN: test accuracy {accuracy(net, load_cifar10(cifar_root, train=False)):.3f}")
-        entry = small_entry(model, net, CIFAR10_CLASSES, 3, 32)
-        return entry, test.images.to(device), test.labels, train.images[:n_background].to(device)
-    entry = load_model(model, device)
-    samples = list(build_dataset(dataset, entry.transform, n, None, seed))[:n]
-    images = torch.stack([s.image for s in samples]).to(device)
-    background = torch.stack([s.image for s in build_dataset("composite", entry.transform, n_background, None, seed + 1)])
-    return entry, images, [tuple(s.labels) for s in samples], background.to(device)
-
-
-loaded = {(model, dataset): load_run(model, dataset, n, n_bg) for model, dataset, n, _, _, _, n_bg in runs}
+NAMES = method_labels(methods)
+loaded = {(model, dataset): load_run(model, dataset, n, n_bg, (mnist_train, mnist_test), device, seed, cifar_root,
+                                     cifar_epochs) for model, dataset, n, _, _, _, n_bg in runs}
 if "mnist" in [d for _, d, *_ in runs]:
     mnist_entry = loaded[next((m, d) for m, d, *_ in runs if d == "mnist")][0]
     with torch.no_grad():
         hits = (mnist_entry.model(mnist_test.images.to(device)).argmax(1).cpu() == mnist_test.labels).numpy()
     share, low, high = wilson_ci(hits)
     print(f"MNIST CNN: accuracy {share:.3f} [{low:.3f}, {high:.3f}] on {len(hits)} held-out digits")
+this_run(profile, models=[model for model, *_ in runs], data=[dataset for _, dataset, *_ in runs],
+         images=[f"{len(loaded[model, dataset][1])} ({model} / {dataset})" for model, dataset, *_ in runs],
+         methods=list(NAMES.values()), binarisation=[f"KTH p = {p}" for p in percentiles] + [f"Pope t = {pope_threshold}"],
+         device=device)
 
 # %% [markdown]
 # ## Run
@@ -171,14 +162,12 @@ if "mnist" in [d for _, d, *_ in runs]:
 # %% tags=["remove-stderr", "hide-input"]
 frames = []
 for model, dataset, n, n_classes, ig_steps, shap_samples, _ in runs:
-    entry, images, labels, background = loaded[model, dataset]
+    entry, samples, images, background = loaded[model, dataset]
     for method in methods:
-        frame = evaluate_fidelity(entry.model, entry.layer, images, method, tuple(percentiles), n_classes, fill,
-                                  background, tuple(ig_steps), shap_samples, seed, labels=labels,
-                                  pope_threshold=pope_threshold, random_draws=random_draws, ig_tolerance=ig_tolerance)
-        frames.append(frame.assign(dataset=dataset, model=model))
+        settings = FidelitySettings(method, tuple(percentiles), n_classes, fill, tuple(ig_steps), shap_samples, seed,
+                                    pope_threshold, random_draws, ig_tolerance=ig_tolerance, batch_size=len(samples))
+        frames.append(FidelityExperiment(entry, samples, dataset, settings, background).run(out_dir, device=device))
 rows = pd.concat(frames, ignore_index=True)
-rows.to_csv(out_dir / "rows.csv", index=False)
 table = summary_table(rows)
 
 # %% [markdown]
@@ -194,16 +183,8 @@ table = summary_table(rows)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-ig_rows = rows[(rows["method"] == "ig") & (rows["rule"] == "Pope")]
-baseline_name = {"mnist": "0 = black", "cifar10": "0 = black", "photos": "0 = mean colour"}
-convergence = pd.DataFrame([{
-    "dataset": dataset, "model": model, "baseline": baseline_name.get(dataset, "0 in input space"),
-    "steps": int(group["ig_steps"].iloc[0]), "maps": len(group),
-    "explained: max gap %": 100 * group["ig_gap"].max(), "explained: median gap %": 100 * group["ig_gap"].median(),
-    "explained: share < 5 %": (group["ig_gap"] < ig_tolerance).mean(),
-    "other classes: median of max gap %": 100 * group["ig_gap_other_max"].median(),
-} for (dataset, model), group in ig_rows.groupby(["dataset", "model"], sort=False)])
-convergence.round(3)
+convergence = convergence_table(rows, ig_tolerance)
+Table(convergence.round(3))
 
 
 # %% [markdown]
@@ -217,26 +198,12 @@ convergence.round(3)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-def with_ci(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame.apply(lambda r: f"{r[column]:.3f} [{r[column + '_lo']:.3f}, {r[column + '_hi']:.3f}]", axis=1)
-
-
-def shown(rule: str, columns: dict[str, str]) -> pd.DataFrame:
-    part = table[table["rule"] == rule]
-    out = part[["dataset", "method", "level", "images"]].assign(method=part["method"].map(ATTRIBUTION_METHODS))
-    for column, name in columns.items():
-        out[name] = with_ci(part, column)
-    out["kept %"] = part["kept_%"].round(1)
-    out["kept of support %"] = part["kept_support_%"].round(1)
-    return out.rename(columns={"level": "p" if rule == "KTH" else "t"}).reset_index(drop=True)
-
-
-shown("KTH", {"fidelity": "fidelity (KTH)", "fidelity_uniform": "null: uniform", "fidelity_support": "null: support",
-              "contrastivity": "contrastivity (KTH)"})
+Table(binarisation_table(table, "KTH", {"fidelity": "fidelity (KTH)", "fidelity_uniform": "null: uniform",
+                                        "fidelity_support": "null: support", "contrastivity": "contrastivity (KTH)"}, NAMES))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-kth_fidelity_contrastivity()
+Table(kth_fidelity_contrastivity())
 
 # %% [markdown]
 # ## Pope et al.'s definitions
@@ -248,14 +215,8 @@ kth_fidelity_contrastivity()
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-pope_table = shown("Pope", {"accuracy_drop": "fidelity (Pope)", "accuracy_drop_uniform": "null: uniform",
-                            "accuracy_drop_support": "null: support", "contrastivity_pair": "contrastivity (Pope)"})
 pope_rows = rows[rows["rule"] == "Pope"]
-pope_table["accuracy before"] = [pope_rows[(pope_rows["dataset"] == d) & (pope_rows["method"] == m)]["hit_before"].mean().round(3)
-                                 for d, m in zip(table[table["rule"] == "Pope"]["dataset"], table[table["rule"] == "Pope"]["method"])]
-pope_table["McNemar p"] = [f"{mcnemar(g['hit_before'].astype(bool), g['hit_after'].astype(bool)).p_value:.2g}"
-                           for _, g in pope_rows.groupby(["dataset", "model", "method"], sort=False)]
-pope_table
+Table(pope_table(table, rows, NAMES))
 
 # %% [markdown]
 # ## Paired comparisons
@@ -268,31 +229,10 @@ pope_table
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-from gradcam_lib.fidelity import sign_flip_p
-
 rules = [("KTH", float(p)) for p in percentiles] + [("Pope", float(pope_threshold))]
-compared = {}  # (dataset, rule, level, kind, method, null) -> (PairedDifference, sign-flip p)
-listing = []
-for dataset in rows["dataset"].unique():
-    for rule, level in rules:
-        part = rows[(rows["dataset"] == dataset) & (rows["rule"] == rule) & (rows["level"] == level)]
-        column = lambda method, name: part[part["method"] == method].sort_values("image")[name].to_numpy()
-        fid, con = ("fidelity", "contrastivity") if rule == "KTH" else ("accuracy_drop", "contrastivity_pair")
-        tests = [(("null", m, null), f"{ATTRIBUTION_METHODS[m][:20]}: map - {null} null", (m, fid), (m, f"{fid}_{null}"))
-                 for m in methods for null in ("uniform", "support")]
-        tests += [(("fidelity", m, "gradcam"), f"{fid}: {ATTRIBUTION_METHODS[m][:20]} - Grad-CAM", (m, fid), ("gradcam", fid))
-                  for m in methods if m != "gradcam" and "gradcam" in methods]
-        tests += [(("contrastivity", m, "gradcam"), f"{con}: {ATTRIBUTION_METHODS[m][:20]} - Grad-CAM", (m, con), ("gradcam", con))
-                  for m in methods if m != "gradcam" and "gradcam" in methods]
-        for key, name, a, b in tests:
-            left, right = column(*a), column(*b)
-            d, p = paired_difference(left, right, seed=seed), sign_flip_p(left, right, seed=seed)
-            compared[(dataset, rule, level, *key)] = (d, p)
-            listing.append({"dataset": dataset, "rule": f"{rule} {level:g}", "difference": name,
-                            "mean [95 % CI]": f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]", "n": d.n,
-                            "sign-flip p": f"{p:.2g}", "shown": d.excludes_zero and p < 0.05})
+compared, listing = paired_tests(rows, methods, rules, NAMES, seed)  # (dataset, rule, level, kind, method, null)
 with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_colwidth", 60):
-    display(pd.DataFrame(listing))
+    display(Table(listing))
 
 # %% [markdown]
 # ## What the masks select
@@ -303,22 +243,15 @@ with pd.option_context("display.max_rows", 200, "display.width", 200, "display.m
 # %% tags=["hide-input"]
 panels = []
 for model, dataset, n, n_classes, ig_steps, shap_samples, _ in runs:
-    entry, images, labels, background = loaded[model, dataset]
+    entry, samples, images, background = loaded[model, dataset]
     few = images[:3]
     with torch.no_grad():
         top = entry.model(few).argmax(1, keepdim=True)
     for method in methods:
-        maps = attribution_maps(method, entry.model, entry.layer, few, top, background, tuple(ig_steps), shap_samples,
-                                seed)[:, 0]
+        options = method_options(method, background, tuple(ig_steps), shap_samples, seed)
+        maps = method_maps(method, entry.model, entry.layer, few, top, reduction="sum", **options)[:, 0]
         panels.append((entry, few, top[:, 0], method, maps.cpu(), positive_percentile_mask(maps, 10).cpu()))
-fig, axes = viz.figure_grid(len(panels), 6, cell=1.8)
-for row_axes, (entry, few, top, method, maps, masks) in zip(axes, panels):
-    for i in range(len(few)):
-        picture = entry.transform.to_display(few[i])
-        viz.show_overlay(row_axes[2 * i], picture, maps[i].clamp(min=0), f"{ATTRIBUTION_METHODS[method][:20]}\n{entry.class_names[top[i]][:18]}")
-        row_axes[2 * i + 1].imshow(picture * (~masks[i]).float().numpy()[..., None])
-        row_axes[2 * i + 1].set_title(f"removed: {100 * masks[i].float().mean():.0f} %", fontsize=9)
-fig.tight_layout()
+fig = masks_figure(panels, NAMES)
 
 # %% [markdown]
 # ## Fidelity against the size of the mask
@@ -327,13 +260,7 @@ fig.tight_layout()
 # nulls, as a function of the share of the *support* that the mask removes.
 
 # %% tags=["hide-input"]
-long = rows[(rows["rule"] == "KTH") & (rows["level"] == float(max(percentiles)))].melt(
-    id_vars=["dataset", "method", "kept_support"], value_vars=["fidelity", "fidelity_uniform", "fidelity_support"],
-    var_name="mask", value_name="drop")
-long["method"] = long["method"].map(ATTRIBUTION_METHODS)
-long["mask"] = long["mask"].map({"fidelity": "map", "fidelity_uniform": "null: uniform", "fidelity_support": "null: support"})
-grid = sns.relplot(data=long, x="kept_support", y="drop", hue="method", style="mask", col="dataset", height=3.2, aspect=1.2)
-grid.set_axis_labels("share of the support removed", "p(y|x) - p(y|x')")
+grid = mask_size_figure(rows, max(percentiles), NAMES)
 plt.show()
 
 # %% [markdown]
@@ -349,11 +276,11 @@ mnist_runs = [r for r in runs if r[1] == "mnist"]
 explainers = None
 if deep_shap_images and mnist_runs:
     model, dataset, n, n_classes, ig_steps, shap_samples, _ = mnist_runs[0]
-    entry, images, labels, background = loaded[model, dataset]
+    entry, samples, images, background = loaded[model, dataset]
     few = images[:deep_shap_images]
     deep, top = deep_shap_top1(entry.model, few, background)
-    gradient = attribution_maps("shap", entry.model, entry.layer, few, top[:, None].to(device), background,
-                                tuple(ig_steps), shap_samples, seed)[:, 0].cpu()
+    gradient = method_maps("shap", entry.model, entry.layer, few, top[:, None].to(device), reduction="sum",
+                           **method_options("shap", background, tuple(ig_steps), shap_samples, seed))[:, 0].cpu()
     correlation = [float(np.corrcoef(a.flatten(), b.flatten())[0, 1]) for a, b in zip(deep, gradient)]
     fid = {name: fidelity(entry.model, few, top.to(device), positive_percentile_mask(m.to(device), 10), fill).numpy()
            for name, m in (("DeepExplainer", deep), ("GradientExplainer", gradient))}
@@ -366,6 +293,17 @@ if deep_shap_images and mnist_runs:
         print(f"fidelity p=10, {name:17}: {mean:.3f} [{low:.3f}, {high:.3f}]")
     d = explainers["difference"]
     print(f"paired difference Deep - Gradient: {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]")
+
+# %% tags=["remove-cell"]
+level = float(max(percentiles))
+our_rows = (table[(table["rule"] == "KTH") & (table["level"] == level)]
+            .assign(method=lambda t: t["method"].map(NAMES), percentile=level)
+            [["dataset", "method", "percentile", "fidelity", "contrastivity"]].round(3))
+published = kth_fidelity_contrastivity()
+published = published[published["percentile"] == level].drop(columns="source")
+headline = side_by_side({"this run": our_rows, "KTH": published})
+save_headline(headline.frame, "07_fidelity_contrastivity", f"KTH's fidelity (mean drop of p(y | x), 0-1) and "
+              f"contrastivity (normalised Hamming distance, 0-1) at percentile p = {level:g}", results_dir, profile);
 
 # %% [markdown]
 # ## Discussion
@@ -438,25 +376,16 @@ kth_value = {(r["method"], r["percentile"], k): r[k] for r in kth[kth["dataset"]
 have = lambda dataset: all((dataset, m, r, l) in at for m in ("gradcam", "ig", "shap") for r, l in rules)
 
 
-def shown(key, sign: int = 1) -> bool:
-    d, p = compared[key]
-    return d.excludes_zero and p < 0.05 and sign * d.mean > 0
-
-
-def evidence(*keys) -> str:
-    return "; ".join(f"{k[3]} {k[4]} {k[5]} {k[1]} {k[2]:g}: {compared[k][0]}, p={compared[k][1]:.2g}" for k in keys)
-
-
 if have("mnist"):
     keys = [("mnist", r, l, "fidelity", m, "gradcam") for r, l in rules for m in ("ig", "shap")]
     claims.check("1. MNIST: IG and SHAP fidelity > Grad-CAM's, KTH's (p = 1, 10) and Pope's definitions",
-                 all(shown(k) for k in keys), evidence(*keys[:2]))
+                 all(shown(compared, k) for k in keys), evidence(compared, *keys[:2]))
     keys = [("mnist", r, l, "null", "gradcam", null) for r, l in rules for null in ("uniform", "support")]
     claims.check("2. MNIST: Grad-CAM's fidelity not shown to differ from either null (all rules)",
-                 not any(compared[k][0].excludes_zero and compared[k][1] < 0.05 for k in keys), evidence(*keys[-2:]))
+                 not any(compared[k][0].excludes_zero and compared[k][1] < 0.05 for k in keys), evidence(compared, *keys[-2:]))
     keys = [("mnist", r, l, "null", m, null) for r, l in rules for m in ("ig", "shap") for null in ("uniform", "support")]
-    claims.check("3. MNIST: IG's and SHAP's masks beat both nulls (all rules)", all(shown(k) for k in keys),
-                 evidence(*[k for k in keys if k[5] == "support"][:2]))
+    claims.check("3. MNIST: IG's and SHAP's masks beat both nulls (all rules)", all(shown(compared, k) for k in keys),
+                 evidence(compared, *[k for k in keys if k[5] == "support"][:2]))
     harder = [paired_difference(*(rows[(rows["dataset"] == "mnist") & (rows["method"] == m) & (rows["rule"] == r)
                                        & (rows["level"] == l)].sort_values("image")[c].to_numpy()
                                   for c in (("fidelity_support", "fidelity_uniform") if r == "KTH"
@@ -470,11 +399,11 @@ if have("mnist"):
                  f"interval ends from {min(ends):.3f} to {max(ends):.3f}")
     if 10 in percentiles:
         keys = [("mnist", "KTH", 10.0, "contrastivity", m, "gradcam") for m in ("ig", "shap")]
-        claims.check("4. MNIST, KTH p = 10: Grad-CAM's contrastivity > IG's and SHAP's", all(shown(k, -1) for k in keys), evidence(*keys))
+        claims.check("4. MNIST, KTH p = 10: Grad-CAM's contrastivity > IG's and SHAP's", all(shown(compared, k, -1) for k in keys), evidence(compared, *keys))
     keys = [("mnist", r, l, "contrastivity", m, "gradcam") for r, l in rules if not (r == "KTH" and l == 10.0)
             for m in ("ig", "shap")]
     claims.check("4. MNIST, KTH p = 1 and Pope: no contrastivity difference shown between IG / SHAP and Grad-CAM",
-                 not any(compared[k][0].excludes_zero and compared[k][1] < 0.05 for k in keys), evidence(*keys))
+                 not any(compared[k][0].excludes_zero and compared[k][1] < 0.05 for k in keys), evidence(compared, *keys))
     kth_names = {"gradcam": "Grad-CAM", "ig": "Integrated Gradients", "shap": "SHAP"}
     inside = lambda m, p, c: (at["mnist", m, "KTH", float(p)][f"{c}_lo"] <= kth_value[kth_names[m], p, c]
                               <= at["mnist", m, "KTH", float(p)][f"{c}_hi"])
@@ -501,16 +430,16 @@ if have("photos"):
                  f"{min(kept):.1f} - {max(kept):.1f} %")
     keys = [("photos", r, l, "null", "gradcam", null) for r, l in rules for null in ("uniform", "support")]
     claims.check("7. photos: Grad-CAM's fidelity not shown to exceed either null (all rules)",
-                 not any(shown(k) for k in keys), evidence(*keys[:2]))
+                 not any(shown(compared, k) for k in keys), evidence(compared, *keys[:2]))
     keys = [("photos", r, l, "contrastivity", m, "gradcam") for r, l in rules for m in ("ig", "shap")]
-    claims.check("7. photos: Grad-CAM's contrastivity < IG's and SHAP's (all rules)", all(shown(k) for k in keys), evidence(*keys[:2]))
+    claims.check("7. photos: Grad-CAM's contrastivity < IG's and SHAP's (all rules)", all(shown(compared, k) for k in keys), evidence(compared, *keys[:2]))
     tests = [mcnemar(g["hit_before"].astype(bool), g["hit_after"].astype(bool))
              for _, g in pope_rows[pope_rows["dataset"] == "photos"].groupby("method")]
     claims.check("8. photos: no accuracy drop (Pope) shown for any method (McNemar exact p >= 0.05)",
                  all(t.p_value >= 0.05 for t in tests), "; ".join(str(t) for t in tests))
     if 1 in percentiles:
         keys = [("photos", "KTH", 1.0, "null", "ig", null) for null in ("uniform", "support")]
-        claims.check("8. photos, KTH p = 1: IG's masks beat both nulls (shown, barely)", all(shown(k) for k in keys), evidence(*keys))
+        claims.check("8. photos, KTH p = 1: IG's masks beat both nulls (shown, barely)", all(shown(compared, k) for k in keys), evidence(compared, *keys))
     keys = [("photos", "KTH", float(p), "null", "shap", null) for p in percentiles for null in ("uniform", "support")]
     claims.check("8. photos: SHAP's margin over the nulls (KTH) not shown (sign-flip p >= 0.05)",
                  all(compared[k][1] >= 0.05 for k in keys), f"smallest p {min(compared[k][1] for k in keys):.3f}")

@@ -90,34 +90,41 @@ figure_images = 2
 # %% tags=["hide-input"]
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, Subset
 
-from gradcam_lib.attacks import (
-    ATTACKS,
-    AttackSpec,
-    attack_and_explain,
-    attack_table,
-    clean_pointing,
-    compare_settings,
+from IPython.display import display
+
+from gradcam_lib.attacks.adversarial import ATTACKS, AttackSpec, attack_and_explain
+from gradcam_lib.datasets import build_dataset
+from gradcam_lib.experiments.adversarial import (
+    AdversarialExperiment,
+    AdversarialSettings,
+    attack_seed,
     correctly_classified,
-    evaluate_attacks,
     with_clusters,
 )
-from gradcam_lib.datasets import build_dataset
-from gradcam_lib.methods import HEATMAP_METHODS
 from gradcam_lib.models import load_model
-from gradcam_lib.pointing import max_point
-from gradcam_lib.report import viz
+from gradcam_lib.report.adversarial import (
+    attack_table,
+    baseline_table,
+    ci,
+    eps_figure,
+    examples_figure,
+    maps_table,
+    paired_comparisons,
+    paired_table,
+    success_table,
+)
+from gradcam_lib.report import Table, side_by_side
 from gradcam_lib.report.claims import Claims
 from gradcam_lib.report.published.adversarial import kth_adversarial_examples, kth_eps_in_pixels
+from gradcam_lib.report.summary import save_headline, this_run
 
 out_dir = Path(results_dir) / profile / "08_adversarial"
-specs = [AttackSpec(attack, eps / 255, mode == "targeted", steps=pgd_steps)
-         for attack in attacks for mode in modes for eps in epsilons]
+specs = tuple(AttackSpec(attack, eps / 255, mode == "targeted", steps=pgd_steps)
+              for attack in attacks for mode in modes for eps in epsilons)
 entries = {name: load_model(name, device) for name in dict.fromkeys(models + [figure_model])}
 data = {(model, name): build_dataset(name, entries[model].transform, n_images, data_root, seed)
         for model in entries for name in datasets}
@@ -125,13 +132,17 @@ correct = {key: correctly_classified(entries[key[0]], dataset, batch_size, devic
            for key, dataset in data.items()}
 attacked = {model: ConcatDataset([Subset(data[model, name], correct[model, name]) for name in datasets])
             for model in entries}
+this_run(profile, models=list(entries), data=datasets, images=[f"{len(d)} ({model} / {name})" for (model, name), d in data.items()],
+         attacked_images=[f"{len(a)} ({model}, correctly classified)" for model, a in attacked.items()],
+         attacks=[f"{ATTACKS[attack]} {mode}" for attack in attacks for mode in modes],
+         eps=[f"{eps}/255" for eps in epsilons], methods=methods, device=device)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 counts = pd.DataFrame([{"model": model, "dataset": name, "images": len(data[model, name]),
                         "correctly classified (attacked)": len(correct[model, name])}
                        for model, name in data])
-print(counts.to_string(index=False))
+display(Table(counts, index=False))
 
 # %% [markdown]
 # ## Run
@@ -141,10 +152,10 @@ print(counts.to_string(index=False))
 # gets its unit (`cluster`: the photograph of its true-class object).
 
 # %% tags=["remove-stderr", "hide-input"]
+settings = AdversarialSettings(specs, tuple(methods), seed)
 rows = pd.concat(
-    [with_clusters(evaluate_attacks(entries[model], attacked[model], "+".join(datasets), out_dir, specs, methods,
-                                    seed, batch_size, device, num_workers),
-                   [data[model, name] for name in datasets])
+    [with_clusters(AdversarialExperiment(entries[model], attacked[model], "+".join(datasets), settings)
+                   .run(out_dir, batch_size, device, num_workers), [data[model, name] for name in datasets])
      for model in models],
     ignore_index=True,
 )
@@ -153,7 +164,7 @@ rows = pd.concat(
 # NBVAL_CHECK_OUTPUT
 clean_rows = rows[(rows["attack"] == "none") & rows["attacked"].astype(bool) & (rows["method"] == methods[0])]
 units = clean_rows.groupby(["model", "cluster"]).size().rename("attacked images").reset_index()
-print(units.to_string(index=False))
+display(Table(units, index=False))
 
 # %% [markdown]
 # ## What an attack does to the explanation
@@ -164,28 +175,7 @@ print(units.to_string(index=False))
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 table = attack_table(rows)
-short = {"gradcam": "CAM", "guided_backprop": "GBP"}
-setting = ["model", "attack", "mode", "eps"]
-
-
-def ci(mean, low, high, digits=2):
-    """'mean [low, high]'; the mean alone where there is no interval, '-' where there is no mean."""
-    if pd.isna(mean):
-        return "-"
-    if pd.isna(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def labelled(frame):
-    return frame.assign(attack=frame["attack"].map(ATTACKS),
-                        eps=(frame["eps"] * 255).round().astype(int).astype(str) + "/255")
-
-
-success = labelled(table[table["method"] == methods[0]]).assign(
-    **{"success % [95 % CI]": lambda t: [ci(*v, 0) for v in t[["success_pct", "success_low", "success_high"]].values]})
-print(success[setting + ["images", "units", "successes", "success % [95 % CI]"]]
-      .rename(columns={"units": "photos"}).to_string(index=False))
+display(Table(success_table(table, methods[0]), index=False))
 
 # %% [markdown]
 # Then the maps, per setting and method, over the successful attacks: `vanished` of them left an
@@ -198,23 +188,12 @@ print(success[setting + ["images", "units", "successes", "success % [95 % CI]"]]
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-maps = labelled(table).assign(
-    method=lambda t: t["method"].map(lambda m: short.get(m, m)),
-    rho=lambda t: [ci(*v) for v in t[["rank_corr", "rank_corr_low", "rank_corr_high"]].values],
-    IoU=lambda t: [ci(*v) for v in t[["box_iou", "box_iou_low", "box_iou_high"]].values],
-    **{"after->obj %": lambda t: t["points_after_true"].round(0),
-       "new->obj % [95 % CI]": lambda t: [ci(*v, 0) for v in t[["points_new", "points_new_low", "points_new_high"]].values],
-       "clean->obj %": lambda t: t["points_before"].round(0)})
-print(maps[setting + ["method", "successes", "vanished", "n", "rho", "IoU", "after->obj %", "new->obj % [95 % CI]",
-                      "clean->obj %"]].to_string(index=False, na_rep="-"))
+display(Table(maps_table(table), index=False))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-baseline = clean_pointing(rows).assign(method=lambda t: t["method"].map(HEATMAP_METHODS))
-baseline["points at object % [95 % CI]"] = [ci(*v, 0) for v in
-                                            baseline[["points_before", "points_before_low", "points_before_high"]].values]
 print("Clean images: how often the true-class map points at the object, over all attacked images")
-print(baseline[["model", "method", "images", "points at object % [95 % CI]"]].to_string(index=False))
+display(Table(baseline_table(rows), index=False))
 
 
 # %% [markdown]
@@ -226,44 +205,9 @@ print(baseline[["model", "method", "images", "points at object % [95 % CI]"]].to
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-def side(attack, mode, eps, method="gradcam"):
-    return {"attack": attack, "mode": mode, "eps": eps / 255, "method": method}
-
-
-comparisons = {}  # (model, question, setting) -> Comparison
-for model in models:
-    r = rows[rows["model"] == model]
-    have = lambda attack, mode: attack in attacks and mode in modes
-    for eps in epsilons:
-        if have("pgd", "untargeted") and have("fgsm", "untargeted"):
-            comparisons[model, "success: PGD - FGSM", f"untargeted {eps}/255"] = compare_settings(
-                r, "success", side("pgd", "untargeted", eps), side("fgsm", "untargeted", eps))
-        if have("pgd", "untargeted") and have("pgd", "targeted"):
-            comparisons[model, "success: untargeted - targeted", f"PGD {eps}/255"] = compare_settings(
-                r, "success", side("pgd", "untargeted", eps), side("pgd", "targeted", eps))
-    for attack in attacks:
-        for mode in modes:
-            if len(epsilons) > 1:
-                comparisons[model, f"CAM rho: {min(epsilons)}/255 - {max(epsilons)}/255", f"{ATTACKS[attack]} {mode}"] = (
-                    compare_settings(r, "rank_corr", side(attack, mode, min(epsilons)), side(attack, mode, max(epsilons))))
-            for eps in epsilons:
-                where = f"{ATTACKS[attack]} {mode} {eps}/255"
-                if "guided_backprop" in methods and "gradcam" in methods:
-                    for column, name in (("rank_corr", "rho"), ("box_iou", "IoU")):
-                        comparisons[model, f"{name}: GBP - CAM", where] = compare_settings(
-                            r, column, side(attack, mode, eps, "guided_backprop"), side(attack, mode, eps))
-                comparisons[model, "CAM points: new class - clean", where] = compare_settings(
-                    r, "points_new", side(attack, mode, eps), side(attack, mode, eps), column_b="points_before")
-    if "pgd" in attacks and "fgsm" in attacks and "untargeted" in modes:
-        comparisons[model, "CAM rho: PGD - FGSM", f"untargeted {max(epsilons)}/255"] = compare_settings(
-            r, "rank_corr", side("pgd", "untargeted", max(epsilons)), side("fgsm", "untargeted", max(epsilons)))
-
-paired = pd.DataFrame([
-    {"model": model, "comparison": question, "setting": where, "n": c.difference.n,
-     "a - b [95 % CI]": ci(c.difference.mean, c.difference.low, c.difference.high),
-     "McNemar p": "-" if c.mcnemar is None else f"{c.mcnemar.p_value:.3g}", "shown": c.shown}
-    for (model, question, where), c in comparisons.items() if c.difference.n > 0])
-print(paired.to_string(index=False))
+# (model, question, setting) -> Comparison
+comparisons = paired_comparisons(rows, models, attacks, modes, epsilons, methods)
+display(Table(paired_table(comparisons), index=False))
 
 # %% [markdown]
 # The same numbers against eps, with their 95 % intervals (points of a setting are shifted
@@ -271,31 +215,18 @@ print(paired.to_string(index=False))
 # a bar: too few photographs for an interval).
 
 # %% tags=["hide-input"]
-panels = {"success_pct": "attack success (%)", "rank_corr": "rank correlation, true class",
-          "box_iou": "box IoU, true class", "points_new": "new class points at object (%)"}
-styles = {("fgsm", "untargeted"): "C0", ("fgsm", "targeted"): "C1", ("pgd", "untargeted"): "C2", ("pgd", "targeted"): "C3"}
-markers = {"gradcam": "o", "guided_backprop": "s"}
-fig, axes = plt.subplots(len(models), len(panels), figsize=(4.2 * len(panels), 3.4 * len(models)), squeeze=False)
-for row, model in enumerate(models):
-    t = table[table["model"] == model]
-    for ax, (column, label) in zip(axes[row], panels.items()):
-        low, high = (("success_low", "success_high") if column == "success_pct" else (f"{column}_low", f"{column}_high"))
-        shown_methods = methods[:1] if column == "success_pct" else methods
-        for k, ((attack, mode), part) in enumerate(t.groupby(["attack", "mode"], sort=False)):
-            for j, method in enumerate(shown_methods):
-                line = part[part["method"] == method].sort_values("eps")
-                x = line["eps"].to_numpy() * 255 * 2 ** (0.06 * (2 * k + j - 3))
-                y = line[column].to_numpy(dtype=float)
-                err = np.abs(np.vstack([y - line[low].to_numpy(dtype=float), line[high].to_numpy(dtype=float) - y]))
-                name = f"{ATTACKS[attack]} {mode}" + ("" if column == "success_pct" else f", {short.get(method, method)}")
-                ax.errorbar(x, y, yerr=np.nan_to_num(err), color=styles.get((attack, mode)), marker=markers.get(method, "o"),
-                            linestyle="-" if j == 0 else "--", markersize=4, capsize=2, linewidth=1, label=name)
-        ax.set_xscale("log", base=2)
-        ax.minorticks_off()
-        ax.set(xticks=epsilons, xticklabels=[f"{e}/255" for e in epsilons], xlabel="eps", ylabel=label)
-    axes[row, 0].set_title(f"{model}: {int(t['images'].max())} attacked images", fontsize=9, loc="left")
-axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
-fig.tight_layout()
+figure = eps_figure(table, models, methods, epsilons)
+
+# %% tags=["remove-cell"]
+untargeted = table[(table["method"] == methods[0]) & (table["mode"] == "untargeted")]
+our_rows = untargeted.assign(attack=untargeted["attack"].map(ATTACKS), eps=(untargeted["eps"] * 255).round().astype(int))[
+    ["model", "attack", "eps", "images", "successes", "success_pct", "rank_corr", "box_iou", "points_new"]].rename(
+    columns={"eps": "eps (/255)", "success_pct": "success %", "rank_corr": "CAM rho", "box_iou": "CAM box IoU",
+             "points_new": "new class -> object %"}).round(3)
+headline = side_by_side({"this run": our_rows})
+save_headline(headline.frame, "08_adversarial", "Untargeted attacks: success rate (%), and on the successful ones the "
+              "true-class Grad-CAM map's rank correlation (rho) and box IoU before / after (0-1), and how often the new "
+              "class's map points at the object (%); KTH published no numbers", results_dir, profile);
 
 # %% [markdown]
 # ## A few attacks
@@ -315,57 +246,16 @@ candidates = [pool[i] for i in range(min(2 * figure_images, len(pool)))]
 images = torch.stack([s.image for s in candidates]).to(device)
 with torch.no_grad():
     truth = entry.model(images).argmax(1)
-names = entry.class_names
-
-
-def show_map(ax, picture, heat, title, method, boxes):
-    heat = heat.numpy()
-    if method == "gradcam":
-        viz.show_overlay(ax, picture, heat, title)
-    else:
-        ax.imshow(heat / max(np.percentile(heat, 99), 1e-12), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=8)
-    for box in boxes:
-        viz.draw_box(ax, box, "lime")
-    point = max_point(heat)
-    if point is not None:
-        ax.plot(*point, "wx", markersize=8, markeredgewidth=2)
-    else:
-        ax.set_title(title + " (all zero)", fontsize=8)
-
-
+ids = [s.image_id for s in candidates]
 examples = []
 for attack, mode, eps in figure_attacks:
     spec = AttackSpec(attack, eps / 255, mode == "targeted", steps=pgd_steps)
-    out = attack_and_explain(entry, images, truth, [s.image_id for s in candidates], spec, methods, seed)
+    out = attack_and_explain(entry, images, truth, ids, spec, methods, seed, attack_seed(seed, spec, ids))
     won = out.success.nonzero()[:, 0].tolist()[:figure_images]
     print(f"{ATTACKS[attack]} {mode} {eps}/255: {out.success.sum()} of {len(candidates)} candidate images attacked "
           f"successfully, {len(won)} shown")
     examples += [(spec, out, i) for i in won]
-
-columns = 2 + 3 * len(methods)
-fig, axes = viz.figure_grid(max(len(examples), 1), columns, cell=1.9)
-for row, (spec, out, i) in enumerate(examples):
-    sample = candidates[i]
-    boxes = sample.boxes_of(int(truth[i])).tolist()
-    picture = out.pixels[i].permute(1, 2, 0).numpy()
-    axes[row, 0].imshow(picture)
-    for box in boxes:
-        viz.draw_box(axes[row, 0], box, "lime")
-    axes[row, 0].set_title(f"{sample.image_id}\n{ATTACKS[spec.attack]} {spec.mode} {round(spec.eps * 255)}/255", fontsize=8)
-    delta = (out.adversarial[i] - out.pixels[i]) / (2 * spec.eps) + 0.5
-    axes[row, 1].imshow(delta.clamp(0, 1).permute(1, 2, 0).numpy())
-    goal = f"\ntarget {names[out.target[i]]}" if spec.targeted else ""
-    axes[row, 1].set_title(f"perturbation x{1 / (2 * spec.eps):.0f}{goal}", fontsize=8)
-    adversarial = out.adversarial[i].permute(1, 2, 0).numpy()
-    for m, method in enumerate(methods):
-        before, after_true, after_new = out.maps[method][i]
-        label = short.get(method, method)
-        show_map(axes[row, 2 + 3 * m], picture, before, f"{label} {names[truth[i]]}\nbefore", method, boxes)
-        show_map(axes[row, 3 + 3 * m], adversarial, after_true, f"{label} {names[truth[i]]}\nafter", method, boxes)
-        show_map(axes[row, 4 + 3 * m], adversarial, after_new, f"{label} {names[out.new_class[i]]}\nafter (new)",
-                 method, boxes)
-fig.tight_layout()
+figure = examples_figure(examples, candidates, truth, entry.class_names, methods)
 
 # %% [markdown]
 # ## Beside the published material
@@ -375,7 +265,7 @@ fig.tight_layout()
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-print(kth_adversarial_examples().to_string(index=False))
+display(Table(kth_adversarial_examples(), index=False))
 print("KTH eps in grey levels per channel:", [round(e * 255, 2) for e in kth_eps_in_pixels()])
 
 # %% [markdown]

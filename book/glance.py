@@ -15,6 +15,11 @@
 profile = "default"
 results_dir = "../results"
 
+# %% tags=["injected-parameters", "hide-input"]
+# Parameters
+profile = "default"
+
+
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 from IPython.display import Markdown, display
@@ -25,6 +30,6 @@ from gradcam_lib.runner import Book
 
 chapters = [page.stem for page in Book().chapters() if page.stem[:2].isdigit()]
 for chapter, title, table in read_headlines(results_dir, profile, chapters):
-    display(Markdown(f"**[{chapter[3:].replace('_', ' ').capitalize()}]({chapter}.ipynb)**: {title}"))
+    display(Markdown(f"**[{chapter[3:].replace('_', ' ').capitalize()}]({chapter}.html)**: {title}"))
     for source, rows in ([] if table is None else table.groupby("source", sort=False)):
-        display(Table(rows.drop(columns="source").dropna(axis=1, how="all"), caption=source))
+        display(Table(rows.drop(columns="source").dropna(axis=1, how="all").round(3), caption=source, index=False))

@@ -126,6 +126,7 @@ def run_chapter(book: Book, chapter: Path, profile: str, src: Path) -> float:
             parameters=book.parameters(profile, chapter),
             cwd=str(target.parent),
             kernel_name="python3",
+            language="python",  # also for a notebook without kernel metadata (a fresh jupytext pair)
             progress_bar=False,
             log_output=False,
             # a quiet kernel start: the kernel (on this machine's loopback) otherwise logs a warning

@@ -18,9 +18,10 @@ def _ours() -> pd.DataFrame:
 def test_a_table_prints_as_its_frame_and_renders_the_same_html_every_time() -> None:
     table = Table(_ours(), caption="errors in %")
     assert repr(table) == _ours().to_string()
+    assert repr(Table(_ours(), index=False)) == _ours().to_string(index=False)
     html = table._repr_html_()
     assert html == Table(_ours(), caption="errors in %")._repr_html_()  # no random ids
-    assert "errors in %" in html and "77.50" in html and "48.12" in html
+    assert "errors in %" in html and ">77.500<" in html and ">48.125<" in html  # the digits of the text
     assert "<table" in html and "text-align: right" in html
 
 
@@ -43,7 +44,7 @@ def test_side_by_side_stacks_sources_in_order_and_highlights_this_run() -> None:
     assert _styled_rows(html, "font-weight: 600") == {0, 1}  # the rows of this run
     assert _styled_rows(html, "border-top: 2px solid") == {2}  # one rule, above the paper's row
     assert f">{MISSING}<" in html  # the missing image counts of this run
-    assert ">50000<" in html and ">56.51<" in html  # a count stays whole, a number keeps its digits
+    assert ">50000<" in html and ">56.510<" in html  # a count stays whole; numbers as the text prints them
 
 
 def test_side_by_side_refuses_nothing_to_show_and_a_table_an_unknown_group() -> None:
