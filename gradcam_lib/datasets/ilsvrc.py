@@ -75,7 +75,6 @@ ANNOTATION_DIRS = ("bbox_val/val", "bbox_val", "Annotations/CLS-LOC/val", "Annot
 INDEX_COLUMNS = ("image", "width", "height", "wnid", "label", "xmin", "ymin", "xmax", "ymax")
 
 
-
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ILSVRC2012 wnids, sorted: position = torchvision class index."""

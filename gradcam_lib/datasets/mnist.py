@@ -77,7 +77,6 @@ def load_cifar10(root: str | Path, train: bool = False, limit: int | None = None
     return Split(images, torch.tensor(data.targets[:limit], dtype=torch.long))
 
 
-
 def as_samples(data: Split, prefix: str, indices: torch.Tensor | None = None) -> list[Sample]:
     """The items of ``data`` (or ``indices`` of it) as :class:`Sample` (no boxes), ids
     ``<prefix>_<index>``, so that :func:`gradcam_lib.results.run_resumable` can run over them."""

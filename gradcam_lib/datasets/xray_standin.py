@@ -157,7 +157,6 @@ class StandinXrayDataset(Dataset[Sample]):
         return sample
 
 
-
 def background_images(dataset: Dataset[Sample], n: int, seed: int = 0) -> torch.Tensor:
     """``n`` images of ``dataset`` drawn without replacement from ``seed``: SHAP's reference set."""
     picks = np.sort(

@@ -27,7 +27,6 @@ from gradcam_lib.metrics.threshold_sweep import threshold_sweep
 __all__ = ["LocalizationExperiment", "LocalizationSettings"]
 
 
-
 @dataclass(frozen=True)
 class LocalizationSettings:
     """Everything that changes a localisation run's rows.

@@ -50,7 +50,6 @@ class StudyItem:
     maps: Mapping[tuple[str, str], np.ndarray]
 
 
-
 @dataclass(frozen=True)
 class Study:
     """A generated study: the items, the key and where the key was written (the form is rendered
@@ -116,7 +115,6 @@ def agreed_items(
     )
 
 
-
 def _explain(
     entry: ModelEntry, images: torch.Tensor, targets: torch.Tensor, methods: Sequence[str]
 ) -> dict[str, torch.Tensor]:
@@ -163,7 +161,6 @@ def explain_items(
     return pictures, maps
 
 
-
 def assign_sides(
     items: pd.DataFrame,
     stronger: str,
@@ -208,7 +205,6 @@ def study_id_of(key: pd.DataFrame) -> str:
     ratings of one study are never scored with another study's key."""
     text = key[["question_id", "image_id", "class_index", "method", "model_a", "model_b"]].to_csv(index=False)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
 
 
 def write_key(out_dir: str | Path, key: pd.DataFrame) -> Path:

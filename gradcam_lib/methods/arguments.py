@@ -29,7 +29,6 @@ Layer: TypeAlias = nn.Module | str
 ``model.named_modules()`` (``"layer4"``; ``ModelEntry.layer_name``)."""
 
 
-
 def targets_2d(targets: Targets, batch: int, name: str = "targets") -> tuple[torch.Tensor, bool]:
     """``targets`` as a LongTensor ``(B, K)``, and whether it was one class per image."""
     values = torch.as_tensor(targets)

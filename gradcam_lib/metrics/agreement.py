@@ -37,7 +37,6 @@ KEY_COLUMNS: tuple[str, ...] = (
 )
 
 
-
 def _check_text_ids(table: pd.DataFrame, columns: Sequence[str], what: str, reader: str) -> None:
     """Refuse id columns with missing ids or ids that pandas parsed as numbers (``55631e2294`` ->
     ``inf``: the id is lost)."""

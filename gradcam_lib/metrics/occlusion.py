@@ -183,7 +183,6 @@ def argsort_correlation(map_a: torch.Tensor | np.ndarray, map_b: torch.Tensor | 
     return float(stats.spearmanr(np.argsort(a), np.argsort(b)).statistic)
 
 
-
 def compare_occlusion_backends(
     model: nn.Module,
     images: torch.Tensor,

@@ -27,7 +27,6 @@ class ModelEntry:
     class_names: tuple[str, ...]
 
 
-
 def read_checkpoint(path: str | os.PathLike[str], what: str, remedy: str) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a file that must hold a dict (a state dict, or a
     dict around one), with errors that name the file and say what to do (``remedy``, e.g. "delete

@@ -67,7 +67,6 @@ def rectify_densenet_features(model: nn.Module) -> nn.Module:
     return model
 
 
-
 def _torchvision_builder(arch: str, weights_enum: tv_models.WeightsEnum, **kwargs) -> Callable[[bool], nn.Module]:
     def build(pretrained: bool) -> nn.Module:
         model = getattr(tv_models, arch)(weights=None, **kwargs)

@@ -63,7 +63,6 @@ def seeded_small_cnn(in_channels: int = 1, image_size: int = 28, seed: int = 0) 
         return SmallCNN(in_channels, image_size)
 
 
-
 def train_classifier(model: nn.Module, data: Split, epochs: int = 8, batch_size: int = 64, lr: float = 1e-3,
                      seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
     """Adam on the cross-entropy, seeded shuffling (its own generator); returns ``model`` in eval
@@ -124,7 +123,6 @@ def small_entry(name: str, model: nn.Module, class_names: tuple[str, ...], chann
     )
 
 
-
 @torch.no_grad()
 def least_confident(model: nn.Module, data: Split, n: int) -> torch.Tensor:
     """Indices of the ``n`` items whose top-1 softmax probability is lowest (ascending; ties by
@@ -132,8 +130,6 @@ def least_confident(model: nn.Module, data: Split, n: int) -> torch.Tensor:
     device = next(model.parameters()).device
     top = torch.cat([F.softmax(model(chunk.to(device)), 1).amax(1).cpu() for chunk in data.images.split(1000)])
     return torch.from_numpy(np.argsort(top.numpy(), kind="stable")[:n].copy())
-
-
 
 
 @register_model("mnist_cnn")

@@ -85,7 +85,6 @@ def chexnet_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]
     return out
 
 
-
 def _imagenet_transform(size: int) -> ImageTransform:
     """Resize to ``size`` without cropping (square X-rays keep every box), ImageNet statistics."""
     return ImageTransform(size, size, IMAGENET_MEAN, IMAGENET_STD)
@@ -199,7 +198,6 @@ def load_standin(device: str | torch.device = "cpu", path: str | Path | None = N
         checkpoint["class_names"],
         device,
     )
-
 
 
 @register_model("standin")

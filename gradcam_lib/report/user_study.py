@@ -68,7 +68,6 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
-
 class Stimulus(Protocol):
     """What the form shows of one study image (:class:`gradcam_lib.experiments.user_study.StudyItem`)."""
 
