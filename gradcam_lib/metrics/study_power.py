@@ -4,12 +4,14 @@ ids, and power.
 Model (the same for the intervals of published aggregates and for the power analysis): ``raters``
 independent raters, each giving ``m`` answers per method (one per image). Per answer, method j has
 sd ``s_j``. Two correlations are unknown without rater ids:
-  icc  -- between two answers of one rater to different images under one method (Kish's
-          intra-cluster correlation, taken equal for both methods);
-  rho  -- across raters, between a rater's mean scores under the two methods.
-A rater's mean under method j then has variance s_j^2 deff / m with deff = 1 + (m - 1) icc, and
-the difference of the two methods' means over all raters has variance
-  (s_1^2 + s_2^2 - 2 rho s_1 s_2) / n_eff,   n_eff = raters * m / deff   (answers per method).
+
+* ``icc``: between two answers of one rater to different images under one method (Kish's
+  intra-cluster correlation, taken equal for both methods);
+* ``rho``: across raters, between a rater's mean scores under the two methods.
+
+A rater's mean under method j then has variance ``s_j^2 deff / m`` with ``deff = 1 + (m - 1) icc``,
+and the difference of the two methods' means over all raters has variance
+``(s_1^2 + s_2^2 - 2 rho s_1 s_2) / n_eff`` with ``n_eff = raters * m / deff`` (answers per method).
 icc = 0: the answers are as good as independent (n_eff = raters * m); icc = 1: every rater counts
 once (n_eff = raters), the most a rater's m answers can be worth less than m independent ones.
 
