@@ -34,7 +34,7 @@ from gradcam_lib.datasets.base import Sample, build_sample
 from gradcam_lib.datasets.samples import RawPhoto, load_raw_photos
 from gradcam_lib.datasets.transforms import ImageTransform, continuous_to_inclusive, inclusive_to_continuous
 
-__all__ = ["TEXTURE_TINTS", "CompositeDataset", "ObjectCrop", "photo_crops"]
+__all__ = ["TEXTURE_TINTS", "CompositeDataset", "ObjectCrop", "photo_crops", "source_objects"]
 
 # Mean RGB tint of each texture (multiplies the grey level), chosen to look like the material.
 TEXTURE_TINTS: dict[str, tuple[float, float, float]] = {
@@ -281,3 +281,13 @@ class CompositeDataset(Dataset[Sample]):
 def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     """Whether two inclusive rectangles share a pixel."""
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def source_objects(dataset: object, image_ids: Sequence[str], labels: Sequence[int]) -> list[str] | None:
+    """The source object behind each (image, class) pair of a data set with ``source_of`` (a
+    :class:`CompositeDataset`: composites that paste the same crop are not independent), or None
+    for a data set of independent images."""
+    source_of = getattr(dataset, "source_of", None)
+    if source_of is None:
+        return None
+    return [source_of(str(image_id), int(label)) for image_id, label in zip(image_ids, labels, strict=True)]

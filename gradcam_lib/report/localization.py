@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.composite import source_objects
 from gradcam_lib.methods import HEATMAP_METHODS
 from gradcam_lib.metrics.localization import CRITERIA
 from gradcam_lib.metrics.max_box_acc import MAX_BOX_ACC_V2_IOUS, max_box_acc_ci
@@ -75,10 +76,7 @@ def at_threshold(frame: pd.DataFrame, value: float) -> pd.DataFrame:
 def clusters_of(dataset: Dataset, image_ids: Sequence[str], gt_classes: Sequence[int]) -> list[str] | None:
     """The source object of each composite's first ground-truth class (composites that paste the same
     crop are not independent); None for data sets of independent images."""
-    source_of = getattr(dataset, "source_of", None)
-    if source_of is None:
-        return None
-    return [source_of(image_id, int(label)) for image_id, label in zip(image_ids, gt_classes, strict=True)]
+    return source_objects(dataset, image_ids, gt_classes)
 
 
 def per_image_runs(

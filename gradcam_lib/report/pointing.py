@@ -24,6 +24,7 @@ from scipy import stats as scipy_stats
 from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
+from gradcam_lib.datasets.composite import source_objects
 from gradcam_lib.metrics.pointing import (
     centre_point,
     class_accuracy_ci,
@@ -65,10 +66,8 @@ def pair_clusters(image_ids: Sequence[str], labels: Sequence[int], dataset: Data
     """The independent unit behind each (image, class) pair: the source object of the pasted crop
     for a :class:`~gradcam_lib.datasets.composite.CompositeDataset` (``source_of``: composites
     share a handful of crops), the image otherwise (pairs of one image share it)."""
-    source_of = getattr(dataset, "source_of", None)
-    if source_of is None:
-        return np.asarray([str(i) for i in image_ids], dtype=object)
-    return np.asarray([source_of(str(i), int(c)) for i, c in zip(image_ids, labels, strict=False)], dtype=object)
+    sources = source_objects(dataset, image_ids, labels)
+    return np.asarray([str(i) for i in image_ids] if sources is None else sources, dtype=object)
 
 
 def pointing_accuracy(rows: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd.DataFrame:
