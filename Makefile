@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
 
-.PHONY: install book notebooks test lab bench clean
+.PHONY: install book notebooks test lab bench mutation clean
 
 install: $(STAMP)
 
@@ -45,7 +45,15 @@ lab: install
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
-	rm -rf _build results
+	rm -rf _build results mutants
+
+# Mutation testing of the core ([tool.mutmut] in pyproject.toml): a fresh mutmut run (about 25 min on
+# 2 cores, too slow for every CI run), then the score per module into tests/mutation_score.txt.
+mutation: install
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run
+	$(PY) tests/mutation_summary.py
 
 bench: install
 	$(PY) bench/benchmark.py

@@ -152,15 +152,17 @@ def test_matches_pytorch_grad_cam_before_its_normalisation(lite0, images, ours, 
 
 def test_k_targets_equal_separate_calls_and_one_forward(lite0, images):
     targets = torch.tensor([[285, 281, 1], [967, 968, 504]])
-    calls = []
-    handle = lite0.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    calls = []  # per forward pass: how many parameters require a gradient during it
+    handle = lite0.model.register_forward_pre_hook(
+        lambda module, _: calls.append(sum(p.requires_grad for p in module.parameters())))
     try:
         maps = grad_cam(lite0.model, lite0.layer, images, targets)
     finally:
         handle.remove()
     assert maps.shape == (2, 3, 224, 224)
-    assert len(calls) == 1
-    assert all(p.grad is None for p in lite0.model.parameters())
+    assert calls == [0]  # one forward pass for the K classes, with every parameter frozen
+    assert all(p.requires_grad for p in lite0.model.parameters())  # and unfrozen again afterwards
+    assert all(p.grad is None for p in lite0.model.parameters())  # .grad untouched (no .backward())
     for k in range(3):
         torch.testing.assert_close(maps[:, k], grad_cam(lite0.model, lite0.layer, images, targets[:, k]))
 
@@ -408,11 +410,19 @@ def test_guided_backprop_through_relu6_differs_from_plain_gradient(lite0, images
     assert _relative_error(guided_backprop(lite0.model, images, target), plain) > 0.1
 
 
-def test_guided_grad_cam_is_the_product(lite0, images):
-    targets = torch.tensor([[285, 281], [967, 968]])
-    combined = guided_grad_cam(lite0.model, lite0.layer, images, targets)
-    assert combined.shape == (2, 2, 3, 224, 224)
-    expected = guided_backprop(lite0.model, images, targets) * grad_cam(lite0.model, lite0.layer, images, targets)[
-        :, :, None
-    ]
-    torch.testing.assert_close(combined, expected)
+def test_guided_grad_cam_matches_captum_where_captum_is_valid(images):
+    """Paper Sec. 3.1: Guided Backprop times the up-sampled Grad-CAM, against captum's GuidedGradCam
+    (bilinear up-sampling) on VGG-11, whose nn.ReLU modules captum guides; K = 2 classes per image."""
+    from captum.attr import GuidedGradCam
+
+    torch.manual_seed(5)
+    model = torchvision.models.vgg11(num_classes=10).eval()
+    layer = model.features[18]  # the last convolution
+    x = images[:, :, :96, :96]  # 3 x 3 at that layer
+    targets = torch.tensor([[3, 7], [1, 3]])
+    ours = guided_grad_cam(model, layer, x, targets)
+    assert ours.shape == (2, 2, 3, 96, 96)
+    reference = GuidedGradCam(model, layer)
+    for k in range(2):
+        theirs = reference.attribute(x.clone().requires_grad_(), targets[:, k], interpolate_mode="bilinear")
+        assert _relative_error(ours[:, k], theirs) < 1e-4

@@ -324,3 +324,39 @@ def test_pointing_rows_use_the_one_pass_top_k(toy):
         predicted = entry.model(images).topk(3, dim=1).indices
     assert len(top) == 2 * 3 * 3
     assert [r["label"] for r in top if r["method"] == "gradcam"] == predicted.reshape(-1).tolist()
+
+
+# ---- mutation tests: the registry's record of a method
+
+
+def test_register_method_records_every_field_and_the_documented_defaults(monkeypatch):
+    """A method's entry holds what the decorator was given; unset flags take the documented defaults
+    (nonnegative=False, one_pass=True, chooses=False, per_class=False, no returns, no aliases); a
+    method whose second parameter is ``layer`` uses the layer."""
+    from gradcam_lib.methods import registry
+    from gradcam_lib.methods.registry import Method
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "ALIASES", dict(registry.ALIASES))
+
+    def toy_layer_map(model, layer, images, targets):
+        return images
+
+    def toy_input_map(model, images, targets):
+        return images
+
+    assert registry.register_method(label="Toy", space="layer", aliases=("toy_alias",))(toy_layer_map) is toy_layer_map
+    assert registry.method("toy_alias") == Method("toy_layer_map", "Toy", toy_layer_map, "layer", True, False, True,
+                                                  False, False, (), ("toy_alias",))
+    registry.register_method(label="In", space="input", nonnegative=True, one_pass=False, chooses=True,
+                             per_class=True, returns=("gaps",))(toy_input_map)
+    assert registry.method("toy_input_map") == Method("toy_input_map", "In", toy_input_map, "input", False, True,
+                                                      False, True, True, ("gaps",), ())
+    assert registry.canonical_key("toy_alias") == "toy_layer_map"
+    def toy_other(model, images, targets):
+        return images
+
+    with pytest.raises(ValueError, match="'toy_alias' is registered already"):
+        registry.register_method(label="Again", space="input", aliases=("toy_alias",))(toy_other)
+    with pytest.raises(ValueError, match="space"):
+        registry.register_method(label="Bad", space="pixels")

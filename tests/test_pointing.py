@@ -26,9 +26,11 @@ from gradcam_lib.metrics.pointing import (
     is_difficult,
     max_point,
     paired_class_accuracy_difference,
+    pointing_classes,
     pointing_hit,
     smooth_saliency,
     subset_difference,
+    within_tolerance,
 )
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.report.pointing import (
@@ -426,3 +428,210 @@ def test_the_experiment_run_stores_the_batch_rows_and_resumes(tmp_path):
                              for row in experiment.batch(torch.stack([s.image for s in batch]), batch)])
     pd.testing.assert_frame_equal(rows[expected.columns], expected, check_dtype=False)
     assert experiment.run(tmp_path, batch_size=3).equals(rows)
+
+
+# --------------------------------------------------------------------------- boundary cases (mutation tests)
+
+
+def test_the_default_tolerance_is_torchrays_15_pixels():
+    """TorchRay's ``PointingGame(tolerance=15)``: 14 px from the box is a hit, 15 px a miss, by default
+    and in the experiment's settings."""
+    box = [[20, 20, 20, 20]]
+    assert pointing_hit(_peak_at(34, 20), box) and not pointing_hit(_peak_at(35, 20), box)
+    assert pointing_hit(_peak_at(34, 21), box)  # sqrt(197) = 14.04 px
+    assert PointingSettings().tolerance == 15
+
+
+def test_the_centre_baseline_uses_the_same_strict_rule():
+    """The centre point of a 40 x 50 input is (25, 20) (TorchRay: (w / 2, h / 2)); it hits a box at
+    distance 14.9 and misses one at exactly 15 px, as a map's maximum would."""
+    centre = centre_point(40, 50)
+    assert centre == (25.0, 20.0)
+    assert within_tolerance(centre, np.array([[40, 20, 45, 30]]), 15) is False  # 15 px right of the centre
+    assert within_tolerance(centre, np.array([[25, 35, 30, 39]]), 15) is False  # 15 px below: y and x not swapped
+    assert within_tolerance(centre, np.array([[39, 20, 45, 30]]), 15) is True
+    assert within_tolerance(centre, np.array([[25, 34, 30, 39]]), 15) is True
+    assert within_tolerance(centre, np.array([[39, 20, 45, 30]]), 14) is False
+    with pytest.raises(ValueError, match="tolerance"):
+        within_tolerance(centre, np.array([[0, 0, 1, 1]]), 0)
+
+
+def test_a_class_is_left_out_only_when_all_its_boxes_are_difficult():
+    """TorchRay's VOC pointing game skips a class only when every one of its boxes is PASCAL-difficult."""
+    boxes = torch.tensor([[0, 0, 9, 9], [20, 20, 29, 29], [40, 40, 49, 49], [0, 40, 9, 49]])
+    sample = VOCSample(torch.zeros(3, 60, 60), (1, 2, 3), boxes, torch.tensor([1, 1, 2, 3]), "v",
+                       difficult=torch.tensor([True, False, True, False]))
+    assert pointing_classes(sample) == [1, 3]  # class 1 has one easy box; class 2 has only a difficult one
+    plain = Sample(torch.zeros(3, 60, 60), (1, 2, 3), boxes, torch.tensor([3, 1, 2, 3]), "s")
+    assert pointing_classes(plain) == [1, 2, 3]  # no flags: nothing is difficult; ascending, once each
+
+
+# ---- mutation tests: pointing hit guards, smoothing device, difficult unions, cluster bootstrap defaults
+
+
+def test_a_non_positive_tolerance_is_refused_even_for_a_map_that_points_nowhere():
+    """pointing_hit's docstring: ValueError for ``tolerance`` <= 0, before looking at the map (a
+    constant map, which points nowhere, must not turn tolerance 0 into a quiet miss)."""
+    box = [[2, 2, 5, 5]]
+    for heat in (torch.zeros(10, 10), _peak_at(3, 3, (10, 10))):
+        with pytest.raises(ValueError, match=r"tolerance must be > 0, got 0"):
+            pointing_hit(heat, box, 0)
+
+
+def test_smoothing_runs_on_the_maps_device():
+    """TorchRay's imsmooth builds its kernel where the maps are (``device=x.device``): the output keeps
+    the maps' shape and device. meta convolutions do not check their weight's device, so the kernel's
+    placement is checked with fake CUDA tensors (FakeTensorMode: shapes and devices, no GPU needed),
+    which refuse a CPU kernel for CUDA maps as a real GPU would."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    maps = torch.zeros(2, 3, 20, 30, device="meta")
+    out = smooth_saliency(maps, 0.1)
+    assert out.device.type == "meta" and out.shape == maps.shape
+    with FakeTensorMode():
+        maps = torch.zeros(2, 3, 20, 30, device="cuda")
+        out = smooth_saliency(maps, 0.1)
+        assert out.device.type == "cuda" and out.shape == maps.shape
+
+
+def test_difficult_uses_the_union_of_all_the_class_boxes():
+    """EBP: a pair is difficult when the *union* of the class's boxes covers < 1/4 of the image. Two
+    disjoint 40 x 40 boxes of class 1 cover 3200 px of 10000 (not difficult), though each alone is 1600."""
+    s = _sample([[0, 0, 39, 39], [60, 60, 99, 99], [45, 0, 49, 4]], [1, 1, 2])
+    assert not is_difficult(s, 1)
+    assert is_difficult(s, 2)  # 25 px and class 1 present
+    three = _sample([[0, 0, 29, 29], [60, 60, 89, 89], [0, 60, 9, 69]], [1, 1, 2])
+    assert is_difficult(three, 1)  # 1800 px < 2500
+
+
+def _reference_group_means(values, groups, clusters, n_resamples, seed):
+    """Independent reference of the cluster bootstrap (Davison & Hinkley 1997, Sec. 3.8): every unit
+    enters each resample with the multiplicity of its cluster (clusters named by ``str``, sorted, drawn
+    with ``default_rng(seed).integers(0, n_clusters, (n_resamples, n_clusters))``); a group without a
+    unit in a resample is NaN. Returns ``(n_resamples, groups)``."""
+    values = np.asarray(values, dtype=float)
+    groups = np.asarray(groups)
+    names, codes = np.unique([str(c) for c in clusters], return_inverse=True)
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(n_resamples, len(names)))
+    rows = np.repeat(np.arange(n_resamples), len(names))  # each draw counted in its resample's row
+    multiplicity = np.bincount(rows * len(names) + draws.ravel(), minlength=draws.size).reshape(draws.shape)
+    weights = multiplicity[:, codes]  # (R, n units)
+    out = []
+    for g in np.unique(groups):
+        w = weights[:, groups == g]
+        total = w.sum(axis=1)
+        out.append(np.divide(w @ values[groups == g], total, out=np.full(n_resamples, np.nan), where=total > 0))
+    return np.stack(out, axis=1)
+
+
+def _continuous_pairs():
+    """80 pairs of 3 classes in 30 clusters with scores in [0, 1] (the functions accept float hits):
+    the resampled statistics are nearly continuous, so the quantiles of 10 000 and 10 001 resamples,
+    or of two seeds, differ."""
+    rng = np.random.default_rng(11)
+    clusters = rng.permutation(np.arange(80) % 30).astype(str)
+    labels = rng.choice([1, 2, 3], size=80)
+    return clusters, labels, rng.random(80), rng.random(80)
+
+
+def test_cluster_group_means_defaults_are_10000_resamples_seeded_0():
+    """Docstring defaults: n_resamples=10_000, seed=0, and the default chunking (about 5 M cluster
+    weights at a time) works with many clusters (520: chunks of 9615 resamples)."""
+    clusters, labels, a, _ = _continuous_pairs()
+    _, _, draws = cluster_group_means(a, labels, clusters)
+    assert draws.shape == (10_000, 3, 1)
+    np.testing.assert_allclose(draws[:, :, 0], _reference_group_means(a, labels, clusters, 10_000, 0), rtol=1e-12)
+    rng = np.random.default_rng(2)
+    many = rng.permutation(np.arange(600) % 520)  # 520 clusters
+    values, groups = rng.random(600), rng.integers(0, 2, size=600)
+    _, means, draws = cluster_group_means(values, groups, many)
+    assert draws.shape == (10_000, 2, 1)
+    np.testing.assert_allclose(means[:, 0], [values[groups == g].mean() for g in (0, 1)])
+    np.testing.assert_allclose(draws[:, :, 0], _reference_group_means(values, groups, many, 10_000, 0), rtol=1e-12)
+
+
+def test_cluster_ids_are_told_apart_by_their_text_as_in_cluster_bootstrap_ci():
+    """Clusters are identified by ``str(id)`` as in the shared ``cluster_bootstrap_ci`` (whose draws
+    ``_resample_counts`` reproduces): ids 1, 1.0 and True are three clusters ('1', '1.0', 'True'),
+    not one numeric value; with 2, four clusters."""
+    clusters = [1, 1.0, True, 1, 1.0, True, 2, 2]
+    values = np.array([0.1, 0.7, 0.4, 0.2, 0.9, 0.3, 0.5, 0.8])
+    _, means, draws = cluster_group_means(values, np.zeros(8), clusters, n_resamples=300, seed=3)
+    np.testing.assert_allclose(draws[:, :, 0], _reference_group_means(values, np.zeros(8), clusters, 300, 3))
+    mean, low, high = cluster_bootstrap_ci(values, clusters, n_resamples=300, seed=3)
+    assert means[0, 0] == pytest.approx(mean)
+    assert np.quantile(draws[:, 0, 0], [0.025, 0.975]) == pytest.approx([low, high])
+
+
+def test_a_group_absent_from_a_resample_is_a_quiet_nan():
+    """Docstring: "a group absent from a resample is NaN there" -- without a floating-point warning
+    (0 / 0 is intended). Two clusters, one class each: a resample {x, x} lacks class 2."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, draws = cluster_group_means([0.2, 0.6, 0.1, 0.3], [1, 1, 2, 2], ["x", "x", "y", "y"], n_resamples=50)
+    reference = _reference_group_means([0.2, 0.6, 0.1, 0.3], [1, 1, 2, 2], ["x", "x", "y", "y"], 50, 0)
+    assert np.isnan(draws[:, 1, 0]).any()
+    np.testing.assert_allclose(draws[:, :, 0], reference, equal_nan=True)
+
+
+def test_class_accuracy_ci_defaults_seed_and_scale_against_the_reference():
+    """TorchRay's mean class accuracy (in %) with a percentile interval over cluster resamples
+    (classes absent from a resample left out); defaults 95 %, 10 000 resamples, seed 0."""
+    clusters, labels, a, _ = _continuous_pairs()
+    point = 100 * np.mean([a[labels == g].mean() for g in (1, 2, 3)])
+
+    def expected(n_resamples, seed, confidence):
+        class_means = np.nanmean(_reference_group_means(a, labels, clusters, n_resamples, seed), axis=1)
+        alpha = (1 - confidence) / 2
+        return [point, *(100 * np.nanquantile(class_means, [alpha, 1 - alpha]))]
+
+    np.testing.assert_allclose(class_accuracy_ci(a, labels, clusters), expected(10_000, 0, 0.95), rtol=1e-12)
+    ours = class_accuracy_ci(a, labels, clusters, confidence=0.8, n_resamples=500, seed=3)
+    np.testing.assert_allclose(ours, expected(500, 3, 0.8), rtol=1e-12)
+
+
+def test_paired_class_accuracy_difference_defaults_against_the_reference():
+    """A minus B in points of mean class accuracy, both resampled with the same clusters; defaults
+    95 %, 10 000 resamples, seed 0; ``n`` = the pairs."""
+    clusters, labels, a, b = _continuous_pairs()
+    diff = paired_class_accuracy_difference(a, b, labels, clusters)
+    ra = np.nanmean(_reference_group_means(a, labels, clusters, 10_000, 0), axis=1)
+    rb = np.nanmean(_reference_group_means(b, labels, clusters, 10_000, 0), axis=1)
+    point = np.mean([a[labels == g].mean() - b[labels == g].mean() for g in (1, 2, 3)])
+    expected = [100 * point, *(100 * np.nanquantile(ra - rb, [0.025, 0.975]))]
+    np.testing.assert_allclose([diff.mean, diff.low, diff.high], expected, rtol=1e-12)
+    assert diff.n == len(a)
+
+
+def test_subset_difference_defaults_n_and_a_truthy_mask():
+    """Inside minus outside hit rate (in %), recomputed on each cluster resample; defaults 95 %,
+    10 000 resamples, seed 0; ``n`` = all pairs. ``in_subset`` is read as booleans (its dtype): a
+    count such as the number of distractor classes (0, 1, 2) means inside when nonzero."""
+    clusters, _, a, _ = _continuous_pairs()
+    count = np.arange(len(a)) % 3
+    inside = count != 0
+    reference = _reference_group_means(a, inside, clusters, 10_000, 0)  # columns: False, True
+    expected = [100 * (a[inside].mean() - a[~inside].mean()),
+                *(100 * np.nanquantile(reference[:, 1] - reference[:, 0], [0.025, 0.975]))]
+    gap = subset_difference(a, inside, clusters)
+    np.testing.assert_allclose([gap.mean, gap.low, gap.high], expected, rtol=1e-12)
+    assert gap.n == len(a) == 80
+    counted = subset_difference(a, count, clusters, n_resamples=300, seed=1)
+    ref = _reference_group_means(a, inside, clusters, 300, 1)
+    np.testing.assert_allclose([counted.low, counted.high], 100 * np.nanquantile(ref[:, 1] - ref[:, 0], [0.025, 0.975]))
+    assert counted.mean == pytest.approx(expected[0]) and counted.n == 80
+
+
+def test_maps_of_any_numpy_dtype_point_at_their_maximum():
+    """max_point takes an ``np.ndarray`` of any scale: integer maps (e.g. a saliency stored as a 16-bit
+    image, for which torch has no max kernel) point where numpy's argmax does for a unique peak."""
+    rng = np.random.default_rng(5)
+    base = rng.permutation(40 * 50).reshape(40, 50)  # distinct values: one peak
+    for dtype in (np.uint16, np.uint32, np.int64, np.float16, np.float32):
+        heat = (base if dtype != np.float16 else base // 4).astype(dtype)  # float16 holds 0..2047 exactly
+        heat[33, 7] = heat.max() + 1
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        assert (y, x) == (33, 7) and max_point(heat) == (7, 33)
+        assert pointing_hit(heat, [[5, 30, 9, 35]]) and not pointing_hit(heat, [[30, 0, 49, 10]])

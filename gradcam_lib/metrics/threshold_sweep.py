@@ -87,7 +87,7 @@ def _sweep_python(levels: np.ndarray, n_levels: int, gt: np.ndarray, need: np.nd
 
 def _sweep_union_find(
     levels: np.ndarray, order: np.ndarray, n_levels: int, gt: np.ndarray, need: np.ndarray
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, ...]:  # pragma: no mutate block (numba compiles it; tests compare it with _sweep_python)
     """Union-find over the pixels in descending level (a max-tree sweep): after adding the pixels
     of level > k, the sets are the 8-connected segments of threshold k; each set keeps its size,
     box and first pixel in row-major order (the tie-break of :func:`heatmap_to_box`). Written for
