@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage, stats
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gradcam_lib.metrics.confidence import (
     average_drop,
@@ -21,7 +22,13 @@ from gradcam_lib.metrics.confidence import (
     increase_in_confidence,
 )
 from gradcam_lib.metrics.deletion import curve_auc, deletion_insertion_curves, rise_blur, rise_kernel
-from gradcam_lib.metrics.occlusion import argsort_correlation, occlusion_map, rank_correlation, window_starts
+from gradcam_lib.metrics.occlusion import (
+    argsort_correlation,
+    compare_occlusion_backends,
+    occlusion_map,
+    rank_correlation,
+    window_starts,
+)
 from gradcam_lib.report.occlusion import independent_units, method_intervals, paired_comparison, per_image_measures
 from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci
 
@@ -283,6 +290,16 @@ def test_faithfulness_rows_match_the_pieces(small_cnn, tmp_path):
     assert len(curves) == 2 * 5 and curves["fraction"].max() == 1.0
     first = curves[curves.image_id == "i0"].sort_values("fraction")["probability"].to_numpy()
     assert rows.iloc[0]["deletion_auc"] == pytest.approx(float(curve_auc(first)))
+    # Y / O and both curves of the Grad-CAM rows, recomputed from the pieces (columns not swapped)
+    cams = heatmaps("gradcam", small_cnn, small_cnn[1], x, targets)
+    y, o = explanation_map_confidence(small_cnn, x, targets, cams, ImageTransform().mean, ImageTransform().std)
+    deletion, insertion = deletion_insertion_curves(small_cnn, x, targets, cams, n_steps=4)
+    cam_rows = rows[rows.method == "gradcam"]
+    np.testing.assert_allclose(cam_rows["y"], y.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(cam_rows["o"], o.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(cam_rows["deletion_auc"], curve_auc(deletion), rtol=1e-5)
+    np.testing.assert_allclose(cam_rows["insertion_auc"], curve_auc(insertion), rtol=1e-5)
+    assert not np.allclose(curve_auc(deletion), curve_auc(insertion))
     table, maps = compare_occlusion_backends(small_cnn, x, targets, 5, 3)
     assert table["max_abs_diff"].max() < 1e-6 and set(maps) == {"ours", "captum"}
 
@@ -355,3 +372,348 @@ def test_independent_units_follow_the_source_objects():
     missing = independent_units(data, ids[:1], [-1])  # top-1 class none of the pasted objects'
     assert missing == [next(iter(data.sources(0).values()))]
     assert independent_units(list(range(3)), ["x", "y", "z"], [1, 2, 3]) == ["x", "y", "z"]
+
+
+# --------------------------------------------------------------------------- the protocols' defaults
+
+
+def test_defaults_are_the_papers_settings(small_cnn):
+    """Paper Sec. 4.2 / KTH: occlusion windows of 45 px at stride 1 filled with 0 (the mean), and maps
+    compared at 14 x 14; RISE's ``evaluation.py``: blur ``gkern(11, 5)`` for insertion. Each default
+    gives what the explicit setting gives (and differs from a neighbouring value)."""
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([2])
+    default = occlusion_map(small_cnn, x, targets, stride=8)
+    torch.testing.assert_close(default, occlusion_map(small_cnn, x, targets, 45, 8, 0.0))
+    assert not torch.allclose(default, occlusion_map(small_cnn, x, targets, 44, 8, 0.0))
+    a, b = torch.rand(56, 56, generator=torch.Generator().manual_seed(1)), torch.rand(56, 56)
+    assert rank_correlation(a, b) == rank_correlation(a, b, 14) != rank_correlation(a, b, 13)
+    assert argsort_correlation(a, b) == argsort_correlation(a, b, 14) != argsort_correlation(a, b, 13)
+    heat = torch.rand(1, 48, 48, generator=torch.Generator().manual_seed(2))
+    curves = deletion_insertion_curves(small_cnn, x, targets, heat)
+    explicit = deletion_insertion_curves(small_cnn, x, targets, heat, n_steps=32, blur_kernel=11, blur_sigma=5.0)
+    for ours, reference in zip(curves, explicit, strict=True):
+        torch.testing.assert_close(ours, reference)
+    assert curves[0].shape == (1, 33)
+    other = deletion_insertion_curves(small_cnn, x, targets, heat, blur_kernel=9)[1]
+    assert not torch.allclose(curves[1], other)
+    torch.testing.assert_close(rise_kernel(), rise_kernel(11, 5.0))
+    assert rise_kernel().shape == (11, 11)
+    torch.testing.assert_close(rise_blur(x), rise_blur(x, 11, 5.0))
+
+
+def test_deletion_and_insertion_differ_in_start_and_fill_by_hand():
+    """One pixel image, two steps: deletion goes image -> 0, insertion blur -> image (RISE)."""
+    model = _Weighted(torch.ones(1, 1, dtype=torch.float64))
+    x = torch.full((1, 3, 1, 1), 2.0, dtype=torch.float64)
+    deletion, insertion = deletion_insertion_curves(model, x, torch.tensor([0]), torch.ones(1, 1, 1), n_steps=1,
+                                                    blur_kernel=3, blur_sigma=1.0)
+    blurred = float(rise_kernel(3, 1.0)[1, 1]) * 2.0  # zero padding: only the centre weight sees the pixel
+    sig = torch.sigmoid
+    torch.testing.assert_close(deletion[0], sig(torch.tensor([2.0, 0.0], dtype=torch.float64)))
+    torch.testing.assert_close(insertion[0], sig(torch.tensor([blurred, 2.0], dtype=torch.float64)))
+
+
+def test_explanation_map_is_min_max_normalised_and_multiplies_the_pixels(small_cnn):
+    """Grad-CAM++ Sec. 6.1: E = L * I with L the map scaled to [0, 1] and I the image in pixel space.
+    A map with values 2, 3.5 and 5 is L = 0, 0.5, 1; E is built here by hand and fed to the model."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([0, 2])
+    heat = torch.full((2, 16, 16), 3.5)
+    heat[:, :8] = 5.0
+    heat[:, :, :4] = 2.0
+    unit = torch.full((2, 16, 16), 0.5)
+    unit[:, :8] = 1.0
+    unit[:, :, :4] = 0.0
+    explained = ((x * s + m) * unit[:, None] - m) / s
+    with torch.no_grad():
+        expected_y = torch.softmax(small_cnn(x), 1)[[0, 1], targets]
+        expected_o = torch.softmax(small_cnn(explained), 1)[[0, 1], targets]
+    y, o = explanation_map_confidence(small_cnn, x, targets, heat, mean, std)
+    torch.testing.assert_close(y, expected_y)
+    torch.testing.assert_close(o, expected_o)
+    y2, o2 = explanation_map_confidence(small_cnn, x, targets, 10 * heat - 7, mean, std)  # any affine scale
+    torch.testing.assert_close(y2, expected_y)
+    torch.testing.assert_close(o2, expected_o)
+
+
+def test_drop_and_increase_are_computed_in_float64_from_any_input():
+    """Python floats are read as float64 (not float32, which would move 0.8 by 1e-8)."""
+    assert confidence_drop([0.8, 0.3], [0.3, 0.30000001]).tolist() == [100 * (0.8 - 0.3) / 0.8, 0.0]
+    assert confidence_increased([0.3], [0.30000001]).tolist() == [True]  # equal in float32
+    assert confidence_increased([0.30000001], [0.3]).tolist() == [False]
+    assert confidence_drop(torch.tensor([0.5]), torch.tensor([0.25])).dtype == torch.float64
+
+
+# ---- mutation tests: device placement, dtypes, batching, defaults and the timing table
+
+class _Recorder(nn.Module):
+    """Wraps a model and records the batch size of every forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return self.model(x)
+
+
+def _pooled_linear() -> nn.Module:
+    """A cheap seeded model (4 x 4 channel means -> 5 logits) for the 45-pixel default windows."""
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 5)).eval()
+
+
+def _captum_sizes(model, image, target, patch, stride, fill, per_eval):
+    """Forward batch sizes of captum's own Occlusion on one image (the reference for the captum backend)."""
+    from captum.attr import Occlusion
+
+    recorder = _Recorder(model)
+    Occlusion(lambda v: torch.softmax(recorder(v), 1)).attribute(
+        image[None], sliding_window_shapes=(image.shape[0], patch, patch), strides=(image.shape[0], stride, stride),
+        baselines=fill, target=target, perturbations_per_eval=per_eval)
+    return recorder.sizes
+
+
+def test_functions_keep_everything_on_the_images_device(small_cnn):
+    """Every tensor is created on ``images.device`` and maps / targets are moved there (docstrings:
+    maps and targets on another device are accepted). On the meta device any CPU tensor left in the
+    computation raises, so a meta result of the right shape proves the placement."""
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    targets, maps = torch.tensor([1, 3]), torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(1))
+    model, meta = small_cnn.to("meta"), x.to("meta")
+    from gradcam_lib.metrics.occlusion import class_probabilities
+
+    probs = class_probabilities(model, meta, targets)
+    assert probs.device.type == "meta" and probs.shape == (2,)
+    heat = occlusion_map(model, meta, targets, patch=3, stride=2, batch_size=5)
+    assert heat.device.type == "meta" and heat.shape == (2, 8, 8)
+    y, o = explanation_map_confidence(model, meta, targets, maps, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert y.device.type == o.device.type == "meta" and y.shape == o.shape == (2,)
+    deletion, insertion = deletion_insertion_curves(model, meta, targets, maps, n_steps=4, blur_kernel=3,
+                                                    blur_sigma=1.0)
+    assert deletion.device.type == insertion.device.type == "meta"
+    assert deletion.shape == insertion.shape == (2, 5)
+
+
+def test_targets_of_any_integer_dtype_are_class_indices(small_cnn):
+    """Targets are read as class indices (``torch.long``): uint8 targets (e.g. a compact label
+    array) give the same maps and curves as int64 ones; torch's gather itself refuses uint8."""
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(3))
+    long_targets, small = torch.tensor([1, 3]), np.array([1, 3], dtype=np.uint8)
+    for backend in ("ours", "captum"):
+        torch.testing.assert_close(occlusion_map(small_cnn, x, small, 3, 2, backend=backend),
+                                   occlusion_map(small_cnn, x, long_targets, 3, 2, backend=backend))
+    heat = torch.rand(2, 9, 9, generator=torch.Generator().manual_seed(4))
+    ours = deletion_insertion_curves(small_cnn, x, small, heat, n_steps=3, blur_kernel=3, blur_sigma=1.0)
+    expected = deletion_insertion_curves(small_cnn, x, long_targets, heat, n_steps=3, blur_kernel=3, blur_sigma=1.0)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_window_rule_on_its_boundaries():
+    """captum's rule at the edges: a 1-pixel patch (every pixel its own window) and a stride equal
+    to the patch (windows that tile the side) are both valid."""
+    assert window_starts(5, 1, 1) == [0, 1, 2, 3, 4]
+    assert window_starts(10, 5, 5) == [0, 5]
+    assert window_starts(11, 5, 5) == [0, 5, 10]  # ceil(6 / 5) + 1 = 3, the last one cut at the border
+    with pytest.raises(ValueError, match="patch 0"):
+        window_starts(5, 0, 1)
+
+
+def test_batch_size_is_the_number_of_windows_per_forward_pass(small_cnn):
+    """occlusion_map's docstring: ``ours`` puts ``batch_size`` (image, window) pairs, from one image or
+    several, through the model at a time after one pass of the B original images; ``captum`` runs
+    captum's Occlusion one image at a time with ``perturbations_per_eval=batch_size`` (captum itself
+    is the reference). 2 images x 9 windows (3 x 3 patches, stride 3, on 9 x 9) in fours."""
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(6))
+    targets = torch.tensor([1, 3])
+    model = _Recorder(small_cnn)
+    occlusion_map(model, x, targets, 3, 3, batch_size=4, backend="ours")
+    assert model.sizes == [2, 4, 4, 4, 4, 2]  # 18 pairs: the third batch mixes both images
+    model.sizes.clear()
+    occlusion_map(model, x, targets, 3, 3, batch_size=4, backend="captum")
+    expected = [s for i in range(2) for s in _captum_sizes(small_cnn, x[i], int(targets[i]), 3, 3, 0.0, 4)]
+    assert model.sizes == expected and max(expected) == 4
+
+
+def test_occlusion_defaults_are_stride_one_and_128_windows_per_pass():
+    """Defaults (KTH: 45-pixel windows at stride 1; 128 windows per pass): a 56 x 56 image has
+    12 x 12 = 144 windows, sent as 128 + 16, and the map is the explicit setting's."""
+    model = _Recorder(_pooled_linear())
+    x = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(7))
+    default = occlusion_map(model, x, torch.tensor([2]))
+    assert model.sizes == [1, 128, 16]
+    torch.testing.assert_close(default, occlusion_map(model, x, torch.tensor([2]), 45, 1, 0.0, 128, "ours"))
+
+
+def test_deletion_default_batch_is_64_steps_per_pass():
+    """deletion_insertion_curves' default ``batch_size=64``: 101 steps go through the model as 64 + 37,
+    for deletion and then insertion; the curves do not depend on the batching."""
+    model = _Recorder(_pooled_linear())
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(8))
+    heat = torch.rand(1, 10, 10, generator=torch.Generator().manual_seed(9))
+    curves = deletion_insertion_curves(model, x, torch.tensor([1]), heat, n_steps=100, blur_kernel=3, blur_sigma=1.0)
+    assert model.sizes == [64, 37, 64, 37]
+    other = deletion_insertion_curves(model, x, torch.tensor([1]), heat, 100, 3, 1.0, batch_size=7)
+    for a, b in zip(curves, other, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_default_blur_is_rises_gkern_11_5():
+    """RISE's evaluation.py: insertion starts from the image blurred by gkern(11, 5), built here from
+    scipy (gaussian_filter of a delta, then a zero-padded correlation); a model with large weights
+    makes a different sigma visible."""
+    gen = torch.Generator().manual_seed(10)
+    w = 20 * torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    x = torch.randn(1, 3, 12, 12, generator=gen, dtype=torch.float64)
+    delta = np.zeros((11, 11))
+    delta[5, 5] = 1.0
+    blurred = ndimage.correlate(x[0, 0].numpy(), ndimage.gaussian_filter(delta, 5.0), mode="constant", cval=0.0)
+    expected = 1 / (1 + np.exp(-(w.numpy() * blurred).sum()))
+    insertion = deletion_insertion_curves(_Weighted(w), x, torch.tensor([0]), torch.rand(1, 12, 12), n_steps=2)[1]
+    assert float(insertion[0, 0]) == pytest.approx(expected, rel=1e-10)
+
+
+def test_one_channel_images_match_captum():
+    """The captum backend works on one-channel images (e.g. MNIST) and equals ours: the window spans
+    all channels, so any channel of captum's attribution is the map."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.linspace(-1, 1, 18).view(2, 1, 3, 3))
+    x = torch.randn(2, 1, 10, 10, generator=torch.Generator().manual_seed(11))
+    ours = occlusion_map(model, x, torch.tensor([0, 2]), 4, 2, backend="ours")
+    theirs = occlusion_map(model, x, torch.tensor([0, 2]), 4, 2, backend="captum")
+    assert theirs.shape == (2, 10, 10)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_probabilities_and_constant_maps_raise_no_warnings(small_cnn):
+    """softmax over the class dimension is asked for explicitly (no deprecated implicit-dim warning),
+    and a constant map gives NaN by rule, not through numpy's divide-by-zero RuntimeWarning."""
+    import warnings
+
+    from gradcam_lib.metrics.occlusion import class_probabilities
+
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(12))
+    a = np.random.default_rng(2).random((4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = class_probabilities(small_cnn, x, torch.tensor([0, 4]))
+        occlusion_map(small_cnn, x, torch.tensor([0, 4]), 4, 4, backend="captum")
+        assert np.isnan(rank_correlation(a, np.ones((4, 4)), 4))
+        assert np.isnan(rank_correlation(np.ones((4, 4)), a, 4))
+    with torch.no_grad():
+        expected = torch.softmax(small_cnn(x), 1)[[0, 1], [0, 4]]
+    torch.testing.assert_close(probs, expected)
+
+
+def test_rank_correlation_reads_any_numeric_map():
+    """Maps are read as float64 whatever they hold: a long-double array (which torch cannot read), an
+    integer tensor and a tensor that requires grad (e.g. a Grad-CAM map) all give scipy's Spearman."""
+    rng = np.random.default_rng(13)
+    a, b = rng.integers(0, 9, (6, 6)), rng.random((6, 6))
+    expected = stats.spearmanr(a.ravel(), b.ravel()).statistic
+    assert rank_correlation(a.astype(np.longdouble), b, 6) == pytest.approx(expected, abs=1e-12)
+    assert rank_correlation(b, a.astype(np.longdouble), 6) == pytest.approx(expected, abs=1e-12)
+    assert rank_correlation(torch.tensor(a), b, 6) == pytest.approx(expected, abs=1e-12)
+    grad = torch.tensor(b, requires_grad=True)
+    assert rank_correlation(a, grad, 6) == pytest.approx(expected, abs=1e-12)
+    assert argsort_correlation(a.astype(np.longdouble), grad, 6) == pytest.approx(
+        stats.spearmanr(np.argsort(a.ravel()), np.argsort(b.ravel())).statistic)
+
+
+def test_rank_correlation_of_maps_with_a_range_of_exactly_one():
+    """Only a constant map (range 0) is undefined; maps spanning exactly [0, 1] are ranked (by hand:
+    ranks (1, 4, 3, 2) vs (1, 2, 3, 4) give rho = 1 - 6 * 8 / 60 = 0.2)."""
+    a, b = np.array([[0.0, 1.0], [0.5, 0.25]]), np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert rank_correlation(a, b, 2) == pytest.approx(0.2)
+    assert rank_correlation(b, a, 2) == pytest.approx(0.2)
+
+
+def test_auc_is_computed_in_float64():
+    """The trapezoid rule in float64 (np.trapezoid on the float64 values) also for float32 curves and
+    for tensors that require grad."""
+    curves = np.random.default_rng(14).random((2, 20001)).astype(np.float32)
+    reference = np.trapezoid(curves.astype(np.float64), np.linspace(0, 1, 20001), axis=-1)
+    np.testing.assert_allclose(curve_auc(curves), reference, rtol=1e-13)
+    np.testing.assert_allclose(curve_auc(torch.tensor(curves)), reference, rtol=1e-13)
+    grad = torch.tensor([1.0, 0.5, 0.0], requires_grad=True)
+    assert float(curve_auc(grad)) == pytest.approx(0.5)
+
+
+def test_compare_occlusion_backends_table_and_defaults():
+    """The timing table: one row per backend with the documented columns, forwards = images x
+    windows (12 x 12 windows of the default 45 px at stride 1 on 56 x 56), times inside the wall /
+    CPU time of the whole call, forwards per second = forwards / seconds, and max_abs_diff the largest
+    difference of the two maps, which are the backends' own (default settings, filled with 0).
+    The forward passes: one untimed warm-up of a full batch (128 windows), then ours and captum once
+    (repeats=1), each in its own batching."""
+    import time
+
+    net = _pooled_linear()
+    model = _Recorder(net)
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(15))
+    targets = torch.tensor([0, 3])
+    wall, cpu = time.perf_counter(), time.process_time()
+    table, maps = compare_occlusion_backends(model, x, targets)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert list(table.columns) == ["backend", "images", "forwards", "seconds", "cpu_seconds", "forwards_per_s",
+                                   "max_abs_diff"]
+    assert table["backend"].tolist() == ["ours", "captum"] and set(maps) == {"ours", "captum"}
+    assert table["images"].tolist() == [2, 2] and table["forwards"].tolist() == [288, 288]
+    assert ((table["seconds"] > 0) & (table["seconds"] <= wall)).all()
+    assert ((table["cpu_seconds"] >= 0) & (table["cpu_seconds"] <= cpu)).all()
+    np.testing.assert_allclose(table["forwards_per_s"], 288 / table["seconds"])
+    captum = [s for i in range(2) for s in _captum_sizes(net, x[i], int(targets[i]), 45, 1, 0.0, 128)]
+    assert model.sizes == [128, 2, 128, 128, 32, *captum]
+    explicit = occlusion_map(net, x, targets, 45, 1, 0.0)
+    torch.testing.assert_close(maps["ours"], explicit)
+    torch.testing.assert_close(maps["captum"], explicit, rtol=1e-5, atol=1e-7)
+    assert table["max_abs_diff"].tolist() == [float((maps["ours"] - maps["captum"]).abs().max())] * 2
+
+
+class _CudaIndexRule(TorchDispatchMode):
+    """A dispatch mode with torch's own indexing rule for CUDA, which fake tensors skip: a CPU tensor
+    cannot be indexed with CUDA indices ("indices should be either on cpu or on the same device as the
+    indexed tensor (cpu)"); CPU indices into a CUDA tensor are allowed."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        indexing = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default)
+        if func in indexing and args[0].device.type == "cpu":
+            if any(i is not None and i.device.type != "cpu" for i in args[1]):
+                raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+        return func(*args, **(kwargs or {}))
+
+
+def test_curves_and_occlusion_stay_on_a_cuda_device_without_a_gpu(small_cnn, monkeypatch):
+    """deletion_insertion_curves builds its ranks, step counts and masks on ``images.device``,
+    occlusion_map its window masks, counts and targets, and class_probabilities moves the targets
+    there. Meta tensors do not check the device of scatter_'s
+    source or of gather's index, so this runs under torch's FakeTensorMode on a fake CUDA device (no
+    GPU needed), which raises on any CPU tensor mixed in (plus torch's CUDA indexing rule, which it
+    skips). The finiteness check reads values, which fake tensors do not have, so it is switched off
+    here."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import gradcam_lib.metrics.deletion as deletion_module
+    from gradcam_lib.metrics.occlusion import class_probabilities
+
+    monkeypatch.setattr(deletion_module, "check_finite", lambda name, values: None)
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(16))
+    with FakeTensorMode(allow_non_fake_inputs=True), _CudaIndexRule():
+        images = torch.empty(2, 3, 8, 8, device="cuda")
+        model = small_cnn.to("cuda")
+        deletion, insertion = deletion_insertion_curves(model, images, torch.tensor([1, 3]), maps, n_steps=4,
+                                                        blur_kernel=3, blur_sigma=1.0)
+        assert deletion.device.type == insertion.device.type == "cuda"
+        assert deletion.shape == insertion.shape == (2, 5)
+        probs = class_probabilities(model, images, torch.tensor([1, 3]))  # CPU targets are moved to the images
+        assert probs.device.type == "cuda" and probs.shape == (2,)
+        heat = occlusion_map(model, images, torch.tensor([1, 3]), patch=3, stride=2, batch_size=5)
+        assert heat.device.type == "cuda" and heat.shape == (2, 8, 8)

@@ -475,3 +475,216 @@ def test_the_experiment_run_stores_the_batch_rows_resumes_and_keeps_the_model_st
     assert fast.path(tmp_path) != experiment.path(tmp_path)
     fast_rows = fast.run(tmp_path, batch_size=3)
     pd.testing.assert_frame_equal(fast_rows[expected.columns], expected, check_dtype=False)
+
+
+# --------------------------------------------------------------------------- boundary cases (mutation tests)
+
+
+def test_equal_segments_tie_break_to_the_first_in_row_major_order():
+    """heatmap_to_box's documented tie-break: of two segments with the same pixel count, the one met
+    first in row-major order (scipy's labelling order); the sweep and its reference agree."""
+    heatmap = np.zeros((12, 12))
+    heatmap[7:10, 1:4] = 1.0  # 9 pixels, lower left (met second)
+    heatmap[1:4, 8:11] = 1.0  # 9 pixels, upper right (met first)
+    assert heatmap_to_box(heatmap) == (8, 1, 10, 3)
+    assert threshold_sweep(heatmap, (0.5,)).box(0) == (8, 1, 10, 3)
+    assert _sweep_python((heatmap > 0.5).astype(np.int16), 1, np.zeros((0, 4), dtype=np.int64),
+                         np.zeros(0))[0].tolist() == [[8, 1, 10, 3]]
+    heatmap[9, 4] = 1.0  # one pixel more: the lower left segment is now the largest
+    assert heatmap_to_box(heatmap) == (1, 7, 4, 9)
+
+
+def test_the_det_rule_takes_its_threshold_from_the_ground_truth_box():
+    """eval_detection.m: thr = min(0.5, w h / ((w + 10)(h + 10))) with w, h of the *ground-truth*
+    box. Truth 10 x 10 needs 0.25; the guess (10 x 30, containing it) has IoU 1/3: a hit. With the
+    guess's own size the threshold would be 300 / 800 = 0.375, a miss."""
+    guess, truth = (0, 0, 9, 29), _one_class((0, 0, 9, 9))
+    assert iou(guess, (0, 0, 9, 9)) == pytest.approx(1 / 3)
+    assert image_outcome([3], [guess], truth, tiny_box_rule=True)["loc_top1"] == 1.0
+    assert image_outcome([3], [guess], truth)["loc_top1"] == 0.0
+    heatmap = np.zeros((60, 60))
+    heatmap[0:30, 0:10] = 1.0
+    assert threshold_sweep(heatmap, (0.5,), truth.boxes, tiny_box_rule=True).largest_hit.tolist() == [True]
+    assert threshold_sweep(heatmap, (0.5,), truth.boxes).largest_hit.tolist() == [False]
+
+
+def test_top_5_counts_the_fifth_guess_and_not_the_sixth():
+    box = (10, 10, 49, 49)
+    sample = _one_class(box)
+    fifth = image_outcome([0, 1, 2, 4, 3], [None, None, None, None, box], sample)
+    assert fifth == {"cls_top1": 0.0, "cls_top5": 1.0, "loc_top1": 0.0, "loc_top5": 1.0}
+    sixth = image_outcome([0, 1, 2, 4, 5, 3], [None] * 5 + [box], sample)
+    assert sixth == {"cls_top1": 0.0, "cls_top5": 0.0, "loc_top1": 0.0, "loc_top5": 0.0}
+    assert image_outcome([3], [box], sample) == {"cls_top1": 1.0, "cls_top5": 1.0, "loc_top1": 1.0, "loc_top5": 1.0}
+
+
+def test_gt_known_scores_the_ground_truth_classs_map_not_the_top_1_guess():
+    """GT-known localisation (Zhou et al. 2016; Choe et al. 2020): the map of the true class, whatever
+    the prediction. Here the top-1 class (2) is wrong and its map is elsewhere; class 4's map is on
+    its box."""
+    model = ChannelMeans()
+    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    image = torch.zeros(6, 40, 50)
+    image[2, 0:10, 0:10] = 3.0  # the prediction (mean 0.15 > 0.1), top left
+    image[4, 20:40, 30:50] = 0.5  # the truth, bottom right, on its box
+    sample = Sample(image, (4,), torch.tensor([[30, 20, 49, 39]]), torch.tensor([4]), "t")
+    for top_k in (5, 1, 0):
+        (row,) = localize_batch(entry, image[None], [sample], "gradcam", (0.15,), top_k=top_k)
+        assert row["gt_class"] == 4 and row["loc_gt_known"] and row["gt_iou"] == 1.0
+        if top_k:
+            assert row["top1_class"] == 2 and row["loc_top1"] == 0.0
+    assert row["gt_iou_any"] == 1.0
+
+
+def test_iou_threshold_names_the_box_it_refuses():
+    with pytest.raises(ValueError, match=r"^box\b"):
+        iou_threshold((5, 0, 1, 1))
+    assert threshold_sweep(np.ones((4, 4)), (0.5,)).box(0) == (0, 0, 3, 3)
+    assert threshold_sweep(np.zeros((4, 4)), (0.5,)).box(0) is None
+
+
+def test_max_box_acc_interval_without_clusters_resamples_images():
+    """Each image is its own unit when no clusters are given (the same draws by hand); two units are
+    enough for an interval, one is not; IoUs exactly at delta count (>=)."""
+    rng = np.random.default_rng(3)
+    ious = np.round(rng.random((12, 5)) * 4) / 4  # many values exactly 0.5
+    value, low, high = max_box_acc_ci(ious, n_resamples=400, seed=2)
+    draws = np.random.default_rng(2).integers(0, 12, size=(400, 12))
+    values = [max_box_acc_from_ious(ious[draw]) for draw in draws]
+    assert value == max_box_acc_from_ious(ious) == (ious >= 0.5).mean(axis=0).max()
+    assert (low, high) == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])))
+    default = max_box_acc_ci(ious)  # the defaults: 2000 resamples, seed 0
+    draws = np.random.default_rng(0).integers(0, 12, size=(2000, 12))
+    values = [max_box_acc_from_ious(ious[draw]) for draw in draws]
+    assert default[1:] == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])))
+    two = max_box_acc_ci(ious[:2], clusters=["a", "b"], n_resamples=50)
+    assert np.isfinite(two[1:]).all()
+    one = max_box_acc_ci(ious[:3], clusters=["a", "a", "a"])
+    assert one[0] == max_box_acc_from_ious(ious[:3]) and np.isnan(one[1]) and np.isnan(one[2])
+
+
+# ---- mutation tests: dtypes, defaults and boundaries of localization, threshold_sweep, max_box_acc
+
+
+def test_max_box_acc_compares_ious_at_float64_and_refuses_other_shapes():
+    """max_box_acc_from_ious / max_box_acc_ci read the IoUs as float64 (their docstrings: IoU >= delta
+    on the values given): a float32 IoU of 0.7 is 0.69999998807907..., below delta = 0.7 (exact
+    rational comparison by hand), so it is a miss, not a hit after rounding delta to float32. A
+    matrix that is not (N, T) or is empty is refused."""
+    low32 = np.float32(0.7)
+    assert float(low32) < 0.7  # the float32 nearest 0.7 lies below it
+    ious32 = np.full((6, 3), low32, dtype=np.float32)
+    assert max_box_acc_from_ious(ious32, (0.7,)) == 0.0
+    assert max_box_acc_from_ious(np.full((6, 3), 0.7), (0.7,)) == 1.0  # exactly at delta: a hit
+    # every resample of six misses is 0; of six hits (float64 0.7, exactly at delta) is 1
+    assert max_box_acc_ci(ious32, (0.7,), n_resamples=20) == (0.0, 0.0, 0.0)
+    assert max_box_acc_ci(np.full((6, 3), 0.7), (0.7,), n_resamples=20) == (1.0, 1.0, 1.0)
+    for bad in (np.array([0.6, 0.4]), np.zeros((0, 5)), np.zeros((3, 0))):
+        with pytest.raises(ValueError, match=r"ious must be a non-empty \(N, T\) array"):
+            max_box_acc_from_ious(bad)
+
+
+def test_max_box_acc_interval_of_one_resample_is_that_resample():
+    """With n_resamples = 1 the percentile interval is the one resampled MaxBoxAcc: images drawn
+    with rng.integers(0, N, size=(1, N)) of default_rng(seed), the share of hits at the best
+    threshold computed by hand (seeds giving different values, so no value can be left over)."""
+    ious = np.array([[0.9, 0.1, 0.6], [0.2, 0.7, 0.5], [0.6, 0.6, 0.1], [0.1, 0.2, 0.3], [0.8, 0.4, 0.55]])
+    expected = []
+    for seed in range(6):
+        draw = np.random.default_rng(seed).integers(0, len(ious), size=(1, len(ious)))[0]
+        hits = [[ious[i, t] >= 0.5 for i in draw] for t in range(3)]
+        expected.append(max(sum(column) / len(draw) for column in hits))
+    assert len(set(expected)) > 2
+    for seed, share in enumerate(expected):
+        _, low, high = max_box_acc_ci(ious, n_resamples=1, seed=seed)
+        assert low == pytest.approx(share) and high == pytest.approx(share)
+
+
+def test_max_box_acc_clusters_are_labels_compared_as_written():
+    """Each distinct cluster label is one resampling unit (max_box_acc_ci: whole clusters are
+    resampled): the distinct integer ids 2**53 and 2**53 + 1 stay two clusters even when the list
+    also holds a float (a NaN for an unknown source), which a float64 array would merge. Reference:
+    the cluster bootstrap by hand with 3 clusters."""
+    rng = np.random.default_rng(8)
+    ious = rng.random((6, 4))
+    clusters = [2**53, 2**53, 2**53 + 1, 2**53 + 1, float("nan"), float("nan")]
+    members = [[0, 1], [2, 3], [4, 5]]
+    draws = np.random.default_rng(5).integers(0, 3, size=(60, 3))
+    values = []
+    for draw in draws:
+        rows = ious[[i for d in draw for i in members[d]]]
+        values.append((rows >= 0.5).mean(axis=0).max())
+    _, low, high = max_box_acc_ci(ious, clusters=clusters, n_resamples=60, seed=5)
+    assert (low, high) == pytest.approx(tuple(np.quantile(values, [0.025, 0.975])))
+
+
+def test_guess_is_localized_defaults_to_the_clsloc_rule_and_names_the_box():
+    """guess_is_localized: by default the CLS-LOC rule (IoU >= 0.5, eval_clsloc.m); the DET devkit's
+    tiny-box rule only when asked (truth 10 x 21 needs min(0.5, 210 / (20 * 31)) = 0.339 there).
+    An invalid guess box is refused under the name ``box``."""
+    from gradcam_lib.metrics.localization import guess_is_localized
+
+    guess, sample = (0, 0, 9, 9), _one_class((0, 0, 9, 20))  # IoU 100 / 210 = 0.476
+    assert not guess_is_localized(3, guess, sample)
+    assert not guess_is_localized(3, guess, sample, False)
+    assert guess_is_localized(3, guess, sample, tiny_box_rule=True)
+    assert guess_is_localized(3, guess, _one_class((0, 0, 9, 19)))  # IoU exactly 0.5
+    with pytest.raises(ValueError, match=r"^box\b"):
+        guess_is_localized(3, (5, 0, 1, 1), sample)
+
+
+def test_image_outcome_without_classes_scores_zero_and_reads_boxes_along_the_guesses():
+    """image_outcome returns shares in [0, 1] (docstring): an image with no ground-truth class has
+    nothing right (0.0, not the NaN of an empty mean, not 1.0). Boxes are read alongside the
+    guesses: boxes beyond the last guess (e.g. computed for the top 5 while scoring one guess) are
+    not guesses and are ignored."""
+    empty = Sample(torch.zeros(3, 20, 20), (), torch.zeros((0, 4), dtype=torch.long),
+                   torch.zeros(0, dtype=torch.long), "none")
+    assert image_outcome([3, 1, 2, 0, 4], [(0, 0, 9, 9)] * 5, empty) == dict.fromkeys(
+        ("cls_top1", "cls_top5", "loc_top1", "loc_top5"), 0.0)
+    box, sample = (10, 10, 49, 49), _one_class((10, 10, 49, 49))
+    one_guess = image_outcome([3], [box, None, None, None, None], sample)
+    assert one_guess == {"cls_top1": 1.0, "cls_top5": 1.0, "loc_top1": 1.0, "loc_top5": 1.0}
+    assert image_outcome([0], [None, box], sample)["cls_top5"] == 0.0
+
+
+def test_sweep_reference_dtypes_empty_levels_boxless_maps_and_the_half_boundary():
+    """ThresholdSweep's documented contents, for the per-threshold reference _sweep_python and the
+    union-find kernel alike: largest_boxes (T, 4) long with -1 rows where no pixel is kept,
+    largest_iou 0 without ground-truth boxes, largest_hit bool with IoU >= need (exactly 0.5 is a
+    hit), components long. Hand case: one 10 x 10 square at level 1 (kept at k = 0 only)."""
+    levels = np.zeros((30, 30), dtype=np.int16)
+    levels[0:10, 0:10] = 1
+    no_gt, no_need = np.zeros((0, 4), dtype=np.int64), np.zeros(0)
+    boxes, largest_iou, largest_hit, best_iou, components = _sweep_python(levels, 2, no_gt, no_need)
+    assert boxes.dtype == np.int64 and boxes.tolist() == [[0, 0, 9, 9], [-1, -1, -1, -1]]
+    assert largest_iou.tolist() == [0.0, 0.0] and best_iou.tolist() == [0.0, 0.0]
+    assert largest_hit.dtype == np.bool_ and largest_hit.tolist() == [False, False]
+    assert components.dtype == np.int64 and components.tolist() == [1, 0]
+    half = np.array([[0, 0, 9, 19]])  # 200 pixels containing the square: IoU = 100 / 200 = 0.5
+    assert iou((0, 0, 9, 9), (0, 0, 9, 19)) == 0.5
+    reference = _sweep_python(levels, 2, half, np.array([0.5]))
+    assert reference[1].tolist() == [0.5, 0.0] and reference[2].tolist() == [True, False]
+    # the same through threshold_sweep (the numba kernel): a threshold above the maximum keeps nothing
+    heatmap = levels.astype(np.float64)
+    sweep = threshold_sweep(heatmap, (0.5, 1.5), half)
+    for ours, theirs in zip((sweep.largest_boxes, sweep.largest_iou, sweep.largest_hit, sweep.best_iou,
+                             sweep.components), reference, strict=True):
+        assert ours.dtype == theirs.dtype and ours.tolist() == theirs.tolist()
+    assert sweep.box(1) is None
+    # one needed IoU per ground-truth box
+    with pytest.raises(ValueError):
+        _sweep_python(levels, 2, np.array([[20, 20, 25, 25], [0, 0, 9, 19]]), np.array([0.5]))
+
+
+def test_max_box_acc_interval_defaults_are_2000_resamples_with_seed_0():
+    """max_box_acc_ci's documented defaults (signature): n_resamples = 2000, seed = 0. Clusters of
+    unequal sizes make the resampled shares nearly continuous, so the percentile interval moves
+    with one resample more or another seed (the neighbouring values give other intervals)."""
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(25), rng.integers(1, 9, 25))
+    ious = rng.random((len(clusters), 4))
+    default = max_box_acc_ci(ious, clusters=clusters)
+    assert default == max_box_acc_ci(ious, (0.5,), clusters, 0.95, n_resamples=2000, seed=0)
+    assert default[1:] != max_box_acc_ci(ious, clusters=clusters, n_resamples=2001)[1:]
+    assert default[1:] != max_box_acc_ci(ious, clusters=clusters, seed=1)[1:]

@@ -225,3 +225,25 @@ def test_heatmaps_dispatch_each_key_to_its_own_method(cnn, toy_images):
                                    method(cnn, toy_images, targets).abs().amax(dim=1))
     torch.testing.assert_close(heatmaps("guided_gradcam", cnn, "2", toy_images, targets),
                                guided_grad_cam(cnn, "2", toy_images, targets).abs().amax(dim=1))
+
+
+# ---- mutation tests: grad_cam_top_k's arguments
+
+
+def test_grad_cam_top_k_defaults_to_5_and_checks_k_and_the_batch(cnn, toy_images):
+    """The localisation protocol's top-5 by default; k may be every class (6 here) but not a bool, a
+    float or more than the classes; the batch must be (B, C, H, W)."""
+    from gradcam_lib.methods import grad_cam_top_k
+
+    logits, classes, maps = grad_cam_top_k(cnn, "2", toy_images)
+    assert classes.shape == (3, 5) and maps.shape == (3, 5, 12, 12)
+    assert classes.tolist() == cnn(toy_images).topk(5, dim=1).indices.tolist()
+    _, every, _ = grad_cam_top_k(cnn, "2", toy_images, k=6)
+    assert sorted(every[0].tolist()) == list(range(6))
+    for bad in (True, 1.5, -1):
+        with pytest.raises(ValueError, match="k must be"):
+            grad_cam_top_k(cnn, "2", toy_images, k=bad)
+    with pytest.raises(ValueError, match="larger than"):
+        grad_cam_top_k(cnn, "2", toy_images, k=7)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        grad_cam_top_k(cnn, "2", torch.randn(3, 12))
