@@ -47,7 +47,7 @@ lab: install
 clean:
 	rm -rf _build results mutants
 
-# Mutation testing of the core ([tool.mutmut] in pyproject.toml): a fresh mutmut run (about 25 min on
+# Mutation testing of the core ([tool.mutmut] in pyproject.toml): a fresh mutmut run (30 to 60 min on
 # 2 cores, too slow for every CI run), then the score per module into tests/mutation_score.txt.
 mutation: install
 	$(PY) -m pip install --quiet -e ".[mutation]"

@@ -518,12 +518,11 @@ def test_top_5_counts_the_fifth_guess_and_not_the_sixth():
     assert image_outcome([3], [box], sample) == {"cls_top1": 1.0, "cls_top5": 1.0, "loc_top1": 1.0, "loc_top5": 1.0}
 
 
-def test_gt_known_scores_the_ground_truth_classs_map_not_the_top_1_guess():
+def test_gt_known_scores_the_ground_truth_classs_map_not_the_top_1_guess(channel_means_entry):
     """GT-known localisation (Zhou et al. 2016; Choe et al. 2020): the map of the true class, whatever
     the prediction. Here the top-1 class (2) is wrong and its map is elsewhere; class 4's map is on
     its box."""
-    model = ChannelMeans()
-    entry = ModelEntry("means", model, model.features, "features", ImageTransform(), tuple("abcdef"))
+    entry = channel_means_entry
     image = torch.zeros(6, 40, 50)
     image[2, 0:10, 0:10] = 3.0  # the prediction (mean 0.15 > 0.1), top left
     image[4, 20:40, 30:50] = 0.5  # the truth, bottom right, on its box
