@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample, build_sample, collate_samples
 from gradcam_lib.datasets.chestxray import ChestXray14BoxDataset
+from gradcam_lib.datasets.cluttered_mnist import ClutteredMNISTDataset
 from gradcam_lib.datasets.composite import CompositeDataset, ObjectCrop, photo_crops
 from gradcam_lib.datasets.ilsvrc import (
     Annotation,
@@ -27,6 +28,7 @@ __all__ = [
     "VOC_CLASSES",
     "Annotation",
     "ChestXray14BoxDataset",
+    "ClutteredMNISTDataset",
     "CompositeDataset",
     "ILSVRCValDataset",
     "ImageTransform",
@@ -52,7 +54,7 @@ __all__ = [
     "write_index",
 ]
 
-DATASET_NAMES = ("composite", "photos", "ilsvrc", "voc", "standin", "chestxray14")
+DATASET_NAMES = ("composite", "cluttered_mnist", "photos", "ilsvrc", "voc", "standin", "chestxray14")
 
 
 def build_dataset(
@@ -71,7 +73,9 @@ def build_dataset(
 
     Args:
         name: ``composite`` (generated from ``seed``: ``n_images`` images of up to ``max_objects``
-            objects), ``photos`` (the embedded photographs; ``n_images`` ignored), ``ilsvrc``
+            objects), ``cluttered_mnist`` (generated from ``seed``: ``n_images`` canvases, default
+            500, of up to ``max_objects`` digits from the ``split``'s pool -- ``train``, ``val`` or
+            ``test``), ``photos`` (the embedded photographs; ``n_images`` ignored), ``ilsvrc``
             (ILSVRC2012 val under ``data_root``, ``n_images`` images from number ``start``, less
             those on ``blacklist``), ``voc`` (PASCAL VOC 2007 ``split`` under ``data_root``, the
             first ``n_images`` ids), ``standin`` (``n_images`` generated chest X-rays, default 32,
@@ -94,6 +98,8 @@ def build_dataset(
         raise ValueError(f"n_images must be at least 1 (or None for the default), got {n_images}")
     if name == "composite":
         return CompositeDataset(100 if n_images is None else n_images, transform, seed=seed, max_objects=max_objects)
+    if name == "cluttered_mnist":
+        return ClutteredMNISTDataset(n_images or 500, transform, split=split, seed=seed, max_digits=max_objects)
     if name == "photos":
         return load_photos(transform)  # type: ignore[return-value]  # a list of samples serves as a map-style data set
     if name == "standin":

@@ -19,7 +19,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 @dataclass(frozen=True)
 class Split:
-    """Images ``(N, C, H, W)`` float32 in [0, 1] and labels ``(N,)`` long."""
+    """Images ``(N, C, H, W)`` float32 in [0, 1] and labels ``(N,)`` long (or multi-hot ``(N, K)``
+    float for a multi-label set)."""
 
     images: torch.Tensor
     labels: torch.Tensor

@@ -3,10 +3,11 @@
 Names (:func:`model_names`): the ImageNet classifiers (:mod:`~gradcam_lib.models.imagenet`:
 ``vgg16``, ``alexnet``, ``googlenet``, ``resnet50``, ``densenet121``, ``efficientnet_lite0`` /
 ``lite2``), ``<arch>_voc`` (:mod:`~gradcam_lib.models.voc`, needs ``checkpoint=``), ``mnist_cnn``
-(:mod:`~gradcam_lib.models.mnist`), and the chest X-ray networks of :mod:`~gradcam_lib.models.xray`
-(``standin``, ``chexnet`` with ``checkpoint=``, ``xrv:<weights>``). Every loader returns a
-:class:`ModelEntry` in eval mode whose Grad-CAM layer is the last rectified feature map; ``layer_name=``
-overrides that layer for any model. An unknown name raises ``KeyError`` listing the known ones.
+(:mod:`~gradcam_lib.models.mnist`), ``cluttered_mnist_cnn`` (:mod:`~gradcam_lib.models.cluttered_mnist`),
+and the chest X-ray networks of :mod:`~gradcam_lib.models.xray` (``standin``, ``chexnet`` with
+``checkpoint=``, ``xrv:<weights>``). Every loader returns a :class:`ModelEntry` in eval mode whose
+Grad-CAM layer is the last rectified feature map; ``layer_name=`` overrides that layer for any model.
+An unknown name raises ``KeyError`` listing the known ones.
 
 A new network is one decorated loader in a module listed in ``_PROVIDERS``::
 
@@ -30,7 +31,7 @@ __all__ = ["MODEL_NAMES", "ModelEntry", "load_model", "load_weights", "model_nam
 Loader = Callable[..., ModelEntry]
 _LOADERS: dict[str, Loader] = {}
 _PATTERNS: dict[str, tuple[Callable[[str], bool], Loader]] = {}
-_PROVIDERS = tuple(f"gradcam_lib.models.{m}" for m in ("imagenet", "voc", "mnist", "xray"))
+_PROVIDERS = tuple(f"gradcam_lib.models.{m}" for m in ("imagenet", "voc", "mnist", "cluttered_mnist", "xray"))
 
 
 def register_model(*names: str, pattern: tuple[str, Callable[[str], bool]] | None = None) -> Callable[[Loader], Loader]:

@@ -15,6 +15,7 @@ everywhere.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,10 @@ def seeded_small_cnn(in_channels: int = 1, image_size: int = 28, seed: int = 0) 
 
 
 def train_classifier(model: nn.Module, data: Split, epochs: int = 8, batch_size: int = 64, lr: float = 1e-3,
-                     seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """Adam on the cross-entropy, seeded shuffling (its own generator); returns ``model`` in eval
+                     seed: int = 0, device: str | torch.device = "cpu",
+                     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> nn.Module:
+    """Adam on ``loss(logits, labels)`` (default the cross-entropy; the binary cross-entropy with
+    logits for multi-hot labels), seeded shuffling (its own generator); returns ``model`` in eval
     mode. Training runs inside :func:`torch.random.fork_rng` seeded with ``seed`` (so any random op
     in the model, e.g. a dropout, is seeded too), and the caller's global RNG state is left as it was."""
     model = model.to(device).train()
@@ -78,7 +81,7 @@ def train_classifier(model: nn.Module, data: Split, epochs: int = 8, batch_size:
             for batch in torch.randperm(len(data), generator=generator).split(batch_size):
                 images, labels = data.images[batch].to(device), data.labels[batch].to(device)
                 optimiser.zero_grad()
-                F.cross_entropy(model(images), labels).backward()
+                loss(model(images), labels).backward()
                 optimiser.step()
     return model.eval()
 

@@ -80,14 +80,15 @@ def clusters_of(dataset: Dataset, image_ids: Sequence[str], gt_classes: Sequence
 
 
 def per_image_runs(
-    rows: pd.DataFrame, runs: Sequence[Sequence[str]], datasets: Sequence[str],
+    rows: pd.DataFrame, benchmarks: Mapping[str, Sequence[Sequence[str]]],
     data: Mapping[tuple[str, str], Dataset], threshold: float,
 ) -> tuple[dict[Run, pd.DataFrame], dict[Run, list[str] | None]]:
-    """For every (data set, model, method): its rows at ``threshold`` (:func:`at_threshold`) and
-    their clusters (:func:`clusters_of`; ``data`` maps (model, data set) to the data set)."""
+    """For every data set of ``benchmarks`` (data set -> its ``(model, method)`` runs) and each of
+    its runs: the rows at ``threshold`` (:func:`at_threshold`) and their clusters
+    (:func:`clusters_of`; ``data`` maps (model, data set) to the data set)."""
     per_image: dict[Run, pd.DataFrame] = {}
     clusters: dict[Run, list[str] | None] = {}
-    for name in datasets:
+    for name, runs in benchmarks.items():
         for model, method in runs:
             frame = at_threshold(run_rows(rows, name, model, method), threshold)
             per_image[name, model, method] = frame
@@ -335,8 +336,11 @@ def threshold_curves_figure(
     grid = sns.relplot(data=curve, x="threshold", y="error (%)", hue="run", style="criterion", col="panel",
                        kind="line", palette=palette, height=3.0, aspect=1.1)
     grid.set_titles("{col_name}")
-    for ax in grid.axes.flat:
+    for panel, ax in grid.axes_dict.items():
         ax.axvline(threshold, color="grey", linestyle=":")
+        shown = set(curve.loc[curve["panel"] == panel, "run"])
         for (model, method), value in picked.items():
-            ax.axvline(value, color=palette[f"{model} / {HEATMAP_METHODS[method]}"], linestyle="--", linewidth=0.8)
+            run = f"{model} / {HEATMAP_METHODS[method]}"
+            if run in shown:
+                ax.axvline(value, color=palette[run], linestyle="--", linewidth=0.8)
     return grid
