@@ -89,3 +89,26 @@ def check_targets(name: str, targets: torch.Tensor | Sequence[int], batch: int, 
             f"{name} must be class indices in [0, {n_classes}) for this model, got {values[outside][0].item()}"
         )
     return values.long()
+
+
+def check_maps_for_images(
+    images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor | Sequence[int] | int
+) -> tuple[int, int, int, torch.Tensor]:
+    """For the perturbation metrics: ``images (B, C, H, W)``, one finite 2-D map ``(B, H, W)`` per
+    image and one class index per image; returns ``(B, H, W, targets (B,) long on the images' device)``.
+
+    Raises:
+        ValueError: a shape that does not fit (the message gives both shapes), a non-finite map or
+            not one target per image.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    b, _c, h, w = images.shape
+    if tuple(maps.shape) != (b, h, w):
+        raise ValueError(f"maps must be (B, H, W) = {(b, h, w)} to match images {tuple(images.shape)}, "
+                         f"got shape {tuple(maps.shape)}; give one 2-D map per image at the image's size")
+    check_finite("maps", maps)
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
+    if len(targets) != b:
+        raise ValueError(f"targets must be (B,) with B={b}, one class index per image, got {len(targets)}")
+    return b, h, w, targets

@@ -29,7 +29,14 @@ from gradcam_lib.metrics.occlusion import (
     rank_correlation,
     window_starts,
 )
-from gradcam_lib.report.occlusion import independent_units, method_intervals, paired_comparison, per_image_measures
+from gradcam_lib.report.occlusion import (
+    independent_units,
+    method_intervals,
+    paired_comparison,
+    per_image_measures,
+    prepared_rows,
+    summaries,
+)
 from gradcam_lib.stats import cluster_bootstrap_ci, mcnemar, mean_ci, paired_difference, wilson_ci
 
 
@@ -374,6 +381,31 @@ def test_independent_units_follow_the_source_objects():
     assert independent_units(list(range(3)), ["x", "y", "z"], [1, 2, 3]) == ["x", "y", "z"]
 
 
+def test_prepared_rows_and_summaries_by_hand():
+    """prepared_rows adds the per-image measures and one unit per image; summaries holds the tables of
+    method_intervals, paired_comparison and the causal table on the same rows."""
+    raw = _rows().drop(columns=["drop", "increase"]).assign(target=1)
+    raw["kth_argsort"] = raw["rank_correlation"]
+    rows, units = prepared_rows(raw, list(range(6)))
+    assert units == {i: i for i in "abcdef"}
+    np.testing.assert_allclose(rows.loc[rows.method == "gradcam", "drop"], [50.0, 0.0, 50.0, 0.0, 100 * 0.6 / 0.9, 0.0])
+    names = {"gradcam": "Grad-CAM", "gradcam_pp": "Grad-CAM++"}
+    out = summaries(rows, units, names, "here", [("gradcam_pp", "gradcam")], ["gradcam", "gradcam_pp"],
+                    ["drop", "deletion_auc"], seed=3)
+    ours = out["intervals"].set_index(["method", "measure"]).loc[("gradcam", "rank_correlation")]
+    assert ours["mean"] == pytest.approx(0.3) and ours["n"] == 5  # image c is NaN: dropped
+    assert (ours["low"], ours["high"]) == pytest.approx(mean_ci([0.1, 0.4, 0.3, 0.2, 0.5], seed=3)[1:])
+    test = out["rank_tests"].iloc[0]
+    assert test["difference"] == "Grad-CAM++ - Grad-CAM" and test["mean"] == pytest.approx(0.12)  # by image, a-f less c
+    drop = out["causal_tests"].loc["drop"]
+    y, o = np.array([0.8, 0.5, 0.2, 0.4, 0.9, 0.6]), np.array([0.6, 0.7, 0.1, 0.5, 0.95, 0.3])  # Grad-CAM++ rows
+    gc, pp = np.array([50, 0, 50, 0, 100 * 0.6 / 0.9, 0]), 100 * np.clip(1 - o / y, 0, None)
+    assert drop["mean"] == pytest.approx((pp - gc).mean())
+    table = out["causal_table"]
+    assert table.iloc[0]["deletion AUC"].startswith("0.350 [") and table.iloc[0]["source"] == "here"
+    assert out["causal_intervals"]["measure"].tolist() == ["drop", "deletion_auc"] * 2
+
+
 # --------------------------------------------------------------------------- the protocols' defaults
 
 
@@ -565,6 +597,35 @@ def test_deletion_default_batch_is_64_steps_per_pass():
         torch.testing.assert_close(a, b)
 
 
+def test_deletion_insertion_batches_several_images_per_pass():
+    """Three images of 5 steps (18 inputs per curve) go through the model 8 + 8 + 2 for deletion, then
+    for insertion, and give each image's curves as computed alone."""
+    model = _Recorder(_pooled_linear())
+    x = torch.randn(3, 3, 10, 10, generator=torch.Generator().manual_seed(12))
+    heat = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(13))
+    targets = torch.tensor([1, 0, 4])
+    together = deletion_insertion_curves(model, x, targets, heat, 5, 3, 1.0, batch_size=8)
+    assert model.sizes == [8, 8, 2, 8, 8, 2]
+    for i in range(3):
+        alone = deletion_insertion_curves(model, x[i:i + 1], targets[i:i + 1], heat[i:i + 1], 5, 3, 1.0)
+        for a, b in zip(together, alone, strict=True):
+            torch.testing.assert_close(a[i:i + 1], b)
+
+
+def test_explanation_map_of_one_channel_images():
+    """One-channel images (cluttered MNIST: mean 0, std 1): E = L * I pixel by pixel."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)).eval()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(14))
+    heat = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(15))
+    targets = torch.tensor([0, 2])
+    y, o = explanation_map_confidence(model, x, targets, heat, (0.0,), (1.0,))
+    low, high = heat.amin((1, 2), keepdim=True), heat.amax((1, 2), keepdim=True)
+    with torch.no_grad():
+        expected = torch.softmax(model(x * ((heat - low) / (high - low))[:, None]), 1)[[0, 1], targets]
+        torch.testing.assert_close(y, torch.softmax(model(x), 1)[[0, 1], targets])
+    torch.testing.assert_close(o, expected)
+
+
 def test_default_blur_is_rises_gkern_11_5():
     """RISE's evaluation.py: insertion starts from the image blurred by gkern(11, 5), built here from
     scipy (gaussian_filter of a delta, then a zero-padded correlation); a model with large weights
@@ -701,10 +762,10 @@ def test_curves_and_occlusion_stay_on_a_cuda_device_without_a_gpu(small_cnn, mon
     here."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import gradcam_lib.metrics.deletion as deletion_module
+    import gradcam_lib.validate as validate_module
     from gradcam_lib.metrics.occlusion import class_probabilities
 
-    monkeypatch.setattr(deletion_module, "check_finite", lambda name, values: None)
+    monkeypatch.setattr(validate_module, "check_finite", lambda name, values: None)
     maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(16))
     with FakeTensorMode(allow_non_fake_inputs=True), _CudaIndexRule():
         images = torch.empty(2, 3, 8, 8, device="cuda")

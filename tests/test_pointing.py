@@ -35,6 +35,7 @@ from gradcam_lib.metrics.pointing import (
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.report.pointing import (
     calibrate_tau,
+    comparison_tables,
     pair_clusters,
     pointing_accuracy,
     rejection_at,
@@ -245,6 +246,45 @@ def test_rejection_curve_precision_matches_sklearn():
         # our recall's denominator is the present guesses (4), sklearn's the hits (3)
         assert ours.loc[t, "recall"] == pytest.approx(100 * r * 3 / 4)
     assert curve["quantile"].iloc[0] == 0 and curve["quantile"].iloc[-1] == 1
+
+
+def test_rejection_curve_and_calibration_equal_the_rule_at_every_threshold_with_ties():
+    # two methods, unsorted rows, tied maxima: the sorted-count curve must equal rejection_at at each tau
+    rows = pd.concat([_topk_rows().sample(frac=1.0, random_state=3),
+                      _topk_rows().assign(method="n", peak=[0.5, 0.5, 0.2, 0.2, 0.2, 0.9, 0.9, 0.1])])
+    curve = rejection_curve(rows)
+    for method, group in rows.groupby("method"):
+        ours = curve[curve["method"] == method]
+        expected = pd.DataFrame([rejection_at(group, tau) for tau in ours["tau"]])
+        pd.testing.assert_frame_equal(ours[expected.columns].reset_index(drop=True), expected, check_dtype=False)
+    n = curve[curve["method"] == "n"].set_index("tau")
+    # method n by hand: peaks 0.9 (absent, hit), 0.5 (hit, present miss), 0.2 (absent, hit, absent), 0.1 (absent)
+    assert n.loc[0.5, "accepted"] == pytest.approx(50.0) and n.loc[0.5, "precision"] == pytest.approx(50.0)
+    assert n.loc[0.5, "accuracy"] == pytest.approx(100 * 5 / 8)  # 2 accepted hits + 3 rejected absent
+    assert n.loc[0.2, "accuracy"] == pytest.approx(100 * 4 / 8) and n.loc[0.2, "quantile"] == pytest.approx(1 / 8)
+    # calibration by hand: accepting the top a = 0, 2, 4, 7, 8 guesses is right 4, 4, 5, 4, 3 times of 8:
+    # a = 4 is tau in (0.2, 0.5] -> midpoint 0.35
+    assert calibrate_tau(rows[rows["method"] == "n"]) == pytest.approx(0.35)
+    assert calibrate_tau(rows[rows["method"] == "m"]) == pytest.approx(0.55)  # the shuffled rows of the hand case
+
+
+def test_comparisons_pair_within_one_data_set_even_when_image_ids_repeat():
+    # data set x: A hits every pair, B none; y (the same ids and labels): the reverse -- pairing across
+    # data sets would mix them to 0
+    base = pd.DataFrame({"image_id": ["i0", "i1", "i2", "i3"], "label": [0, 1, 0, 1],
+                         "cluster": ["c0", "c1", "c2", "c3"], "difficult": [True, False, True, False]})
+    frames = [base.assign(dataset=name, method=method, hit=hit)
+              for name, hits in (("x", (True, False)), ("y", (False, True)))
+              for method, hit in zip(("a", "b"), hits, strict=True)]
+    paired, gaps, table, gap_table = comparison_tables(pd.concat(frames, ignore_index=True), [("a", "b")],
+                                                       {"a": "A", "b": "B"}, seed=0)
+    assert paired["x", "a", "b"][0].mean == pytest.approx(100.0)
+    assert paired["y", "a", "b"][0].mean == pytest.approx(-100.0)
+    assert (paired["x", "a", "b"][1].only_a, paired["x", "a", "b"][1].only_b) == (4, 0)
+    assert (paired["y", "a", "b"][1].only_a, paired["y", "a", "b"][1].only_b) == (0, 4)
+    assert table["dataset"].tolist() == ["x", "y"]
+    assert table["verdict"].tolist() == ["no difference shown"] * 2  # 4 vs 0 discordant: McNemar p = 0.125
+    assert gap_table["difficult pairs"].tolist() == [2, 2, 2, 2] and gaps["x", "a"][0].mean == pytest.approx(0.0)
 
 
 def pointing_batch(entry, images, samples, methods, rejection_methods=(), top_k=5, tolerance=15, smooth=0.02):

@@ -49,8 +49,8 @@ def explanation_map_confidence(
     Returns:
         ``(Y (B,), O (B,))``.
     """
-    m = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)  # one value per channel (1 or 3)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     pixels = images * s + m
     explained = (pixels * _unit(maps.to(images.device))[:, None] - m) / s
     with explanation_scope(model):

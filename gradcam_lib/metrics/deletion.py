@@ -14,7 +14,7 @@ from torch import nn
 
 from gradcam_lib.methods import explanation_scope
 from gradcam_lib.metrics.occlusion import class_probabilities
-from gradcam_lib.validate import check_finite
+from gradcam_lib.validate import check_maps_for_images
 
 __all__ = ["curve_auc", "deletion_insertion_curves", "rise_blur", "rise_kernel"]
 
@@ -52,7 +52,9 @@ def deletion_insertion_curves(
     first k pixels to 0 (the data set mean in normalised space; RISE's ``torch.zeros_like``) and
     records p(class); **insertion** starts from :func:`rise_blur` (``blur_kernel``, ``blur_sigma``:
     RISE's 11 / 5) and puts the first k original pixels back. k goes from 0 to H*W in ``n_steps``
-    equal steps (RISE: 224 pixels per step on 224 x 224, i.e. 224 steps, 225 points).
+    equal steps (RISE: 224 pixels per step on 224 x 224, i.e. 224 steps, 225 points). The
+    ``(image, step)`` inputs go through the model ``batch_size`` at a time, several images per pass
+    (all deletion steps, then all insertion steps).
 
     Returns:
         ``(deletion (B, n_steps + 1), insertion (B, n_steps + 1))`` softmax probabilities.
@@ -61,42 +63,25 @@ def deletion_insertion_curves(
         ValueError: ``images`` not ``(B, C, H, W)``, ``maps`` not ``(B, H, W)`` of the same B, H, W,
             a map with NaN or infinity, or ``targets`` not one class index per image.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    b, _c, h, w = images.shape
-    if tuple(maps.shape) != (b, h, w):
-        raise ValueError(f"maps must be (B, H, W) = {(b, h, w)} to match images {tuple(images.shape)}, "
-                         f"got shape {tuple(maps.shape)}; give one 2-D map per image at the image's size")
-    check_finite("maps", maps)
-    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).view(-1)
-    if len(targets) != b:
-        raise ValueError(f"targets must be (B,) with B={b}, one class index per image, got {len(targets)}")
+    b, h, w, targets = check_maps_for_images(images, maps, targets)
     order = torch.argsort(maps.to(images.device).reshape(b, -1), dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
     counts = torch.linspace(0, h * w, n_steps + 1, device=images.device).round().long()
     blurred = rise_blur(images, blur_kernel, blur_sigma)
-    deletion: list[torch.Tensor] = []
-    insertion: list[torch.Tensor] = []
+    points, total = n_steps + 1, b * (n_steps + 1)
+    curves: list[torch.Tensor] = []
     with explanation_scope(model):
-        for index in range(b):
-            chosen = (rank[index][None] < counts[:, None]).view(-1, 1, h, w).float()  # (n_steps + 1, 1, H, W)
-            image = images[index][None]
-            for start_image, fill, out in (
-                (image, torch.zeros_like(image), deletion),
-                (blurred[index][None], image, insertion),
-            ):
-                steps = start_image * (1 - chosen) + fill * chosen
-                probs = torch.cat(
-                    [
-                        class_probabilities(
-                            model, steps[i : i + batch_size], targets[index].expand(len(steps[i : i + batch_size]))
-                        )
-                        for i in range(0, len(steps), batch_size)
-                    ]
-                )
-                out.append(probs)
-    return torch.stack(deletion), torch.stack(insertion)
+        for start_images, fills in ((images, torch.zeros_like(images)), (blurred, images)):
+            probs: list[torch.Tensor] = []
+            for first in range(0, total, batch_size):  # (image, step) pairs, several images per pass
+                pair = torch.arange(first, min(first + batch_size, total), device=images.device)
+                image, step = pair // points, pair % points
+                chosen = (rank[image] < counts[step][:, None]).view(-1, 1, h, w).float()  # (n, 1, H, W)
+                steps = start_images[image] * (1 - chosen) + fills[image] * chosen
+                probs.append(class_probabilities(model, steps, targets[image]))
+            curves.append(torch.cat(probs).view(b, points))
+    return curves[0], curves[1]
 
 
 def curve_auc(curve: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -34,10 +34,12 @@ __all__ = [
     "method_intervals",
     "paired_comparison",
     "per_image_measures",
+    "prepared_rows",
     "rank_comparisons",
     "rank_figure",
     "rank_table",
     "span",
+    "summaries",
 ]
 
 
@@ -246,6 +248,38 @@ def causal_comparisons(causal: pd.DataFrame, a: str, b: str, measures: Sequence[
     tests = pd.DataFrame([paired_comparison(causal, a, b, m, units, confidence, seed)
                           for m in measures]).set_index("measure", drop=False)
     return tests.assign(verdict=_verdicts(tests))
+
+
+def prepared_rows(rows: pd.DataFrame, dataset: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+    """:func:`per_image_measures` of one run's ``rows`` and each image's independent unit
+    (:func:`independent_units` of its explained class): ``(rows, {image_id: unit})``."""
+    rows = per_image_measures(rows)
+    first = rows.drop_duplicates("image_id")
+    units = independent_units(dataset, first["image_id"].tolist(), first["target"].tolist())
+    return rows, dict(zip(first["image_id"].astype(str), units, strict=True))
+
+
+def summaries(rows: pd.DataFrame, units: Mapping[str, str], names: Mapping[str, str], source: str,
+              pairs: Sequence[tuple[str, str]], methods: Sequence[str], measures: Sequence[str],
+              causal_pair: tuple[str, str] = ("gradcam_pp", "gradcam"), confidence: float = 0.95,
+              seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every table of one run (:func:`prepared_rows` output): ``correlated`` (rows with a rank
+    correlation), ``intervals`` (:func:`method_intervals` of it), ``rank_table``, ``rank_tests``
+    (:func:`rank_comparisons` of ``pairs``); ``causal`` (rows with Y / O), ``causal_intervals`` of
+    ``measures``, ``causal_table`` and ``causal_tests`` (:func:`causal_comparisons` of
+    ``causal_pair``; empty when a method of it did not run)."""
+    out: dict[str, pd.DataFrame] = {"correlated": rows.dropna(subset=["kth_argsort"])}
+    out["intervals"] = method_intervals(out["correlated"], units, ["rank_correlation", "kth_argsort"], confidence,
+                                        seed)
+    out["rank_table"] = rank_table(out["correlated"], out["intervals"], names, source)
+    out["rank_tests"] = rank_comparisons(out["correlated"], pairs, methods, names, units, confidence, seed)
+    out["causal"] = rows.dropna(subset=["y"]) if "y" in rows else rows.iloc[:0]
+    out["causal_intervals"] = method_intervals(out["causal"], units, measures, confidence, seed)
+    out["causal_table"] = causal_table(out["causal"], out["causal_intervals"], names, source, measures)
+    ran = set(out["causal"]["method"])
+    out["causal_tests"] = (causal_comparisons(out["causal"], *causal_pair, measures, units, confidence, seed)
+                           if set(causal_pair) <= ran else pd.DataFrame())
+    return out
 
 
 # --------------------------------------------------------------------------------------------
