@@ -9,7 +9,7 @@ median ratio is within 5 % of it (or a time budget is spent). Every row reports 
 its 95 % interval and the number of rounds; the appendix calls a target met or missed only when
 the whole interval lies on one side of it.
 
-    python bench/benchmark.py [--quick] [--out bench/results.csv] [--device cpu]
+    python bench/benchmark.py [--quick] [--out bench/results.csv] [--device cpu] [--road-only]
 
 Random weights (speed does not depend on them); VGG-16 and ResNet-50 from torchvision.
 """
@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from captum.attr import GuidedBackprop, GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy import stats
 
@@ -37,6 +38,7 @@ from gradcam_lib.experiments.localization import LocalizationExperiment, Localiz
 from gradcam_lib.methods import grad_cam, grad_cam_pp, grad_cam_top_k, guided_backprop, guided_grad_cam
 from gradcam_lib.methods.attributions import integrated_gradients
 from gradcam_lib.metrics.occlusion import occlusion_map, window_starts
+from gradcam_lib.metrics.road import noisy_linear_imputation, removal_masks
 from gradcam_lib.models import load_model
 
 OUT = Path(__file__).with_name("results.csv")
@@ -126,7 +128,7 @@ def pgc_unnormalised(cam_class, model, layer, images, targets):
         outputs = cam.activations_and_grads(images)
         chosen = [ClassifierOutputTarget(int(t)) for t in targets]
         model.zero_grad()
-        sum(t(o) for t, o in zip(chosen, outputs)).backward()
+        sum(t(o) for t, o in zip(chosen, outputs, strict=False)).backward()
         acts = cam.activations_and_grads.activations[0].numpy()
         grads = cam.activations_and_grads.gradients[0].numpy()
         return torch.from_numpy(cam.get_cam_image(images, layer, chosen, acts, grads, False)).clamp(min=0)
@@ -185,7 +187,8 @@ def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stri
     # Grad-CAM of the predicted class(es): every library learns the prediction its own way.
     record("Grad-CAM top-1", "gradcam_lib", lambda: grad_cam_top_k(model, layer, images, 1))
     record("Grad-CAM top-1", "captum", lambda: captum_grad_cam(model, layer, images, forward().argmax(1)),
-           check=lambda: relative_difference(grad_cam(model, layer, images, top1), captum_grad_cam(model, layer, images, top1)))
+           check=lambda: relative_difference(grad_cam(model, layer, images, top1),
+                                             captum_grad_cam(model, layer, images, top1)))
     record("Grad-CAM top-1", "pytorch-grad-cam", lambda: pgc_raw(GradCAM, model, layer, images, forward().argmax(1)),
            check=lambda: relative_difference(grad_cam(model, layer, images, top1, upsample=False),
                                              pgc_unnormalised(GradCAM, model, layer, images, top1)))
@@ -204,17 +207,22 @@ def bench_model(name: str, batch: int, repeats: int, device: str, occlusion_stri
            check=lambda: relative_difference(guided_backprop(model, images, top1),
                                              GuidedBackprop(model).attribute(images.clone().requires_grad_(), top1)))
     record("Guided Grad-CAM", "gradcam_lib", lambda: guided_grad_cam(model, layer, images, top1), "input-gradient pass")
-    captum_ggc = lambda: GuidedGradCam(model, layer).attribute(images.clone().requires_grad_(), top1,
-                                                               interpolate_mode="bilinear")
+    def captum_ggc():
+        return GuidedGradCam(model, layer).attribute(images.clone().requires_grad_(), top1, interpolate_mode="bilinear")
+
     record("Guided Grad-CAM", "captum", captum_ggc, "input-gradient pass",
            check=lambda: relative_difference(guided_grad_cam(model, layer, images, top1), captum_ggc()))
 
     # Heavy methods on one image, timed once (the model is warm): occlusion as time per perturbed
     # image over inference time per image (the inverse of the throughput ratio), IG per image.
     one, one_target = images[:1], top1[:1]
-    ours_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch)
-    captum_occ = lambda: occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch,
-                                       backend="captum")
+    def ours_occ():
+        return occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch)
+
+    def captum_occ():
+        return occlusion_map(model, one, one_target, patch=window, stride=stride, batch_size=4 * batch,
+                             backend="captum")
+
     record(f"Occlusion {window}px stride {stride}", "gradcam_lib", ours_occ, per_perturbed, heavy=True)
     record(f"Occlusion {window}px stride {stride}", "captum", captum_occ, per_perturbed, heavy=True,
            check=lambda: relative_difference(ours_occ(), captum_occ()))
@@ -245,7 +253,35 @@ def bench_localization_loop(name: str, batch: int, n_images: int, device: str, b
     ratio = paired_ratio(loop, inference, min_rounds=3, max_rounds=5, budget_s=budget_s)
     return {"model": name, "batch": batch, "method": "localisation loop (images/s)", "library": "gradcam_lib",
             "seconds": ratio.seconds / n_images, "ratio": ratio.median, "ratio_low": ratio.low,
-            "ratio_high": ratio.high, "rounds": ratio.rounds, "baseline": "forward", "max_rel_diff_vs_ours": float("nan")}
+            "ratio_high": ratio.high, "rounds": ratio.rounds, "baseline": "forward",
+            "max_rel_diff_vs_ours": float("nan")}
+
+
+def bench_road(batch: int, percentage: float, device: str, budget_s: float) -> dict:
+    """ROAD's noisy linear imputation of ``batch`` 224 x 224 images (``percentage`` % removed, MoRF
+    of smooth Grad-CAM-like maps): ours (one batched CG solve on ``device``) against
+    pytorch-grad-cam's ``NoisyLinearImputer`` (scipy ``spsolve`` per image, on the CPU), noise 0.
+    The results are compared first (max abs difference, printed); the ratio is ours / theirs."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224, generator=g)
+    maps = torch.nn.functional.interpolate(torch.rand(batch, 1, 7, 7, generator=g), size=(224, 224), mode="bilinear")
+    removed = removal_masks(maps[:, 0], [percentage], "morf")[0]
+    on_device, removed_on_device = images.to(device), removed.to(device)
+    def ours() -> torch.Tensor:
+        return noisy_linear_imputation(on_device, removed_on_device, noise=0.0)
+
+    def theirs() -> torch.Tensor:
+        return torch.stack([NoisyLinearImputer(noise=0.0)(images[i], (~removed[i]).float()) for i in range(batch)])
+
+    difference = float((ours().cpu() - theirs()).abs().max())
+    print(f"ROAD imputation: max abs difference vs pytorch-grad-cam {difference:.2e}", flush=True)
+    if difference > 1e-4:
+        raise RuntimeError(f"ROAD imputation disagrees with pytorch-grad-cam by {difference}: not timing it")
+    ratio = paired_ratio(ours, theirs, min_rounds=3, max_rounds=5, budget_s=budget_s)
+    return {"model": "none", "batch": batch, "method": f"ROAD imputation 224px {percentage:g} % MoRF",
+            "library": "gradcam_lib", "seconds": ratio.seconds, "ratio": ratio.median, "ratio_low": ratio.low,
+            "ratio_high": ratio.high, "rounds": ratio.rounds, "baseline": "pytorch-grad-cam NoisyLinearImputer",
+            "max_rel_diff_vs_ours": relative_difference(ours(), theirs())}
 
 
 def main() -> None:
@@ -253,18 +289,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one batch size per model, fewer repeats")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--road-only", action="store_true", help="only the ROAD imputation row")
     args = parser.parse_args()
     settings = {"resnet50": (2, 8), "vgg16": (2, 4)}
     repeats = 2 if args.quick else 10  # at most 4 x repeats interleaved rounds per row
     budget_s = 5.0 if args.quick else 30.0
-    rows = []
-    for name, batches in settings.items():
+    rows = [bench_road(8, 10, args.device, budget_s)]
+    for name, batches in ({} if args.road_only else settings).items():
         for batch in batches[-1:] if args.quick else batches:
             print(f"{name} batch {batch} ...", flush=True)
             rows += bench_model(name, batch, repeats, args.device, occlusion_stride=28, ig_steps=50, budget_s=budget_s)
         rows.append(bench_localization_loop(name, batches[-1], 4 * batches[-1], args.device, budget_s))
     table = pd.DataFrame(rows)
-    table["device"] = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    cpu = f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    table["device"] = torch.cuda.get_device_name() if args.device == "cuda" else cpu
     table["torch"] = torch.__version__
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

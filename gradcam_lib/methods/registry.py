@@ -36,7 +36,9 @@ Every chapter that takes a method key can then run it (``maps("score_cam", ...)`
 This module holds the registry only; :mod:`~gradcam_lib.methods.cam` (the CAMs),
 :mod:`~gradcam_lib.methods.gradients` (input-space maps) and
 :mod:`~gradcam_lib.methods.attributions` (IG, SHAP) register their functions, and are imported on the first
-lookup, so ``method("grad_cam")`` works after ``import gradcam_lib.methods`` alone.
+lookup, so ``method("grad_cam")`` works after ``import gradcam_lib.methods`` alone;
+:mod:`~gradcam_lib.methods.cam_family` registers the later CAMs (HiResCAM, XGrad-CAM, LayerCAM,
+Score-CAM, Eigen-CAM) the same way.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The modules that register methods, imported on the first lookup (in this order).
 _PROVIDERS: tuple[str, ...] = (
     "gradcam_lib.methods.cam",
+    "gradcam_lib.methods.cam_family",
     "gradcam_lib.methods.gradients",
     "gradcam_lib.methods.attributions",
 )
