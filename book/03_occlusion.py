@@ -384,7 +384,7 @@ save_headline(headline.frame, "03_occlusion", "Faithfulness: mean rank correlati
 #    [-0.063, +0.001]. The Grad-CAM++ paper's lower Average Drop (36.84 against 46.56) is neither
 #    confirmed nor contradicted by seven images.
 # 7. *Deletion and insertion AUCs cannot be told from the published ones*: Grad-CAM's 0.127
-#    [0.061, 0.234] and 0.488 [0.340, 0.705] contain both RISE's (0.1232 / 0.6766, ResNet-50) and
+#    [0.061, 0.234] and 0.488 [0.341, 0.710] contain both RISE's (0.1232 / 0.6766, ResNet-50) and
 #    Score-CAM's (0.089 / 0.357, VGG-16) values. With 10 steps instead of 224 the trapezoid areas
 #    also carry a discretisation error.
 #
