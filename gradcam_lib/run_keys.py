@@ -31,7 +31,8 @@ def _hash_tensor(digest: Any, tensor: torch.Tensor) -> None:
     """Feed a tensor's dtype, shape and raw bytes (row-major, whatever its memory format) to ``digest``."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     digest.update(f"{flat.dtype}{tuple(tensor.shape)}\0".encode())
-    digest.update(flat.view(torch.uint8).numpy().data)  # .data: the array's buffer as a memoryview
+    if flat.numel():  # an empty tensor has no bytes (and a sliced one may not be viewed as bytes)
+        digest.update(flat.view(torch.uint8).numpy().data)  # .data: the array's buffer as a memoryview
 
 
 def model_fingerprint(model: nn.Module) -> str:

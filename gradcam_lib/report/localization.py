@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from gradcam_lib.datasets.base import Sample
 from gradcam_lib.datasets.composite import source_objects
-from gradcam_lib.methods import HEATMAP_METHODS
+from gradcam_lib.methods import method as registered
 from gradcam_lib.metrics.localization import CRITERIA
 from gradcam_lib.metrics.max_box_acc import MAX_BOX_ACC_V2_IOUS, max_box_acc_ci
 from gradcam_lib.models import ModelEntry
@@ -48,8 +48,10 @@ __all__ = [
     "per_image_runs",
     "pick_threshold",
     "run_rows",
+    "same_outcomes",
     "shown_lower",
     "threshold_curves_figure",
+    "versus_table",
     "with_interval",
 ]
 
@@ -94,6 +96,13 @@ def per_image_runs(
             per_image[name, model, method] = frame
             clusters[name, model, method] = clusters_of(data[model, name], frame.index, frame["gt_class"])
     return per_image, clusters
+
+
+def same_outcomes(a: pd.DataFrame, b: pd.DataFrame,
+                  columns: Sequence[str] = ("loc_top1", "loc_top5", "loc_gt_known")) -> pd.Series:
+    """Per image of ``a`` (two runs' :func:`per_image_runs` frames): True where ``b`` has the same
+    localisation outcomes in ``columns``."""
+    return (a[list(columns)] == b.loc[a.index, list(columns)]).all(axis=1)
 
 
 def iou_curves(rows: pd.DataFrame, column: str = "gt_iou") -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -157,7 +166,7 @@ def errors_with_intervals(
     columns = [("loc_top1", "loc top-1"), ("loc_top5", "loc top-5"), ("loc_gt_known", "GT-known")]
     return pd.DataFrame(
         [
-            {"data set": name, "model": model, "method": HEATMAP_METHODS[method], "images": len(frame),
+            {"data set": name, "model": model, "method": registered(method).label, "images": len(frame),
              **{label: with_interval(frame[column], clusters[name, model, method]) for column, label in columns}}
             for (name, model, method), frame in per_image.items()
         ]
@@ -202,7 +211,7 @@ def box_accuracy_table(
         error15 = error_interval(frame["loc_gt_known"].to_numpy(float), clusters[name, model, method])
         error_pick = error_interval(at_pick["loc_gt_known"].to_numpy(float), clusters[name, model, method])
         table.append({
-            "data set": name, "run": f"{model} / {HEATMAP_METHODS[method]}",
+            "data set": name, "run": f"{model} / {registered(method).label}",
             "at 15 %": _accuracy_of_error(error15),
             "picked on calibration": f"{picked[model, method]:.2f}",
             "at the picked threshold": _accuracy_of_error(error_pick),
@@ -246,6 +255,32 @@ def paired_test(
     difference = paired_difference(1 - a[column].to_numpy(float), 1 - b[column].to_numpy(float),
                                    [groups[i] for i in common])
     return test, difference
+
+
+def versus_table(per_image: Mapping[Run, pd.DataFrame], clusters: Mapping[Run, list[str] | None],
+                 benchmarks: Mapping[str, Sequence[Sequence[str]]], names: Mapping[str, str],
+                 reference: str = "gradcam", column: str = "loc_gt_known") -> pd.DataFrame:
+    """Every run of each data set against the same model's ``reference`` run on the same images:
+    the error in ``column`` (%, with its interval) and the paired test (:func:`paired_test`, the
+    reference's source objects as clusters)."""
+    table = []
+    for name, runs in benchmarks.items():
+        for model, method in runs:
+            base = (name, model, reference)
+            if method == reference or base not in per_image:
+                continue
+            groups = clusters[base]
+            sources = None if groups is None else dict(zip(per_image[base].index, groups, strict=True))
+            test, difference = paired_test(per_image[name, model, method], per_image[base], column, sources)
+            table.append({"dataset": name, "model": model, "method": names.get(method, method),
+                          f"{column} error %": with_interval(per_image[name, model, method][column],
+                                                             clusters[name, model, method]),
+                          f"{names.get(reference, reference)} %": with_interval(per_image[base][column], groups),
+                          "only it right": test.only_a, "only reference right": test.only_b,
+                          "McNemar p": test.p_value,
+                          "error difference, points": "" if difference is None else
+                          f"{100 * difference.mean:+.1f} [{100 * difference.low:+.1f}, {100 * difference.high:+.1f}]"})
+    return pd.DataFrame(table)
 
 
 def shown_lower(test: McNemar, difference: PairedDifference | None) -> bool:
@@ -330,7 +365,7 @@ def threshold_curves_figure(
              .melt(id_vars=keys, var_name="criterion", value_name="error (%)")
              .dropna())
     curve["criterion"] = curve["criterion"].map({"loc_gt_known": "GT-known", "loc_top1": "loc top-1"})
-    curve["run"] = curve["model"] + " / " + curve["method"].map(HEATMAP_METHODS)
+    curve["run"] = curve["model"] + " / " + curve["method"].map(lambda key: registered(key).label)
     curve["panel"] = curve["dataset"].str.replace("-calibration", "") + " (" + curve["split"] + ")"
     palette = dict(zip(curve["run"].unique(), sns.color_palette(n_colors=curve["run"].nunique()), strict=True))
     grid = sns.relplot(data=curve, x="threshold", y="error (%)", hue="run", style="criterion", col="panel",
@@ -340,7 +375,7 @@ def threshold_curves_figure(
         ax.axvline(threshold, color="grey", linestyle=":")
         shown = set(curve.loc[curve["panel"] == panel, "run"])
         for (model, method), value in picked.items():
-            run = f"{model} / {HEATMAP_METHODS[method]}"
+            run = f"{model} / {registered(method).label}"
             if run in shown:
                 ax.axvline(value, color=palette[run], linestyle="--", linewidth=0.8)
     return grid

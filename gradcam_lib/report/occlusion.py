@@ -96,6 +96,9 @@ MEASURES: dict[str, str] = {
     "increase": "% Increase in Confidence",
     "deletion_auc": "deletion AUC",
     "insertion_auc": "insertion AUC",
+    "road_morf": "ROAD MoRF",
+    "road_lerf": "ROAD LeRF",
+    "road_combined": "ROAD combined",
 }
 
 
@@ -225,10 +228,11 @@ def rank_comparisons(correlated: pd.DataFrame, pairs: Sequence[tuple[str, str]],
 
 
 def causal_table(causal: pd.DataFrame, intervals: pd.DataFrame, names: Mapping[str, str], source: str,
-                 measures: Sequence[str]) -> pd.DataFrame:
-    """Average Drop, Increase in Confidence, deletion and insertion AUC per method as
-    ``mean [low, high]`` cells (``intervals``: :func:`method_intervals`), above the published
-    values (Grad-CAM++ / Score-CAM, RISE), columns named by :data:`MEASURES`."""
+                 measures: Sequence[str], published_rows: bool = True) -> pd.DataFrame:
+    """Average Drop, Increase in Confidence, deletion and insertion AUC (or any of :data:`MEASURES`)
+    per method as ``mean [low, high]`` cells (``intervals``: :func:`method_intervals`), above the
+    published values (Grad-CAM++ / Score-CAM, RISE; none with ``published_rows=False``), columns
+    named by :data:`MEASURES`."""
     cells: dict[str, dict[str, str]] = {m: {} for m in causal["method"].unique()}
     for r in intervals.itertuples():
         digits = 1 if r.measure in ("drop", "increase") else 3
@@ -237,7 +241,8 @@ def causal_table(causal: pd.DataFrame, intervals: pd.DataFrame, names: Mapping[s
     ours = pd.DataFrame([{"method": names[m], **v, "source": source} for m, v in cells.items()])
     theirs = pd.concat([published.confidence_metrics(), published.deletion_insertion()], ignore_index=True)
     theirs = theirs.rename(columns={"average_drop": "drop", "increase_in_confidence": "increase"})
-    table = pd.concat([ours, theirs.astype({c: object for c in theirs.columns})], ignore_index=True)
+    table = (pd.concat([ours, theirs.astype({c: object for c in theirs.columns})], ignore_index=True)
+             if published_rows else ours)
     return table[["method", *measures, "images", "source"]].rename(columns=MEASURES)
 
 
