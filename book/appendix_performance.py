@@ -15,6 +15,15 @@
 # separate forward pass to learn the predicted class); pytorch-grad-cam maps the top-1 class in its
 # own pass but one class per call (top-5: five calls) and backpropagates into every parameter
 # (`tests/test_comparisons.py` checks each of these statements).
+#
+# **Grad-CAM's successors** (HiResCAM, XGrad-CAM, LayerCAM, Eigen-CAM) are compared with
+# pytorch-grad-cam only: captum has none of them. Their rows come from `python bench/benchmark.py
+# --methods cam_family --quick`, merged into the same file (each row's ratio is taken against a
+# forward pass timed in the same rounds, so rows of different runs stay comparable as ratios). The
+# Eigen-CAM rows were measured again on one thread (`OMP_NUM_THREADS=1`): on two threads of this
+# shared machine the SVD's time varied from 0.2 to 3.8 s per call, and the interval was 1.1-12.4.
+# Score-CAM has no row yet: one call is one forward pass per channel of the layer (2 048 for
+# ResNet-50), about 500 s on this CPU, and a row needs at least five; `--methods Score-CAM` measures it.
 
 # %% tags=["parameters", "remove-cell"]
 # Parameters
