@@ -9,6 +9,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,8 +167,15 @@ def test_shipped_checkpoint_is_the_scripts_and_accurate():
     finally:
         torch.set_num_threads(previous)
     assert tiny.keys() == record["tiny_run"]["weights"].keys()
+    # Another CPU (AMD EPYC against the recording machine) rounds differently, and two epochs of Adam
+    # grow that to < 8e-3 (relative L2 of each parameter's [sum, sum |w|]); another seed moves them by
+    # 0.5. The convolution biases feed a BatchNorm, which removes them from every output: their
+    # gradients are rounding noise that Adam amplifies (up to 7e-2), so they are not compared.
     for name, sums in record["tiny_run"]["weights"].items():
-        assert tiny[name] == pytest.approx(sums, rel=1e-4, abs=1e-4), name
+        if name.startswith("features.conv") and name.endswith(".bias"):
+            continue
+        drift = np.linalg.norm(np.subtract(tiny[name], sums)) / np.linalg.norm(sums)
+        assert drift < 2e-2, (name, drift)
 
 
 def test_training_is_deterministic_and_multilabel():

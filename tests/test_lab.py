@@ -129,7 +129,7 @@ def test_chapter_opens_and_its_parameters_cell_runs(lab: Lab) -> None:
     finally:
         lab.api(f"api/sessions/{session['id']}", "DELETE")
     assert reply is not None and reply["status"] == "ok", reply
-    assert printed.split() == ["'default'", "3"], printed  # the chapter's defaults: profile and 3 runs
+    assert printed.split() == ["'default'", "7"], printed  # the chapter's defaults: profile and 7 runs
 
 
 BROWSER = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
