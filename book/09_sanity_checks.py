@@ -254,11 +254,13 @@ Table(pd.DataFrame([
 ]))
 
 # %% tags=["remove-stderr", "hide-input"]
-# NBVAL_CHECK_OUTPUT
 digits = as_samples(test.head(mnist_images), "test")
 data_rows = DataRandomizationExperiment(normal, digits, "mnist", DataRandomizationSettings(tuple(mnist_methods),
                                                                                            mnist_hog_cell),
                                         memorised).run(out_dir, batch_size=100, device=device)
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
 data_table = interval_table(data_rows, ["method"], seed=seed)
 compared = data_table[data_table["measure"] == "spearman"].set_index("method")["n"]
 print(f"digits compared, of {len(digits)} (the rank and HOG measures leave out a digit whose trained-network map "
