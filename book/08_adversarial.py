@@ -299,8 +299,8 @@ print("KTH eps in grey levels per channel:", [round(e * 255, 2) for e in kth_eps
 #    reconstructs image edges {cite}`nie2018theoretical,adebayo2018sanity` -- which would leave it in
 #    place when an attack rewrites the class evidence.
 # 6. *Guided Backprop's boxes move more.* Its 15 % box overlaps less before / after than Grad-CAM's in
-#    every untargeted setting except PGD at 4/255, where no difference is shown (paired, per
-#    setting). A gradient map is a scatter of strong pixels whose largest segment can jump
+#    every untargeted setting except PGD at 4/255 and 8/255, where no difference is shown (paired, per
+#    setting; at 8/255 the interval, -0.24 [-0.41, 0.01], ends just above 0). A gradient map is a scatter of strong pixels whose largest segment can jump
 #    (chapter 1) -- a plausible reason, not tested here.
 # 7. *Where the new class points: no difference shown.* In each untargeted setting the new top-1
 #    class's Grad-CAM map points at the object of the true class after 50-70 % of the successful
@@ -368,11 +368,13 @@ for model in models:
     tests = {w: get("IoU: GBP - CAM", w) for w in unt}
     if all(tests.values()):
         lower = {w for w, c in tests.items() if c.shown and c.difference.mean < 0}
-        exception = "PGD untargeted 4/255"  # the one setting the discussion names
-        claims.check(f"6. {model}: GBP box IoU < Grad-CAM's in every untargeted setting but {exception}, "
+        exceptions = ("PGD untargeted 4/255", "PGD untargeted 8/255")  # the settings the discussion names
+        claims.check(f"6. {model}: GBP box IoU < Grad-CAM's in every untargeted setting but {' and '.join(exceptions)}, "
                      "where no difference is shown",
-                     exception in tests and lower == set(tests) - {exception} and not tests[exception].shown,
-                     f"shown lower in {len(lower)} of {len(tests)} settings; {exception}: {tests.get(exception)}")
+                     set(exceptions) <= set(tests) and lower == set(tests) - set(exceptions)
+                     and not any(tests[e].shown for e in exceptions),
+                     f"shown lower in {len(lower)} of {len(tests)} settings; "
+                     + "; ".join(f"{e}: {tests.get(e)}" for e in exceptions))
     # 7
     tests = {w: get("CAM points: new class - clean", w) for w in unt}
     if all(tests.values()):
