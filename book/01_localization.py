@@ -99,7 +99,7 @@ channels_last = False
 bf16 = False
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 import dataclasses
 from pathlib import Path
 
@@ -166,7 +166,7 @@ this_run(profile, models=list(entries), data=list(benchmarks),
 # batch, so an interrupted run resumes where it stopped. The calibration split maps only the
 # ground-truth class.
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 settings = {method: LocalizationSettings(method, tuple(thresholds), 5, tiny_box_rule, channels_last, bf16)
             for _, method in all_runs}
 rows = pd.concat(
@@ -283,12 +283,12 @@ Table(report.versus_table(per_image, clusters, benchmarks, NAMES).round({"McNema
 # crop-224 keeps the aspect ratio, cuts the borders -- on the composites, their empty 1/16 margin, so
 # that the objects fill a larger share of the input -- and can cut ground-truth boxes (on ILSVRC).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 check_name = datasets[0]
 other = "crop" if geometry == "resize" else "resize"
 geometry_rows = {}
 for shape in (geometry, other):
-    if shape == geometry and (check_name, figure_model, "gradcam") in per_image:
+    if shape == geometry and (figure_model, "gradcam") in map(tuple, benchmarks.get(check_name, [])):
         run = report.run_rows(rows, check_name, figure_model, "gradcam")
         geometry_rows[shape] = run[run["image_id"].isin(run["image_id"].unique()[:geometry_check_images])]
         continue

@@ -108,7 +108,7 @@ seed = 0
 num_workers = 0
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 import itertools
 from pathlib import Path
 
@@ -174,7 +174,7 @@ this_run(profile, models=sorted({entries[name].name for name in datasets}), data
 # interrupted run resumes). Each pair's cluster is its source object (composites) or its image
 # (cluttered canvases, real images).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 settings = {name: PointingSettings(tuple(methods), tuple(rejection_methods), top_k, tolerances[name], smooth)
             for name in datasets}
 calibration_settings = {name: PointingSettings(tuple(rejection_methods), tuple(rejection_methods), top_k,

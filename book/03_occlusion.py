@@ -109,7 +109,7 @@ mnist_methods = ["gradcam", "guided_gradcam", "guided_backprop", "hires_cam", "x
 mnist_causal_methods = ["gradcam", "gradcam_pp", "hires_cam", "xgrad_cam", "layer_cam", "eigen_cam", "score_cam"]
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
@@ -183,7 +183,7 @@ display(Table(speed.round({"seconds": 2, "cpu_seconds": 2, "forwards_per_s": 1, 
 # Per image: the occlusion map of its top-1 class, every method's map and the measures; rows go to
 # `results/<profile>/03_occlusion/` after every batch (an interrupted run resumes).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 settings = OcclusionSettings(tuple(methods), tuple(causal_methods), patch, stride, fill, occlusion_batch, size, n_steps)
 rows = OcclusionExperiment(entry, data, dataset, settings).run(out_dir, batch_size, device, num_workers)
 rows, units = prepared_rows(rows, data)
@@ -290,7 +290,7 @@ plt.show()
 # photographs (the model was trained with one sigmoid per class; on a canvas with two digits the
 # softmax splits between them, so Y is lower than on a single digit).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 mnist_entry = load_model("cluttered_mnist_cnn", device)
 mnist_data = build_dataset("cluttered_mnist", mnist_entry.transform, mnist_images, seed=seed, split="test")
 mnist_settings = OcclusionSettings(tuple(mnist_methods), tuple(mnist_causal_methods), mnist_patch, mnist_stride, 0.0,
@@ -362,7 +362,7 @@ fig = example_figure(mnist_entry.transform.to_display(x0[0]), mnist_entry.class_
 # ROAD on the first `mnist_road_images` = 60 cluttered-MNIST canvases only (about 3 CPU minutes for
 # the seven methods) and on no photograph; the full profile, on a GPU, runs it on every image.
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 ROAD = ["road_morf", "road_lerf", "road_combined"]
 road_runs = {}  # label -> (rows, units)
 for label, run_entry, run_data, name, n, causal, run_patch, run_stride, run_fill, run_size, run_steps in (

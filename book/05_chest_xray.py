@@ -127,7 +127,7 @@ seed = 0
 num_workers = 0
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 import warnings
 from pathlib import Path
 
@@ -195,7 +195,7 @@ if dataset == "standin" and n_classification:
 # an interrupted run resumes where it stopped. Each method explains the output of the box's finding
 # (the finding is known: this measures localisation, not classification).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 rows = experiment.run(out_dir, batch_size, device, num_workers)
 # GradientShap's random points re-drawn with other seeds (same images, same batches) for the re-draw table below
 redrawn = {draw: experiment.with_seed(seed + draw, ["gradient_shap"]).run(out_dir, batch_size, device, num_workers)

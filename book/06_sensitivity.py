@@ -79,7 +79,7 @@ data_root = None
 seed = 0
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 from pathlib import Path
 
 import pandas as pd
@@ -166,7 +166,7 @@ if compare_torchattacks:
 # `results/<profile>/06_sensitivity/` after every batch. The two MNIST runs attack the same digits,
 # one with the photographs' budget so that success rates are compared only at equal budget.
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 rows = with_run_names(pd.concat(
     [SensitivityExperiment(entries[model], data[model, dataset, n], dataset,
                            SensitivitySettings(de_config(popsize, maxiter, mutation, recombination, strategy, init),

@@ -95,7 +95,7 @@ device = "cpu"
 seed = 0
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook check, via shap
@@ -159,7 +159,7 @@ this_run(profile, models=[model for model, *_ in runs], data=[dataset for _, dat
 # Integrated Gradients tries the step counts of the run in turn and keeps the first at which every
 # explained-class map's completeness gap is under 5 %.
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 frames = []
 for model, dataset, n, n_classes, ig_steps, shap_samples, _ in runs:
     entry, samples, images, background = loaded[model, dataset]

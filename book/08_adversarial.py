@@ -87,7 +87,7 @@ figure_attacks = [["fgsm", "untargeted", 2], ["pgd", "untargeted", 8], ["pgd", "
 figure_images = 2
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 from pathlib import Path
 
 import pandas as pd
@@ -151,7 +151,7 @@ display(Table(counts, index=False))
 # `results/<profile>/08_adversarial/` after every batch (an interrupted run resumes). Each row then
 # gets its unit (`cluster`: the photograph of its true-class object).
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 settings = AdversarialSettings(specs, tuple(methods), seed)
 rows = pd.concat(
     [with_clusters(AdversarialExperiment(entries[model], attacked[model], "+".join(datasets), settings)

@@ -94,7 +94,7 @@ device = "cpu"
 seed = 0
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -150,7 +150,7 @@ this_run(profile, model=model, data=f"{dataset} ({len(images_set)} images)", sta
 # image and every one of the 2 x 19 randomised models, about 340 000 forward passes, an hour of this
 # CPU; the full profile runs it.
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 runs = [RandomizationExperiment(entry, images_set, dataset, RandomizationSettings(tuple(methods), cascading, seed,
                                                                                   hog_cell))
         for cascading in (True, False)]
@@ -233,7 +233,7 @@ Table(wide(alone, "method", "stage", NAMES, {s: LAYERS[s] for s in key_stages}))
 # Grad-CAM of the true class is all zero on a few digits) there is nothing to compare, and the digit
 # is left out of the rank and HOG measures; a constant map of the memorising network is scored 0.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "setup"]
 train, test = mnist_split(seed=seed)
 normal, memorised = load_model(mnist_model, device), load_model(mnist_randomized, device)
 
@@ -253,7 +253,7 @@ Table(pd.DataFrame([
      f"held-out accuracy ({len(test)} digits)": held_out(memorised)},
 ]))
 
-# %% tags=["remove-stderr", "hide-input"]
+# %% tags=["remove-stderr", "hide-input", "run"]
 digits = as_samples(test.head(mnist_images), "test")
 data_rows = DataRandomizationExperiment(normal, digits, "mnist", DataRandomizationSettings(tuple(mnist_methods),
                                                                                            mnist_hog_cell),

@@ -46,7 +46,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -235,6 +235,21 @@ def _append(
     return len(data), header
 
 
+def _commit(
+    rows_file: BinaryIO, journal: BinaryIO, frame: pd.DataFrame, header: list[str] | None, csv_path: Path,
+    positions: list[int], ids: list[str], offset: int,
+) -> tuple[int, list[str] | None]:
+    """Commit one batch (the module's protocol): its rows, fsync'd, then its journal line, fsync'd.
+    Returns the CSV's committed size after it and the header."""
+    written, header = _append(rows_file, frame, header, csv_path)
+    offset += written
+    record = {"positions": positions, "ids": ids, "rows": len(frame), "bytes": offset}
+    journal.write(json.dumps(record).encode() + b"\n")
+    journal.flush()
+    os.fsync(journal.fileno())
+    return offset, header
+
+
 def run_resumable(
     dataset: Dataset,
     evaluate_batch: BatchFn,
@@ -243,6 +258,7 @@ def run_resumable(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     description: str = "",
+    positions: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``dataset`` in order, batch by batch, committing the rows of each batch to
     ``csv_path`` all at once (see the module notes); items already done are skipped.
@@ -255,6 +271,8 @@ def run_resumable(
         batch_size, num_workers: DataLoader settings; memory is pinned on CUDA.
         device: where the images go.
         description: the progress bar's label.
+        positions: the data set positions this run owns (default: all), e.g. one rank's share of a
+            sharded run (:mod:`gradcam_lib.shards`); the journal records them as data set positions.
 
     Returns:
         Every row of the file, old and new, in data set order (an empty frame with an ``image_id``
@@ -273,7 +291,11 @@ def run_resumable(
         records = _recover(csv_path, done_path)
         owner = {i: p for r in records for p, i in zip(r["positions"], r["ids"], strict=True)}
         finished = {p for r in records for p in r["positions"]}
-        remaining = [p for p in range(len(cast(Sized, dataset))) if p not in finished]
+        size = len(cast(Sized, dataset))
+        owned = range(size) if positions is None else positions
+        if positions is not None and (len(set(owned)) != len(owned) or not set(owned) <= set(range(size))):
+            raise ValueError(f"{csv_path}: positions must be distinct positions of the data set (0 .. {size - 1})")
+        remaining = [p for p in owned if p not in finished]
         header = list(pd.read_csv(csv_path, nrows=0).columns) if _committed_size(records) else None
         if not done_path.exists():
             done_path.touch()  # before any row: rows without a journal would look like an old file
@@ -290,17 +312,17 @@ def run_resumable(
             open(csv_path, "ab") as rows_file,
             open(done_path, "ab") as journal,
             tqdm(
-                total=len(cast(Sized, dataset)),
-                initial=len(cast(Sized, dataset)) - len(remaining),
+                total=len(owned),
+                initial=len(owned) - len(remaining),
                 desc=description,
                 unit="img",
             ) as progress,
         ):
             start, offset = 0, _committed_size(records)
             for number, (images, samples) in enumerate(loader, start=len(records)):
-                positions = remaining[start:start + len(samples)]
+                batch = remaining[start:start + len(samples)]
                 start += len(samples)
-                for position, sample in zip(positions, samples, strict=True):
+                for position, sample in zip(batch, samples, strict=True):
                     if sample.image_id in owner:
                         raise ValueError(f"{csv_path}: image_id {sample.image_id!r} is used by items "
                                          f"{owner[sample.image_id]} and {position} of the data set; a resumable run "
@@ -308,12 +330,7 @@ def run_resumable(
                     owner[sample.image_id] = position
                 frame = _batch_rows(evaluate_batch(images.to(device, non_blocking=True), samples), samples, number,
                                     csv_path)
-                written, header = _append(rows_file, frame, header, csv_path)
-                offset += written
-                record = {"positions": positions, "ids": [s.image_id for s in samples], "rows": len(frame),
-                          "bytes": offset}
-                journal.write(json.dumps(record).encode() + b"\n")
-                journal.flush()
-                os.fsync(journal.fileno())
+                offset, header = _commit(rows_file, journal, frame, header, csv_path, batch,
+                                         [s.image_id for s in samples], offset)
                 progress.update(len(samples))
         return _read_rows(csv_path)

@@ -38,9 +38,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import pandas as pd
 import torch
@@ -51,6 +51,16 @@ from gradcam_lib.methods.scopes import explanation_scope
 from gradcam_lib.models import ModelEntry
 from gradcam_lib.results import run_resumable
 from gradcam_lib.run_keys import dataset_fingerprint, model_fingerprint, run_key
+from gradcam_lib.shards import (
+    ShardError,
+    completed_positions,
+    merge_shards,
+    rank_world,
+    read_run,
+    shard_path,
+    share,
+    synchronise,
+)
 
 __all__ = ["Experiment"]
 
@@ -102,10 +112,35 @@ class Experiment(ABC, Generic[S]):
 
     def run(self, results_dir: str | Path, batch_size: int = 8, device: str | torch.device = "cpu",
             num_workers: int = 0) -> pd.DataFrame:
-        """Every row of the run, computing only the items not yet done (resumable, exactly once)."""
+        """Every row of the run, computing only the items not yet done (resumable, exactly once).
+
+        Under torchrun (a process group of ``W`` > 1 ranks, :func:`gradcam_lib.shards.distributed`)
+        each rank computes its share into its own shard, rank 0 merges the shards into the run's
+        file, and every rank returns all the rows. In one process, the complete shards of an earlier
+        sharded run are merged first (:func:`~gradcam_lib.shards.merge_shards`)."""
         path = self.path(results_dir)
+        n_items = len(cast(Sized, self.dataset))
+        rank, world = rank_world()
         description = " ".join(str(v) for v in (self.entry.name, *self.labels().values(), self.dataset_name))
-        with explanation_scope(self.entry.model):
-            rows = run_resumable(self.dataset, self.batch, path, batch_size=batch_size, device=device,
-                                 num_workers=num_workers, description=description)
+        if world > 1:
+            description += f" [rank {rank}/{world}]"
+            finished = completed_positions(path)
+            if len(finished) < n_items:
+                if finished:
+                    raise ShardError(f"{path} holds a partial single-process run ({len(finished)} of {n_items} "
+                                     "items); finish it in one process or remove it before a sharded run")
+                with explanation_scope(self.entry.model):
+                    run_resumable(self.dataset, self.batch, shard_path(path, rank, world), batch_size=batch_size,
+                                  device=device, num_workers=num_workers, description=description,
+                                  positions=share(n_items, rank, world))
+                synchronise()
+                if rank == 0:
+                    merge_shards(path, n_items)
+                synchronise()
+            rows = read_run(path)
+        else:
+            merge_shards(path, n_items)
+            with explanation_scope(self.entry.model):
+                rows = run_resumable(self.dataset, self.batch, path, batch_size=batch_size, device=device,
+                                     num_workers=num_workers, description=description)
         return rows.assign(model=self.entry.name, **self.labels(), dataset=self.dataset_name)
