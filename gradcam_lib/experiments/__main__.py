@@ -65,7 +65,7 @@ def execute(book: Book, chapter: str, profile: str, overrides: dict[str, Any]) -
     os.environ.setdefault("MPLBACKEND", "Agg")
     with contextlib.chdir(notebooks[chapter].parent):
         for index, tags, source in cells:
-            exec(compile(source, f"{chapter}.ipynb, cell {index}", "exec"), namespace)  # noqa: S102
+            exec(compile(source, f"{chapter}.ipynb, cell {index}", "exec"), namespace)
             if "parameters" in tags:
                 namespace.update(parameters)
     return namespace
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None, book: Book | None = None) -> int:
                 contextlib.redirect_stdout(out):
             execute(book or Book(args.book or Book().root), args.chapter, args.profile, overrides)
         if rank == 0:
-            print(f"{args.chapter} ({args.profile}): runs complete on {world} process(es); the chapter now only reports")
+            print(f"{args.chapter} ({args.profile}): runs complete on {world} process(es); "
+                  "the chapter now only reports")
     return 0
 
 
