@@ -71,6 +71,7 @@ tiny_box_rule = False  # True: the DET devkit's relaxed IoU for small boxes (not
 num_workers = 0
 channels_last = False  # GPU fast path: channels-last memory format
 bf16 = False  # GPU fast path: bfloat16 autocast (maps within a few % of fp32; see tests/test_acceleration.py)
+decode = "pil"  # ILSVRC test images: "pil", or "device" (JPEGs decoded where the batch goes: nvJPEG on CUDA)
 figure_model = "efficientnet_lite0"
 results_dir = "../results"
 
@@ -131,7 +132,7 @@ entries = {name: load_model(name, device) for name in dict.fromkeys([model for m
 transforms = {name: entry.transform.with_geometry(geometry) for name, entry in entries.items()}
 test_start = calibration_images if calibration == "ilsvrc" else 0  # ILSVRC: the test part follows the held-out part
 data = {(model, name): build_dataset(name, transforms[model], n_images, data_root, seed, blacklist=blacklist,
-                                     start=test_start if name == "ilsvrc" else 0)
+                                     start=test_start if name == "ilsvrc" else 0, decode=decode)
         for model in entries if model not in mnist_models for name in datasets}
 data |= {(model, "cluttered_mnist"): build_dataset("cluttered_mnist", transforms[model], mnist_images, seed=seed)
          for model in mnist_models}

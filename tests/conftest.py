@@ -9,6 +9,17 @@ from toy_models import ChannelMeans, means_entry, toy_cnn, toy_entry
 from gradcam_lib.models import ModelEntry
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``cuda`` when torch sees no CUDA device (``bench/device_check.sh`` runs
+    them on a GPU machine: ``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def channel_means() -> ChannelMeans:
     return ChannelMeans()

@@ -8,6 +8,7 @@ from gradcam_lib.datasets.base import Sample, build_sample, collate_samples
 from gradcam_lib.datasets.chestxray import ChestXray14BoxDataset
 from gradcam_lib.datasets.cluttered_mnist import ClutteredMNISTDataset
 from gradcam_lib.datasets.composite import CompositeDataset, ObjectCrop, photo_crops
+from gradcam_lib.datasets.decode import ImageBatch, PendingImage, read_encoded
 from gradcam_lib.datasets.ilsvrc import (
     Annotation,
     ILSVRCValDataset,
@@ -31,8 +32,10 @@ __all__ = [
     "ClutteredMNISTDataset",
     "CompositeDataset",
     "ILSVRCValDataset",
+    "ImageBatch",
     "ImageTransform",
     "ObjectCrop",
+    "PendingImage",
     "PhotoBox",
     "RawPhoto",
     "Sample",
@@ -47,6 +50,7 @@ __all__ = [
     "load_raw_photos",
     "parse_annotation",
     "photo_crops",
+    "read_encoded",
     "read_image",
     "read_photo_boxes",
     "to_rgb",
@@ -68,6 +72,7 @@ def build_dataset(
     blacklist: str | None = None,
     start: int = 0,
     bbox_csv: str | None = None,
+    decode: str = "pil",
 ) -> Dataset[Sample]:
     """A chapter's data set by name, in one model's geometry.
 
@@ -89,6 +94,8 @@ def build_dataset(
             (``ILSVRC2013_clsloc_validation_blacklist.txt``); its images are skipped.
         start: ILSVRC only: how many val images (file-name order) to skip first -- e.g. a
             held-out calibration part.
+        decode: ILSVRC only: ``"pil"`` (default) or ``"device"`` (the JPEGs are decoded where the
+            batch goes, nvJPEG on CUDA; :mod:`gradcam_lib.datasets.decode`).
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
@@ -108,7 +115,8 @@ def build_dataset(
         if data_root is None:
             raise ValueError(f"dataset {name!r} needs data_root: the data set's folder (see the README)")
         if name == "ilsvrc":
-            return ILSVRCValDataset(data_root, transform, limit=n_images, blacklist=blacklist, start=start)
+            return ILSVRCValDataset(data_root, transform, limit=n_images, blacklist=blacklist, start=start,
+                                    decode=decode)
         if name == "chestxray14":
             return ChestXray14BoxDataset(data_root, transform, bbox_csv=bbox_csv, limit=n_images)
         return VOCDataset(data_root, transform, split=split, limit=n_images)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from PIL import Image
 
+from gradcam_lib.datasets.decode import EncodedImage, ImageBatch, PendingImage
 from gradcam_lib.datasets.transforms import ImageTransform
 from gradcam_lib.validate import check_boxes
 
@@ -16,7 +18,9 @@ class Sample:
     """One image ready for a model, with its ground truth in the model input's pixels.
 
     Attributes:
-        image: ``(3, H, W)`` float32, normalised for the model.
+        image: ``(3, H, W)`` float32, normalised for the model; from a data set that decodes on the
+            device, a :class:`~gradcam_lib.datasets.decode.PendingImage` (only its ``shape`` is a
+            tensor's) that the collated batch's ``.to(device)`` decodes.
         labels: the ImageNet class indices present in the image (sorted, unique).
         boxes: ``(N, 4)`` long, inclusive pixel boxes ``(xmin, ymin, xmax, ymax)`` in ``image``.
         box_labels: ``(N,)`` long, the class of each box.
@@ -46,13 +50,19 @@ def printable_id(name: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def collate_samples(samples: list[Sample]) -> tuple[torch.Tensor, list[Sample]]:
-    """DataLoader ``collate_fn``: stack the images, keep the samples for their ground truth."""
-    return torch.stack([s.image for s in samples]), list(samples)
+def collate_samples(samples: list[Sample]) -> tuple[torch.Tensor | ImageBatch, list[Sample]]:
+    """DataLoader ``collate_fn``: stack the images, keep the samples for their ground truth. A batch
+    holding pending images (a data set decoding on the device) is an
+    :class:`~gradcam_lib.datasets.decode.ImageBatch` instead: its ``.to(device)`` decodes them there
+    and gives the same ``(B, 3, H, W)`` tensor."""
+    images: list[torch.Tensor | PendingImage] = [s.image for s in samples]
+    if any(isinstance(image, PendingImage) for image in images):
+        return ImageBatch(tuple(images)), list(samples)
+    return torch.stack(cast(list[torch.Tensor], images)), list(samples)
 
 
 def build_sample(
-    image: Image.Image,
+    image: Image.Image | EncodedImage,
     boxes: torch.Tensor,
     box_labels: torch.Tensor,
     image_id: str,
@@ -62,7 +72,9 @@ def build_sample(
 
     ``labels`` are the image-level ground truth: every class annotated in the image, also one whose
     boxes all fall outside the crop (the ILSVRC classification protocol labels the image, not the
-    crop). ``boxes``/``box_labels`` keep only the boxes that still cover a pixel of the crop.
+    crop). ``boxes``/``box_labels`` keep only the boxes that still cover a pixel of the crop. An
+    :class:`~gradcam_lib.datasets.decode.EncodedImage` (not decoded yet) has its boxes mapped from
+    the size its header states and becomes a pending image (:class:`Sample`).
 
     Raises:
         ValueError: ``boxes`` is not ``(N, 4)``, holds a non-finite value or an inverted box
@@ -77,6 +89,10 @@ def build_sample(
             f"{image_id}: {len(boxes)} boxes but box_labels has shape {tuple(box_labels.shape)}; give one label per box"
         )
     box_labels = box_labels.to(torch.long).reshape(-1)
-    tensor, mapped, keep = transform(image, boxes)
+    if isinstance(image, EncodedImage):
+        mapped, keep = transform.map_boxes(boxes, image.height, image.width)
+        tensor = cast(torch.Tensor, PendingImage(image, transform))  # decoded by its batch (collate_samples)
+    else:
+        tensor, mapped, keep = transform(image, boxes)
     labels = tuple(sorted({int(label) for label in box_labels}))
     return Sample(image=tensor, labels=labels, boxes=mapped, box_labels=box_labels[keep], image_id=image_id)

@@ -30,6 +30,16 @@ and an image more than ``MAX_ASPECT_RATIO`` (50) times longer than wide (resizin
 to 256 would allocate gigabytes); it converts 32-bit integer and float images by range.
 Non-UTF-8 file names: the CSV index keeps them byte for byte (``surrogateescape``), image ids
 write their bad bytes as ``\\xNN`` escapes (:func:`~gradcam_lib.datasets.base.printable_id`).
+
+Decoding on the GPU (the ``full`` profile's 50 000 images). With ``decode="device"`` the
+DataLoader workers read each JPEG's bytes and header only, and the batch's ``images.to(device)`` in
+:func:`~gradcam_lib.results.run_resumable` decodes them there (nvJPEG on CUDA) through the same
+resize, crop and box mapping; :mod:`~gradcam_lib.datasets.decode` says how, what falls back to PIL
+(CMYK and non-JPEG files among others) and how much the pixels differ (on the CPU: not at all). It
+is off by default (``decode="pil"``); switch it on for a CUDA run,
+``ILSVRCValDataset(root, transform, decode="device")``, with DataLoader workers (``num_workers``)
+to read the files. A sample's ``image`` is then a pending image until collated: code that needs the
+pixels of single items (figures) keeps the default.
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from gradcam_lib.datasets.annotations import (
     read_objects,
 )
 from gradcam_lib.datasets.base import Sample, build_sample, printable_id
+from gradcam_lib.datasets.decode import DECODE_MODES, read_encoded
 from gradcam_lib.datasets.images import read_image
 from gradcam_lib.datasets.transforms import ImageTransform
 
@@ -205,6 +216,8 @@ class ILSVRCValDataset(Dataset[Sample]):
         blacklist: the devkit's blacklist file; its images are left out of the selection
             (:attr:`skipped` lists them).
         start: skip the first ``start`` images (file-name order) before ``limit`` applies.
+        decode: ``"pil"`` (default): decode each image in ``__getitem__``; ``"device"``: read its
+            bytes only, and let the batch's ``.to(device)`` decode it there (see the module notes).
 
     Attributes:
         skipped: ids of the selected images left out because the blacklist names them.
@@ -212,8 +225,9 @@ class ILSVRCValDataset(Dataset[Sample]):
     Raises:
         FileNotFoundError: folders missing, or an XML whose image is not there (the message names
             both).
-        ValueError: ``limit < 1`` or ``start < 0``; a CSV index with a missing column or a bad
-            value (the message names the file and line). A bad XML raises when its item is read.
+        ValueError: ``limit < 1``, ``start < 0`` or an unknown ``decode``; a CSV index with a
+            missing column or a bad value (the message names the file and line). A bad XML raises
+            when its item is read.
     """
 
     def __init__(
@@ -225,12 +239,16 @@ class ILSVRCValDataset(Dataset[Sample]):
         annotations_dir: str | os.PathLike[str] | None = None,
         blacklist: str | os.PathLike[str] | None = None,
         start: int = 0,
+        decode: str = "pil",
     ) -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be at least 1 (or None for all images), got {limit}")
         self.transform = transform
+        self.decode = decode
         root = Path(root)
         if root.suffix.lower() == ".csv":
             if not root.is_file():
@@ -259,9 +277,11 @@ class ILSVRCValDataset(Dataset[Sample]):
     def annotation_records(self) -> list[dict]:
         """Every item's id, size, classes and boxes as read from its XML (or index rows), and the
         transform, in order, without decoding an image: what
-        :func:`gradcam_lib.results.dataset_fingerprint` hashes (50 000 XMLs take seconds)."""
-        transform = repr(self.transform)
-        return [asdict(self.annotation(i)) | {"transform": transform} for i in range(len(self))]
+        :func:`gradcam_lib.results.dataset_fingerprint` hashes (50 000 XMLs take seconds). Device
+        decoding is recorded too (its pixels differ on CUDA); the default leaves the records as
+        they were."""
+        extra = {"transform": repr(self.transform)} | ({"decode": self.decode} if self.decode != "pil" else {})
+        return [asdict(self.annotation(i)) | extra for i in range(len(self))]
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
@@ -269,7 +289,8 @@ class ILSVRCValDataset(Dataset[Sample]):
         annotation = self.annotation(index)
         boxes = torch.tensor(annotation.boxes, dtype=torch.long).reshape(-1, 4)
         labels = torch.tensor(annotation.labels, dtype=torch.long)
-        image = read_image(self.image_paths[index])
+        path = self.image_paths[index]
+        image = read_encoded(path) if self.decode == "device" else read_image(path)
         return build_sample(image, boxes, labels, annotation.image_id, self.transform)
 
 

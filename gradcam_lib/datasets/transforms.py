@@ -143,27 +143,38 @@ class ImageTransform:
         """
         image = to_rgb(as_pil(image))
         width, height = image.size
+        mapped, keep = self.map_boxes(boxes, height, width)
+        return self.normalise(self.resize_pixels(TF.pil_to_tensor(image))), mapped, keep
+
+    def _geometry(self) -> v2.Transform:
+        """The resize (and centre crop) of :attr:`geometry`, for pixels and boxes alike."""
+        if self.geometry == "resize":
+            return v2.Resize((self.crop, self.crop), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return v2.Compose(
+            [
+                v2.Resize(self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True),
+                v2.CenterCrop(self.crop),
+            ]
+        )
+
+    def resize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(3, H, W)`` pixels, on any device, -> uint8 ``(3, crop, crop)`` through the
+        geometry (torchvision resizes uint8 natively on CPU, through float32 and rounding elsewhere)."""
+        return self._geometry()(pixels)
+
+    def map_boxes(self, boxes: torch.Tensor | None, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 4)`` inclusive boxes of a ``height`` x ``width`` image (or None) -> ``(boxes (M, 4)
+        long inclusive in the output's pixels, keep (N,) bool)``, through the same geometry as
+        :meth:`resize_pixels`: the image's size is all it needs."""
         if boxes is None:
             boxes = torch.zeros((0, 4), dtype=torch.long)
         boxes = torch.as_tensor(boxes).reshape(-1, 4)
-        if self.geometry == "resize":
-            geometry = v2.Resize((self.crop, self.crop), interpolation=InterpolationMode.BILINEAR, antialias=True)
-        else:
-            geometry = v2.Compose(
-                [
-                    v2.Resize(self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True),
-                    v2.CenterCrop(self.crop),
-                ]
-            )
-        pixels = TF.pil_to_tensor(image)
         rectangles = tv_tensors.BoundingBoxes(
             inclusive_to_continuous(boxes).to(torch.float32),
             format="XYXY",
             canvas_size=(height, width),
         )
-        pixels, rectangles = geometry(pixels, rectangles)
-        mapped, keep = continuous_to_inclusive(rectangles.as_subclass(torch.Tensor), self.crop, self.crop)
-        return self.normalise(pixels), mapped, keep
+        return continuous_to_inclusive(self._geometry()(rectangles).as_subclass(torch.Tensor), self.crop, self.crop)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., 3, H, W)`` -> normalised float32."""
