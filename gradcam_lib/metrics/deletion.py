@@ -6,6 +6,8 @@ The score is the softmax probability of the target class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from scipy import ndimage
 from torch import nn
 
 from gradcam_lib.methods import explanation_scope
-from gradcam_lib.metrics.occlusion import class_probabilities
+from gradcam_lib.metrics.occlusion import perturbed_probabilities
 from gradcam_lib.validate import check_maps_for_images
 
 __all__ = ["curve_auc", "deletion_insertion_curves", "rise_blur", "rise_kernel"]
@@ -64,24 +66,45 @@ def deletion_insertion_curves(
             a map with NaN or infinity, or ``targets`` not one class index per image.
     """
     b, h, w, targets = check_maps_for_images(images, maps, targets)
-    order = torch.argsort(maps.to(images.device).reshape(b, -1), dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
+    images = images.detach()
+    rank = _pixel_ranks(maps.to(images.device).reshape(b, -1))
     counts = torch.linspace(0, h * w, n_steps + 1, device=images.device).round().long()
-    blurred = rise_blur(images, blur_kernel, blur_sigma)
-    points, total = n_steps + 1, b * (n_steps + 1)
-    curves: list[torch.Tensor] = []
-    with explanation_scope(model):
-        for start_images, fills in ((images, torch.zeros_like(images)), (blurred, images)):
-            probs: list[torch.Tensor] = []
-            for first in range(0, total, batch_size):  # (image, step) pairs, several images per pass
-                pair = torch.arange(first, min(first + batch_size, total), device=images.device)
-                image, step = pair // points, pair % points
-                chosen = (rank[image] < counts[step][:, None]).view(-1, 1, h, w).float()  # (n, 1, H, W)
-                steps = start_images[image] * (1 - chosen) + fills[image] * chosen
-                probs.append(class_probabilities(model, steps, targets[image]))
-            curves.append(torch.cat(probs).view(b, points))
+    with explanation_scope(model), torch.no_grad():
+        blurred = rise_blur(images, blur_kernel, blur_sigma)
+        curves = [  # deletion: the image, then 0 (the data set mean); insertion: the blur, then the image
+            perturbed_probabilities(model, b * (n_steps + 1), batch_size,
+                                    _step_inputs(start, fill, rank, counts, targets), images.device).view(b, -1)
+            for start, fill in ((images, 0.0), (blurred, images))
+        ]
     return curves[0], curves[1]
+
+
+def _step_inputs(
+    start: torch.Tensor, fill: torch.Tensor | float, rank: torch.Tensor, counts: torch.Tensor, targets: torch.Tensor
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The chunk builder of one curve: pair ``i`` is step ``i % len(counts)`` of image
+    ``i // len(counts)``, whose pixels of rank below ``counts[step]`` are taken from ``fill`` (a
+    tensor like ``start``, or a value) and the others from ``start``; a whole chunk at once, as one
+    rank-below-count mask broadcast over the channels."""
+    points, (height, width) = len(counts), start.shape[-2:]
+
+    def build(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, step = pair // points, pair % points
+        chosen = (rank.index_select(0, image) < counts[step][:, None]).view(-1, 1, height, width)  # (n, 1, H, W)
+        inputs = start.index_select(0, image)  # a copy, filled in place
+        if isinstance(fill, torch.Tensor):
+            return torch.where(chosen, fill.index_select(0, image), inputs, out=inputs), targets[image]
+        return inputs.masked_fill_(chosen, fill), targets[image]
+
+    return build
+
+
+def _pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """``(B, N)`` rank of every pixel of the flattened ``(B, N)`` maps in descending order (0: the
+    highest; ties by position, a stable sort), scattered back to the pixels' places."""
+    order = torch.argsort(maps, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    return rank.scatter_(1, order, torch.arange(maps.shape[1], device=maps.device).expand_as(order))
 
 
 def curve_auc(curve: torch.Tensor | np.ndarray) -> np.ndarray:

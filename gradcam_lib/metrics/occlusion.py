@@ -12,6 +12,8 @@ All model scores here are softmax probabilities of the target class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -28,6 +30,7 @@ __all__ = [
     "class_probabilities",
     "compare_occlusion_backends",
     "occlusion_map",
+    "perturbed_probabilities",
     "rank_correlation",
     "window_starts",
 ]
@@ -53,34 +56,56 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
 
 
 def _window_masks(size: int, patch: int, stride: int, device: torch.device) -> torch.Tensor:
-    """``(n, size)`` float: row i marks the pixels covered by window i along one side."""
+    """``(n, size)`` bool: row i marks the pixels covered by window i along one side."""
     starts = torch.tensor(window_starts(size, patch, stride), device=device)
     pixels = torch.arange(size, device=device)
-    return ((pixels >= starts[:, None]) & (pixels < starts[:, None] + patch)).float()
+    return (pixels >= starts[:, None]) & (pixels < starts[:, None] + patch)
+
+
+def perturbed_probabilities(
+    model: nn.Module,
+    count: int,
+    batch_size: int,
+    build: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> torch.Tensor:
+    """``(count,)`` target-class probabilities of ``count`` perturbed inputs, ``batch_size`` per
+    forward pass (the only Python loop: over chunks, so memory stays that of one chunk).
+    ``build(index)`` turns a chunk's ``(n,)`` input numbers into the ``(n, C, H, W)`` inputs, built
+    with tensor ops on ``device``, and their ``(n,)`` target classes."""
+    chunks = [
+        class_probabilities(model, *build(torch.arange(start, min(start + batch_size, count), device=device)))
+        for start in range(0, count, batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, device=device)
 
 
 def _occlusion_ours(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, patch: int, stride: int, fill: float, batch_size: int
 ) -> torch.Tensor:
-    """Every (image, window) pair is one occluded input; ``batch_size`` of them, from one image or
-    several, go through the model at a time. The window drops are spread back to the pixels each
-    window covers and averaged: ``map = R^T D C / R^T 1 C`` with R, C the row / column window masks
-    and D the drops of the windows."""
+    """Every (image, window) pair is one occluded input (Zeiler & Fergus 2014, Sec. 4.2); pair
+    ``i`` is window ``i % n`` of image ``i // n`` (``n`` windows per image, row-major), and
+    ``batch_size`` pairs, from one image or several, go through the model at a time. A chunk is
+    built in one step: its windows' masks, the outer products (logical and) of the row and column
+    window masks, broadcast over the channels, fill a gathered copy of the images in place. The
+    window drops are spread back to the pixels each window covers and averaged:
+    ``map = R^T D C / R^T 1 C`` with R, C the row / column window masks and D the drops."""
     batch, _, height, width = images.shape
     rows = _window_masks(height, patch, stride, images.device)
     cols = _window_masks(width, patch, stride, images.device)
     n_rows, n_cols = len(rows), len(cols)
-    total = batch * n_rows * n_cols
-    drops = torch.empty(total, device=images.device)
     original = class_probabilities(model, images, targets)
-    for start in range(0, total, batch_size):
-        pair = torch.arange(start, min(start + batch_size, total), device=images.device)
+
+    def occluded(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image, window = pair // (n_rows * n_cols), pair % (n_rows * n_cols)
-        masks = (rows[window // n_cols][:, :, None] * cols[window % n_cols][:, None, :])[:, None]  # (n, 1, H, W)
-        occluded = images[image] * (1 - masks) + fill * masks
-        drops[pair] = original[image] - class_probabilities(model, occluded, targets[image])
-    count = rows.T @ torch.ones(n_rows, n_cols, device=images.device) @ cols
-    spread = rows.T @ drops.view(batch, n_rows, n_cols) @ cols  # (B, H, W)
+        covered = rows[window // n_cols][:, None, :, None] & cols[window % n_cols][:, None, None, :]  # (n, 1, H, W)
+        return images.index_select(0, image).masked_fill_(covered, fill), targets[image]
+
+    probabilities = perturbed_probabilities(model, batch * n_rows * n_cols, batch_size, occluded, images.device)
+    drops = original.repeat_interleave(n_rows * n_cols) - probabilities  # in the probabilities' dtype
+    rows_f, cols_f = rows.to(drops.dtype), cols.to(drops.dtype)
+    count = rows_f.T @ torch.ones(n_rows, n_cols, dtype=drops.dtype, device=images.device) @ cols_f
+    spread = rows_f.T @ drops.view(batch, n_rows, n_cols) @ cols_f  # (B, H, W)
     return spread / count
 
 
