@@ -25,6 +25,7 @@ disk, or a shared file system with working ``flock``).
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -111,24 +112,19 @@ _SHARD = re.compile(r"^(?P<run>.+)\.rank(?P<rank>\d+)-of-(?P<world>\d+)\.csv$")
 def _shards_of(csv_path: Path) -> dict[tuple[int, int], Path]:
     """The shard files of ``csv_path``'s run: ``(rank, world) -> path``."""
     found = {}
-    for path in csv_path.parent.glob(f"{glob_escape(csv_path.stem)}.rank*-of-*.csv"):
+    for path in csv_path.parent.glob(f"{glob.escape(csv_path.stem)}.rank*-of-*.csv"):
         match = _SHARD.match(path.name)
         if match and match["run"] == csv_path.stem:
             found[int(match["rank"]), int(match["world"])] = path
     return found
 
 
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
 def _other_keys(csv_path: Path) -> list[str]:
     """Shards of the same model, tag and data set name under another run key (the key is the file
     name's last ``_`` part): the likely culprits when a shard is missing."""
     prefix = csv_path.stem.rsplit("_", 1)[0]
-    return sorted(p.name for p in csv_path.parent.glob(f"{glob_escape(prefix)}_*.rank*-of-*.csv")
-                  if _SHARD.match(p.name) and _SHARD.match(p.name)["run"] != csv_path.stem)  # type: ignore[index]
+    matches = (_SHARD.match(p.name) for p in csv_path.parent.glob(f"{glob.escape(prefix)}_*.rank*-of-*.csv"))
+    return sorted(m.string for m in matches if m and m["run"] != csv_path.stem)
 
 
 def _remove_shard(path: Path) -> None:
